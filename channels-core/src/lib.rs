@@ -1,0 +1,50 @@
+//! # channels-core
+//!
+//! The contract of rust-channels, a real-time channels layer in the spirit of
+//! Django Channels: [`Message`], the name rules, [`LayerError`], the
+//! [`ChannelLayer`] trait every backend implements, shared configuration
+//! ([`LayerConfig`], [`ChannelCapacities`]) and, behind the `conformance`
+//! feature, the conformance suite every backend must pass.
+//!
+//! This crate has no networking dependency; backends (`channels-memory`,
+//! `channels-redis`) and the server build on it.
+//!
+//! ```
+//! use channels_core::{validate_channel_name, validate_group_name, Message};
+//!
+//! validate_group_name("chat.lobby")?;
+//! validate_channel_name("specific.abc!def")?;
+//! assert!(validate_group_name("specific.abc!def").is_err());
+//!
+//! let message = Message::new("chat.message").with("text", "hello");
+//! message.validate()?;
+//! # Ok::<(), channels_core::LayerError>(())
+//! ```
+
+mod blocking;
+mod capacity;
+mod config;
+mod error;
+mod layer;
+mod message;
+mod names;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use blocking::BlockingLayer;
+pub use capacity::{CapacityPattern, ChannelCapacities, PatternKind};
+pub use config::{
+    DEFAULT_CAPACITY, DEFAULT_EXPIRY, DEFAULT_EXTENSIONS, DEFAULT_GROUP_EXPIRY,
+    DEFAULT_NEW_CHANNEL_PREFIX, LayerConfig,
+};
+pub use error::{BoxError, CHANNEL_NAME_RULE, GROUP_NAME_RULE, LayerError, NameProblem};
+pub use layer::{ChannelLayer, SharedLayer};
+pub use message::{Message, RESERVED_CHANNEL_KEY, TYPE_KEY, Value};
+pub use names::{
+    LOCAL_SEPARATOR, MAX_NAME_LENGTH, is_process_local, non_local_name, validate_channel_name,
+    validate_group_name,
+};
+
+/// Re-exported so implementors use the same `async_trait` as the trait.
+pub use async_trait::async_trait;
