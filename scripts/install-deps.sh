@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs outside Cargo, when it is missing:
+#   - redis-server and redis-sentinel (Debian packages) for the Redis tests,
+#   - a Python venv with the real channels_redis from PyPI for the interop tests
+#     (target/interop-venv, pinned by interop/requirements.txt).
+# Safe to run again: it only installs what is not there yet.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_install() {
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@"
+}
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}"
+    apt_install "${missing[@]}"
+fi
+
+venv=target/interop-venv
+stamp="$venv/.requirements"
+if ! cmp -s interop/requirements.txt "$stamp" 2>/dev/null; then
+    echo "install-deps: creating the Python interop venv in $venv"
+    mkdir -p target
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r interop/requirements.txt
+    cp interop/requirements.txt "$stamp"
+fi
