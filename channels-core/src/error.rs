@@ -78,7 +78,9 @@ pub enum LayerError {
 
     /// A blocking call was made from inside an async runtime, where it would
     /// stall or deadlock the runtime. Use the async method there instead.
-    #[error("blocking channel layer call made from inside an async runtime; await the async method instead")]
+    #[error(
+        "blocking channel layer call made from inside an async runtime; await the async method instead"
+    )]
     BlockingInRuntime,
 }
 

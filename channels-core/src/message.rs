@@ -165,9 +165,9 @@ impl Message {
                     "message keys must be strings, got {key}"
                 )));
             };
-            let key = key.into_str().ok_or_else(|| {
-                LayerError::invalid_message("a message key is not valid UTF-8")
-            })?;
+            let key = key
+                .into_str()
+                .ok_or_else(|| LayerError::invalid_message("a message key is not valid UTF-8"))?;
             fields.push((key, value));
         }
         let message = Self {
@@ -344,9 +344,10 @@ mod tests {
 
     #[test]
     fn json_round_trip() {
-        let message: Message =
-            serde_json::from_str(r#"{"type":"chat.message","text":"hé","n":-3,"f":1.5,"l":[1,null,true]}"#)
-                .unwrap();
+        let message: Message = serde_json::from_str(
+            r#"{"type":"chat.message","text":"hé","n":-3,"f":1.5,"l":[1,null,true]}"#,
+        )
+        .unwrap();
         assert_eq!(message.message_type(), Some("chat.message"));
         assert_eq!(message.get("n").and_then(Value::as_i64), Some(-3));
         let json = serde_json::to_string(&message).unwrap();

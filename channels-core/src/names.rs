@@ -187,18 +187,8 @@ mod tests {
     #[test]
     fn ascii_and_unicode_paths_agree() {
         for name in [
-            "chat",
-            "a.b-c_d",
-            "foo!",
-            "foo!bar",
-            "foo!bär",
-            "foo!a!b",
-            "!abc",
-            "é",
-            "a b",
-            "a:b",
-            "x\n",
-            "chat٣",
+            "chat", "a.b-c_d", "foo!", "foo!bar", "foo!bär", "foo!a!b", "!abc", "é", "a b", "a:b",
+            "x\n", "chat٣",
         ] {
             let regex = CHANNEL_PATTERN.is_match(name) && check_length(name).is_ok();
             assert_eq!(check_channel(name).is_ok(), regex, "channel {name:?}");

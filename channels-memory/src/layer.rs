@@ -159,7 +159,9 @@ impl ChannelLayer for InMemoryChannelLayer {
                     queue.add_waiter()
                 }
             };
-            waiter.get_or_insert(WaiterGuard {
+            // `_with`: building a second guard and dropping it would unregister
+            // this receiver while it still waits (a lost wake-up).
+            waiter.get_or_insert_with(|| WaiterGuard {
                 layer: self,
                 channel,
             });
