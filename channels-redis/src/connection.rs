@@ -1,0 +1,185 @@
+//! [`Shard`]: the connections to one configured host. Commands share one
+//! auto-reconnecting multiplexed connection (pipelined by the client); blocking
+//! pops get dedicated connections so they never stall other commands.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use channels_core::LayerError;
+use redis::AsyncConnectionConfig;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+
+use crate::error::backend;
+use crate::hosts::{RedisHost, SentinelHost};
+
+/// Dedicated connections kept idle per shard for later blocking pops.
+const MAX_IDLE_DEDICATED: usize = 16;
+
+enum Target {
+    Direct(redis::Client),
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
+/// One shard: its address and cached connections.
+pub(crate) struct Shard {
+    label: String,
+    target: Target,
+    commands: Mutex<Option<ConnectionManager>>,
+    idle: Mutex<Vec<MultiplexedConnection>>,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("host", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sentinel_client(host: &SentinelHost) -> Result<SentinelClient, redis::RedisError> {
+    let addrs = host
+        .sentinels
+        .iter()
+        .map(|(h, p)| redis::ConnectionAddr::Tcp(h.clone(), *p));
+    let mut builder =
+        SentinelClientBuilder::new(addrs, &host.master_name, SentinelServerType::Master)?
+            .set_client_to_redis_db(host.db);
+    if let Some(password) = &host.sentinel_password {
+        builder = builder.set_client_to_sentinel_password(password);
+    }
+    if let Some(password) = &host.password {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    builder.build()
+}
+
+impl Shard {
+    /// Prepares a shard; connects nothing yet.
+    pub(crate) fn new(
+        host: &RedisHost,
+        command_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Self, LayerError> {
+        let target = match host {
+            RedisHost::Sentinel(sentinel) => {
+                Target::Sentinel(tokio::sync::Mutex::new(sentinel_client(sentinel).map_err(
+                    |e| LayerError::invalid_config(format!("bad Sentinel entry {host}: {e}")),
+                )?))
+            }
+            _ => Target::Direct(
+                host.client()?
+                    .ok_or_else(|| LayerError::invalid_config(format!("bad Redis host {host}")))?,
+            ),
+        };
+        Ok(Self {
+            label: host.to_string(),
+            target,
+            commands: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
+            command_timeout,
+            connect_timeout,
+        })
+    }
+
+    /// The host, for messages and logs.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Wraps a Redis error from `operation` on this shard.
+    pub(crate) fn error(&self, operation: &'static str, e: redis::RedisError) -> LayerError {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+            // Sentinel: the master may have moved; resolve it again next time.
+            if matches!(self.target, Target::Sentinel(_)) {
+                self.reset();
+            }
+        }
+        backend(operation, &self.label, e)
+    }
+
+    async fn client(&self, operation: &'static str) -> Result<redis::Client, LayerError> {
+        match &self.target {
+            Target::Direct(client) => Ok(client.clone()),
+            Target::Sentinel(sentinel) => {
+                let mut sentinel = sentinel.lock().await;
+                match tokio::time::timeout(self.connect_timeout * 2, sentinel.async_get_client())
+                    .await
+                {
+                    Ok(Ok(client)) => Ok(client),
+                    Ok(Err(e)) => Err(backend(operation, &self.label, e)),
+                    Err(_) => Err(backend(
+                        operation,
+                        &self.label,
+                        std::io::Error::from(std::io::ErrorKind::TimedOut).into(),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// The shared command connection (created on first use, reconnects itself).
+    pub(crate) async fn commands(
+        &self,
+        operation: &'static str,
+    ) -> Result<ConnectionManager, LayerError> {
+        if let Some(manager) = lock(&self.commands).as_ref() {
+            return Ok(manager.clone());
+        }
+        let client = self.client(operation).await?;
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500))
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.command_timeout));
+        let manager = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| backend(operation, &self.label, e))?;
+        let mut slot = lock(&self.commands);
+        Ok(slot.get_or_insert(manager).clone())
+    }
+
+    /// A connection used by one blocking pop at a time; give it back with
+    /// [`Shard::release`] when the pop completed normally.
+    pub(crate) async fn dedicated(
+        &self,
+        operation: &'static str,
+        blocking_for: Duration,
+    ) -> Result<MultiplexedConnection, LayerError> {
+        if let Some(connection) = lock(&self.idle).pop() {
+            return Ok(connection);
+        }
+        let client = self.client(operation).await?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(blocking_for + self.command_timeout));
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| self.error(operation, e))
+    }
+
+    /// Keeps a healthy dedicated connection for the next blocking pop.
+    pub(crate) fn release(&self, connection: MultiplexedConnection) {
+        let mut idle = lock(&self.idle);
+        if idle.len() < MAX_IDLE_DEDICATED {
+            idle.push(connection);
+        }
+    }
+
+    /// Drops cached connections (`close()`); the next call reconnects.
+    pub(crate) fn reset(&self) {
+        lock(&self.commands).take();
+        lock(&self.idle).clear();
+    }
+}
+
+/// Locks a mutex, recovering from poisoning (the guarded data stays valid:
+/// every critical section here is a single assignment or push/pop).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

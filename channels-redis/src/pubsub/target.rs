@@ -1,0 +1,75 @@
+//! [`Target`]: where a shard's server is, fixed or found through Sentinel.
+
+use std::time::Duration;
+
+use channels_core::LayerError;
+use redis::Client;
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use tokio::time::timeout;
+
+use crate::hosts::{RedisHost, SentinelHost};
+
+/// How a shard finds its server.
+pub(super) enum Target {
+    /// A fixed address.
+    Direct(Client),
+    /// The current master of a Sentinel-monitored group, asked for on every
+    /// (re)connect so a failover is followed.
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
+impl Target {
+    /// The target of a configured host.
+    pub(super) fn new(host: &RedisHost) -> Result<Self, LayerError> {
+        if let RedisHost::Sentinel(sentinel) = host {
+            return sentinel_client(sentinel)
+                .map(|client| Self::Sentinel(tokio::sync::Mutex::new(client)))
+                .map_err(|error| {
+                    LayerError::invalid_config(format!("bad Sentinel entry {host}: {error}"))
+                });
+        }
+        host.client()?
+            .map(Self::Direct)
+            .ok_or_else(|| LayerError::invalid_config(format!("bad Redis host {host}")))
+    }
+}
+
+/// A Sentinel client for `host` (passwords for the Sentinels and the master).
+fn sentinel_client(host: &SentinelHost) -> Result<SentinelClient, redis::RedisError> {
+    let sentinels = host
+        .sentinels
+        .iter()
+        .map(|(name, port)| redis::ConnectionAddr::Tcp(name.clone(), *port));
+    let mut builder =
+        SentinelClientBuilder::new(sentinels, &host.master_name, SentinelServerType::Master)?
+            .set_client_to_redis_db(host.db);
+    if let Some(password) = &host.sentinel_password {
+        builder = builder.set_client_to_sentinel_password(password);
+    }
+    if let Some(password) = &host.password {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    builder.build()
+}
+
+impl Target {
+    /// A client for the server: the fixed one, or the master Sentinel names
+    /// now (asking at most `wait`).
+    pub(super) async fn client(&self, wait: Duration) -> Result<Client, String> {
+        match self {
+            Self::Direct(client) => Ok(client.clone()),
+            Self::Sentinel(sentinel) => {
+                let mut sentinel = sentinel.lock().await;
+                match timeout(wait, sentinel.async_get_client()).await {
+                    Ok(Ok(client)) => Ok(client),
+                    Ok(Err(error)) => {
+                        Err(format!("asking Sentinel for the master failed: {error}"))
+                    }
+                    Err(_) => Err(format!(
+                        "asking Sentinel for the master timed out after {wait:?}"
+                    )),
+                }
+            }
+        }
+    }
+}
