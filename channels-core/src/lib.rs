@@ -24,6 +24,7 @@
 mod blocking;
 mod capacity;
 mod config;
+pub mod consumer;
 mod error;
 mod layer;
 mod message;

@@ -1,0 +1,219 @@
+//! [`ConsumerContext`]: what a consumer acts through.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::error::ConsumerError;
+use super::frame::{CloseFrame, Frame, Outbound};
+use super::outbox::Outbox;
+use super::scope::Scope;
+use crate::layer::SharedLayer;
+use crate::message::Message;
+
+/// The longest a discard spawned by `Drop` may take.
+const DROP_DISCARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The consumer's handle on its connection and the channel layer: send
+/// frames, close, join and leave groups (remembered, and left automatically on
+/// disconnect), send to any channel, read the scope.
+///
+/// Sending a frame never waits: frames go to the connection's bounded
+/// outbound queue. If the client does not read and the queue is full, the
+/// frame is dropped, the connection is closed with 1013, and the send returns
+/// [`ConsumerError::SlowClient`].
+#[derive(Debug)]
+pub struct ConsumerContext {
+    layer: SharedLayer,
+    channel: Arc<str>,
+    scope: Arc<Scope>,
+    groups: Vec<String>,
+    outbox: Outbox,
+    close_request: Option<CloseFrame>,
+}
+
+impl ConsumerContext {
+    pub(crate) fn new(
+        layer: SharedLayer,
+        channel: String,
+        scope: Arc<Scope>,
+        outbox: Outbox,
+    ) -> Self {
+        Self {
+            layer,
+            channel: Arc::from(channel),
+            scope,
+            groups: Vec::new(),
+            outbox,
+            close_request: None,
+        }
+    }
+
+    /// The channel layer.
+    pub fn layer(&self) -> &SharedLayer {
+        &self.layer
+    }
+
+    /// This connection's own channel (Django's `self.channel_name`): send a
+    /// message there to reach this consumer's `dispatch`.
+    pub fn channel_name(&self) -> &str {
+        &self.channel
+    }
+
+    /// The channel name as a cheap-to-clone handle (for the runtime).
+    pub(crate) fn channel_arc(&self) -> Arc<str> {
+        self.channel.clone()
+    }
+
+    /// The connection's scope.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// The groups this connection is in now.
+    pub fn groups(&self) -> &[String] {
+        &self.groups
+    }
+
+    /// Returns whether the connection is closing (after [`Self::close`], a
+    /// slow-client close, or shutdown); sends then fail with
+    /// [`ConsumerError::Closed`].
+    pub fn is_closing(&self) -> bool {
+        self.close_request.is_some() || self.outbox.is_closed()
+    }
+
+    /// Sends a frame to the client.
+    ///
+    /// # Errors
+    /// [`ConsumerError::SlowClient`] when the outbound queue is full (the
+    /// connection is being closed), [`ConsumerError::Closed`] after a close.
+    pub fn send(&mut self, frame: impl Into<Frame>) -> Result<(), ConsumerError> {
+        if self.close_request.is_some() {
+            return Err(ConsumerError::Closed);
+        }
+        self.outbox.push(Outbound::Frame(frame.into()))
+    }
+
+    /// Sends a text frame.
+    ///
+    /// # Errors
+    /// As [`Self::send`].
+    pub fn send_text(&mut self, text: impl Into<String>) -> Result<(), ConsumerError> {
+        self.send(Frame::Text(text.into()))
+    }
+
+    /// Sends a binary frame.
+    ///
+    /// # Errors
+    /// As [`Self::send`].
+    pub fn send_binary(&mut self, bytes: impl Into<Bytes>) -> Result<(), ConsumerError> {
+        self.send(Frame::Binary(bytes.into()))
+    }
+
+    /// Sends `value` encoded as JSON in a text frame.
+    ///
+    /// # Errors
+    /// [`ConsumerError::Json`] when it cannot be encoded, else as [`Self::send`].
+    pub fn send_json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ConsumerError> {
+        let text = serde_json::to_string(value)?;
+        self.send(Frame::Text(text))
+    }
+
+    pub(crate) fn push_outbound(&mut self, item: Outbound) -> Result<(), ConsumerError> {
+        self.outbox.push(item)
+    }
+
+    /// Closes the connection with `code` and `reason` once the frames already
+    /// sent are out (Django's `close(code)`). Called in `connect` after
+    /// accepting, the close follows the handshake. The runtime then calls
+    /// `disconnect(code)`. Later calls do nothing.
+    pub fn close(&mut self, code: u16, reason: impl Into<String>) {
+        if self.close_request.is_none() {
+            self.close_request = Some(CloseFrame::new(code, reason));
+        }
+    }
+
+    pub(crate) fn take_close_request(&mut self) -> Option<CloseFrame> {
+        self.close_request.take()
+    }
+
+    pub(crate) fn outbox_mut(&mut self) -> &mut Outbox {
+        &mut self.outbox
+    }
+
+    /// Joins `group` (Django's `channel_layer.group_add(group,
+    /// self.channel_name)`); the membership is discarded on disconnect.
+    ///
+    /// # Errors
+    /// [`ConsumerError::Layer`] with the layer's error (invalid name, backend).
+    pub async fn group_add(&mut self, group: &str) -> Result<(), ConsumerError> {
+        self.layer.group_add(group, &self.channel).await?;
+        if !self.groups.iter().any(|g| g == group) {
+            self.groups.push(group.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Leaves `group`.
+    ///
+    /// # Errors
+    /// [`ConsumerError::Layer`] with the layer's error.
+    pub async fn group_discard(&mut self, group: &str) -> Result<(), ConsumerError> {
+        self.groups.retain(|g| g != group);
+        self.layer.group_discard(group, &self.channel).await?;
+        Ok(())
+    }
+
+    /// Sends `message` to every channel in `group`.
+    ///
+    /// # Errors
+    /// [`ConsumerError::Layer`] with the layer's error.
+    pub async fn group_send(&self, group: &str, message: Message) -> Result<(), ConsumerError> {
+        Ok(self.layer.group_send(group, message).await?)
+    }
+
+    /// Sends `message` to `channel` (another connection's channel, or a
+    /// worker's named channel).
+    ///
+    /// # Errors
+    /// [`ConsumerError::Layer`] with the layer's error (for example
+    /// `ChannelFull`).
+    pub async fn send_to(&self, channel: &str, message: Message) -> Result<(), ConsumerError> {
+        Ok(self.layer.send(channel, message).await?)
+    }
+
+    /// Takes the remembered groups (for the runtime to discard them).
+    pub(crate) fn take_groups(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.groups)
+    }
+}
+
+impl Drop for ConsumerContext {
+    /// A safety net: if the connection is dropped without the runtime leaving
+    /// its groups (the handshake was cancelled mid-way, the task was aborted),
+    /// leave them in a background task rather than until group expiry.
+    fn drop(&mut self) {
+        if self.groups.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let layer = self.layer.clone();
+        let channel = self.channel.clone();
+        let groups = std::mem::take(&mut self.groups);
+        runtime.spawn(async move {
+            for group in groups {
+                let discard = layer.group_discard(&group, &channel);
+                match tokio::time::timeout(DROP_DISCARD_TIMEOUT, discard).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::warn!(%group, %error, "group discard after drop failed")
+                    }
+                    Err(_) => tracing::warn!(%group, "group discard after drop timed out"),
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,284 @@
+//! The bounded outbound queue of one connection: [`Outbox`] (fed by the
+//! consumer without waiting) and [`OutboxReceiver`] (drained by the
+//! transport).
+//!
+//! A `VecDeque` behind a mutex plus a `Notify`, rather than a tokio `mpsc`: an
+//! idle connection's queue then holds no buffer at all (tokio's channel
+//! allocates a 32-slot block up front), which matters at 100,000 connections.
+//! The lock is never held across an `.await`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Notify;
+
+use super::error::ConsumerError;
+use super::frame::{CloseFrame, Outbound, close_code};
+use super::stats::ConsumerStats;
+
+/// A drained queue keeps at most this many slots; a burst's larger buffer is
+/// given back once it is empty.
+const RETAINED_SLOTS: usize = 8;
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Outbound>,
+    /// A close that jumps the queue (slow client).
+    urgent: Option<CloseFrame>,
+    /// The sending side is gone: after the queue, nothing more comes.
+    sender_gone: bool,
+    /// The receiving side is gone: nobody reads any more.
+    receiver_gone: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the receiver (one waiter; a notification waits for it as a permit).
+    ready: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent, so a panic
+        // elsewhere while holding the lock does not make it unusable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The sending side. Never waits: when the queue is full the client is too
+/// slow, so the frame is dropped, the drop counted, and an urgent close
+/// (1013) jumps the queue.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    shared: Arc<Shared>,
+    capacity: usize,
+    closed: bool,
+    stats: Arc<ConsumerStats>,
+}
+
+impl Outbox {
+    /// Creates a queue holding at most `capacity` frames (at least 1).
+    pub(crate) fn new(capacity: usize, stats: Arc<ConsumerStats>) -> (Self, OutboxReceiver) {
+        let shared = Arc::new(Shared::default());
+        let outbox = Self {
+            shared: shared.clone(),
+            capacity: capacity.max(1),
+            closed: false,
+            stats,
+        };
+        let receiver = OutboxReceiver {
+            shared,
+            done: false,
+        };
+        (outbox, receiver)
+    }
+
+    /// Returns whether a close was queued (nothing more will be sent).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Queues a frame or ping.
+    pub(crate) fn push(&mut self, item: Outbound) -> Result<(), ConsumerError> {
+        if self.closed {
+            return Err(ConsumerError::Closed);
+        }
+        let is_frame = matches!(item, Outbound::Frame(_));
+        let mut state = self.shared.lock();
+        if state.receiver_gone {
+            drop(state);
+            self.closed = true;
+            return Err(ConsumerError::Closed);
+        }
+        if state.queue.len() >= self.capacity {
+            state.urgent = Some(CloseFrame::new(
+                close_code::TRY_AGAIN_LATER,
+                "outbound queue full: client too slow",
+            ));
+            drop(state);
+            self.closed = true;
+            self.shared.ready.notify_one();
+            ConsumerStats::incr(&self.stats.queue_drops);
+            tracing::warn!(
+                capacity = self.capacity,
+                "client too slow: outbound queue full, closing with 1013"
+            );
+            return Err(ConsumerError::SlowClient {
+                capacity: self.capacity,
+            });
+        }
+        state.queue.push_back(item);
+        drop(state);
+        self.shared.ready.notify_one();
+        if is_frame {
+            ConsumerStats::incr(&self.stats.frames_out);
+        }
+        Ok(())
+    }
+
+    /// Queues a close after the frames already queued. Later calls do
+    /// nothing.
+    pub(crate) fn close(&mut self, frame: CloseFrame) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        // A close always fits: it is the last item, at most one past the
+        // capacity, since pushes stop at the capacity.
+        self.shared.lock().queue.push_back(Outbound::Close(frame));
+        self.shared.ready.notify_one();
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.shared.lock().sender_gone = true;
+        self.shared.ready.notify_one();
+    }
+}
+
+/// The receiving side, drained by the transport's writer: frames in order,
+/// then a close; an urgent close (slow client) comes before anything queued.
+/// `recv` returns `None` after a close, or when the connection is gone.
+#[derive(Debug)]
+pub struct OutboxReceiver {
+    shared: Arc<Shared>,
+    done: bool,
+}
+
+impl OutboxReceiver {
+    /// Waits for the next item to send. Cancel-safe: an item is only taken
+    /// from the queue when it is returned.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        loop {
+            if let Some(next) = self.poll_state() {
+                return next;
+            }
+            // `notify_one` leaves a permit when nobody waits, so a push
+            // between the check above and this wait is not missed.
+            self.shared.ready.notified().await;
+        }
+    }
+
+    /// Returns the next item if one is ready now.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        self.poll_state().flatten()
+    }
+
+    /// `Some(item)` when the answer is known now (`Some(None)`: finished),
+    /// `None` when the caller must wait.
+    fn poll_state(&mut self) -> Option<Option<Outbound>> {
+        if self.done {
+            return Some(None);
+        }
+        let mut state = self.shared.lock();
+        if let Some(frame) = state.urgent.take() {
+            state.queue = VecDeque::new();
+            self.done = true;
+            return Some(Some(Outbound::Close(frame)));
+        }
+        if let Some(item) = state.queue.pop_front() {
+            if state.queue.is_empty() && state.queue.capacity() > RETAINED_SLOTS {
+                state.queue.shrink_to(RETAINED_SLOTS);
+            }
+            if matches!(item, Outbound::Close(_)) {
+                self.done = true;
+            }
+            return Some(Some(item));
+        }
+        if state.sender_gone {
+            self.done = true;
+            return Some(None);
+        }
+        None
+    }
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.receiver_gone = true;
+        state.queue = VecDeque::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consumer::Frame;
+
+    #[tokio::test]
+    async fn full_queue_closes_urgently_and_counts() {
+        let stats = Arc::new(ConsumerStats::default());
+        let (mut outbox, mut receiver) = Outbox::new(2, stats.clone());
+        outbox.push(Outbound::Frame(Frame::from("a"))).unwrap();
+        outbox.push(Outbound::Frame(Frame::from("b"))).unwrap();
+        let error = outbox.push(Outbound::Frame(Frame::from("c"))).unwrap_err();
+        assert!(matches!(error, ConsumerError::SlowClient { capacity: 2 }));
+        assert!(outbox.is_closed());
+        assert!(matches!(
+            outbox.push(Outbound::Frame(Frame::from("d"))),
+            Err(ConsumerError::Closed)
+        ));
+        assert_eq!(
+            receiver.recv().await,
+            Some(Outbound::Close(CloseFrame::new(
+                close_code::TRY_AGAIN_LATER,
+                "outbound queue full: client too slow"
+            )))
+        );
+        assert_eq!(receiver.recv().await, None);
+        assert_eq!(ConsumerStats::get(&stats.queue_drops), 1);
+        assert_eq!(ConsumerStats::get(&stats.frames_out), 2);
+    }
+
+    #[tokio::test]
+    async fn close_follows_queued_frames_and_ends() {
+        let (mut outbox, mut receiver) = Outbox::new(4, Arc::default());
+        outbox.push(Outbound::Frame(Frame::from("a"))).unwrap();
+        outbox.close(CloseFrame::new(1000, "bye"));
+        drop(outbox);
+        assert_eq!(
+            receiver.recv().await,
+            Some(Outbound::Frame(Frame::from("a")))
+        );
+        assert_eq!(
+            receiver.recv().await,
+            Some(Outbound::Close(CloseFrame::new(1000, "bye")))
+        );
+        assert_eq!(receiver.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn receiver_wakes_for_items_pushed_while_it_waits() {
+        let (mut outbox, mut receiver) = Outbox::new(4, Arc::default());
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(item) = receiver.recv().await {
+                got.push(item);
+            }
+            got
+        });
+        for text in ["a", "b", "c"] {
+            tokio::task::yield_now().await;
+            outbox.push(Outbound::Frame(Frame::from(text))).unwrap();
+        }
+        drop(outbox);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(1), reader)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.len(), 3);
+    }
+
+    #[test]
+    fn a_gone_receiver_makes_sends_fail() {
+        let (mut outbox, receiver) = Outbox::new(4, Arc::default());
+        drop(receiver);
+        assert!(matches!(
+            outbox.push(Outbound::Frame(Frame::from("a"))),
+            Err(ConsumerError::Closed)
+        ));
+    }
+}

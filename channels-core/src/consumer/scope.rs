@@ -1,0 +1,222 @@
+//! [`Scope`]: what is known about a connection when it opens (Django's
+//! `scope`), and the [`Identity`] authentication middleware puts in it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// The authenticated user of a connection, set by authentication middleware
+/// (Django's `scope["user"]`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Identity {
+    /// The user's id (a user name, a subject claim, ...).
+    pub id: String,
+    /// Extra claims (roles, tenant, ...), as JSON values.
+    pub claims: BTreeMap<String, serde_json::Value>,
+}
+
+impl Identity {
+    /// Builds an identity with no claims.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            claims: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a claim.
+    #[must_use]
+    pub fn with_claim(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
+        self.claims.insert(name.into(), value.into());
+        self
+    }
+}
+
+/// The connection's scope: path, route parameters, query string, headers,
+/// cookies, client address, offered subprotocols and user.
+///
+/// Header names are lowercase. Build one with [`Scope::new`] and the `with_`
+/// methods (the server does this from the HTTP upgrade request).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Scope {
+    /// The request path, e.g. `/ws/chat/lobby`.
+    pub path: String,
+    /// Parameters captured by the route, e.g. `room` -> `lobby` for
+    /// `/ws/chat/{room}` (Django's `scope["url_route"]["kwargs"]`).
+    pub params: BTreeMap<String, String>,
+    /// The raw query string, without `?`.
+    pub query_string: String,
+    /// Request headers, names lowercase, in request order.
+    pub headers: Vec<(String, String)>,
+    /// Cookies from the `cookie` header.
+    pub cookies: BTreeMap<String, String>,
+    /// The client's address, when the transport knows it.
+    pub client: Option<SocketAddr>,
+    /// Subprotocols the client offered, in its order of preference.
+    pub subprotocols: Vec<String>,
+    /// The user set by authentication middleware, if any.
+    pub user: Option<Identity>,
+}
+
+impl Scope {
+    /// Builds a scope for `path` (a `?query` part is split off into
+    /// [`Scope::query_string`]).
+    pub fn new(path: impl Into<String>) -> Self {
+        let path = path.into();
+        let (path, query_string) = match path.split_once('?') {
+            Some((path, query)) => (path.to_owned(), query.to_owned()),
+            None => (path, String::new()),
+        };
+        Self {
+            path,
+            query_string,
+            ..Self::default()
+        }
+    }
+
+    /// Sets a route parameter.
+    #[must_use]
+    pub fn with_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.params.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets the query string.
+    #[must_use]
+    pub fn with_query_string(mut self, query_string: impl Into<String>) -> Self {
+        self.query_string = query_string.into();
+        self
+    }
+
+    /// Adds a header (its name is lowercased). A `cookie` header also fills
+    /// [`Scope::cookies`]; a `sec-websocket-protocol` header fills
+    /// [`Scope::subprotocols`].
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let name = name.into().to_ascii_lowercase();
+        let value = value.into();
+        if name == "cookie" {
+            for pair in value.split(';') {
+                if let Some((key, val)) = pair.split_once('=') {
+                    self.cookies.insert(
+                        key.trim().to_owned(),
+                        val.trim().trim_matches('"').to_owned(),
+                    );
+                }
+            }
+        }
+        if name == "sec-websocket-protocol" {
+            self.subprotocols.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Sets the client address.
+    #[must_use]
+    pub fn with_client(mut self, client: SocketAddr) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Sets the user.
+    #[must_use]
+    pub fn with_user(mut self, user: Identity) -> Self {
+        self.user = Some(user);
+        self
+    }
+
+    /// Returns a route parameter.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+
+    /// Returns the first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Returns a cookie.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies.get(name).map(String::as_str)
+    }
+
+    /// Returns the first value of query parameter `name`, percent-decoded
+    /// (`+` is a space).
+    pub fn query(&self, name: &str) -> Option<String> {
+        self.query_string.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key) == name).then(|| percent_decode(value))
+        })
+    }
+}
+
+/// Decodes `%XX` escapes and `+`; invalid escapes are kept as they are.
+fn percent_decode(input: &str) -> String {
+    let bytes = input.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_fill_cookies_and_subprotocols() {
+        let scope = Scope::new("/ws/chat/lobby?token=a%20b+c&x")
+            .with_header("Cookie", "sessionid=abc; theme=\"dark\"")
+            .with_header("Sec-WebSocket-Protocol", "v2.chat, v1.chat");
+        assert_eq!(scope.path, "/ws/chat/lobby");
+        assert_eq!(scope.query("token").as_deref(), Some("a b c"));
+        assert_eq!(scope.query("x").as_deref(), Some(""));
+        assert_eq!(scope.query("missing"), None);
+        assert_eq!(scope.cookie("sessionid"), Some("abc"));
+        assert_eq!(scope.cookie("theme"), Some("dark"));
+        assert_eq!(scope.subprotocols, ["v2.chat", "v1.chat"]);
+        assert_eq!(
+            scope.header("COOKIE"),
+            Some("sessionid=abc; theme=\"dark\"")
+        );
+    }
+
+    #[test]
+    fn percent_decode_keeps_bad_escapes() {
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%C3%A9"), "é");
+    }
+}

@@ -1,0 +1,115 @@
+//! [`ConsumerStats`]: counters the runtime keeps, for the server's metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the [`Histogram`] buckets: 0.1 ms to 2.5 s.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A lock-free latency histogram with the fixed [`LATENCY_BUCKETS`], in the
+/// shape Prometheus expects (cumulative buckets, sum, count).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        if let Some(index) = LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Returns `(upper bound, cumulative count)` per bucket (without `+Inf`).
+    pub fn cumulative_buckets(&self) -> Vec<(f64, u64)> {
+        let mut total = 0;
+        LATENCY_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(bound, count)| {
+                total += count.load(Ordering::Relaxed);
+                (*bound, total)
+            })
+            .collect()
+    }
+
+    /// Returns the number of observations.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Returns the sum of all observations in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        // Microsecond totals stay far below 2^53, so the cast is exact.
+        #[allow(clippy::cast_precision_loss)]
+        let micros = self.sum_micros.load(Ordering::Relaxed) as f64;
+        micros / 1_000_000.0
+    }
+}
+
+/// Counters shared by every connection of a server (one `Arc` each).
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    /// Connections accepted since start.
+    pub connections_accepted: AtomicU64,
+    /// Connections rejected by `connect` (HTTP 403).
+    pub connections_rejected: AtomicU64,
+    /// Connections open now.
+    pub connections_open: AtomicU64,
+    /// Data frames received from clients.
+    pub frames_in: AtomicU64,
+    /// Data frames queued to clients.
+    pub frames_out: AtomicU64,
+    /// Channel-layer messages dispatched to consumers.
+    pub messages_in: AtomicU64,
+    /// Messages dropped for a missing or private (`_`) type.
+    pub messages_invalid: AtomicU64,
+    /// Frames dropped because a client's outbound queue was full (each closes
+    /// that client with 1013).
+    pub queue_drops: AtomicU64,
+    /// Consumer methods that returned an error.
+    pub consumer_errors: AtomicU64,
+    /// Layer errors seen by the runtime (receive, group add/discard).
+    pub layer_errors: AtomicU64,
+    /// Time a consumer takes to handle one event (frame or message).
+    pub handle_latency: Histogram,
+}
+
+impl ConsumerStats {
+    /// Adds one to a counter.
+    pub fn incr(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let histogram = Histogram::default();
+        histogram.observe(Duration::from_micros(50));
+        histogram.observe(Duration::from_millis(3));
+        histogram.observe(Duration::from_secs(10));
+        let buckets = histogram.cumulative_buckets();
+        assert_eq!(buckets[0], (0.0001, 1));
+        assert_eq!(buckets.last().map(|b| b.1), Some(2));
+        assert_eq!(histogram.count(), 3);
+        assert!((histogram.sum_seconds() - 10.00305).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,53 @@
+//! # channels-server
+//!
+//! The axum side of rust-channels: WebSocket routes that run
+//! [`channels_core::consumer`] consumers, middleware (allowed origins,
+//! authentication, connection limit, tracing), the HTTP publish API, health
+//! and Prometheus metrics, graceful shutdown, and the `channels-server` binary
+//! with its shared clap [`Args`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use channels_core::consumer::{ConsumerContext, ConsumerError, ConsumerRouter, Frame, WebsocketConsumer};
+//! use channels_core::async_trait;
+//! use channels_server::{App, ServerConfig};
+//!
+//! struct Echo;
+//!
+//! #[async_trait]
+//! impl WebsocketConsumer for Echo {
+//!     async fn receive(&mut self, ctx: &mut ConsumerContext, frame: Frame) -> Result<(), ConsumerError> {
+//!         ctx.send(frame)
+//!     }
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), channels_server::ServerError> {
+//! let layer = Arc::new(channels_memory::InMemoryChannelLayer::new());
+//! let app = App::new(layer, ServerConfig::default())
+//!     .consumers(ConsumerRouter::new().route("/ws/echo", |_| Echo));
+//! let router: axum::Router = app.router(); // mount it in your own axum app, or:
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! app.serve(listener, channels_server::shutdown::signal()).await
+//! # }
+//! ```
+
+mod app;
+pub mod chat;
+mod config;
+mod connection;
+mod error;
+mod health;
+pub mod metrics;
+mod middleware;
+mod publish;
+mod redis;
+pub mod shutdown;
+mod ws;
+
+pub use app::{App, run};
+pub use config::{
+    Args, DEFAULT_BIND, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_URL, LayerKind, LogFormat, ServerConfig,
+};
+pub use error::ServerError;
+pub use middleware::{AuthRejection, Authenticator, TokenAuthenticator};

@@ -1,0 +1,91 @@
+//! The real `channels-server` binary: it starts with no setup, reads its
+//! flags from `CHANNELS_*` env vars, serves chat and the publish API, and
+//! shuts down gracefully (1001) on SIGTERM.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{connect, expect_close, http, next_json, say};
+use tokio::process::Command;
+
+#[tokio::test]
+async fn binary_serves_chat_and_publish_then_stops_on_sigterm() {
+    let (mut child, address) = common::start_binary(
+        &["--bind", "127.0.0.1:0", "--log-format", "json"],
+        &[
+            ("CHANNELS_PUBLISH_TOKEN", "binary-token"),
+            ("CHANNELS_OUTBOUND_QUEUE", "32"),
+        ],
+    )
+    .await;
+    let url = format!("ws://{address}/ws/chat/lobby");
+    let mut alice = connect(&url).await;
+    let mut bob = connect(&url).await;
+    say(&mut alice, "hello from alice").await;
+    assert_eq!(next_json(&mut bob).await["message"], "hello from alice");
+    assert_eq!(next_json(&mut alice).await["message"], "hello from alice");
+
+    let published = http(
+        address,
+        "POST",
+        "/api/groups/chat_lobby",
+        &[("Authorization", "Bearer binary-token")],
+        br#"{"type": "chat.message", "message": "from http"}"#,
+    )
+    .await;
+    assert_eq!(published.status, 202, "{published:?}");
+    assert_eq!(next_json(&mut bob).await["message"], "from http");
+    assert_eq!(http(address, "GET", "/readyz", &[], b"").await.status, 200);
+
+    common::sigterm(&child);
+    assert_eq!(u16::from(expect_close(&mut alice).await.code), 1001);
+    assert_eq!(u16::from(expect_close(&mut bob).await.code), 1001);
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("channels-server did not exit after SIGTERM")
+        .expect("wait");
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn bad_layer_settings_are_a_clear_startup_error() {
+    let output = tokio::time::timeout(
+        Duration::from_secs(10),
+        Command::new(env!("CARGO_BIN_EXE_channels-server"))
+            .args(["--bind", "127.0.0.1:0", "--layer", "redis"])
+            .env("CHANNELS_REDIS_URL", "ftp://not-redis")
+            .output(),
+    )
+    .await
+    .expect("channels-server did not exit")
+    .expect("run channels-server");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ftp://not-redis"), "stderr: {stderr}");
+}
+
+#[tokio::test]
+async fn help_lists_every_flag() {
+    let output = Command::new(env!("CARGO_BIN_EXE_channels-server"))
+        .arg("--help")
+        .output()
+        .await
+        .expect("run --help");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--bind",
+        "--layer",
+        "--redis-url",
+        "--publish-token",
+        "--allowed-origin",
+        "--idle-timeout",
+    ] {
+        assert!(help.contains(flag), "{flag} missing:\n{help}");
+    }
+    assert!(
+        help.contains("127.0.0.1:8000"),
+        "default bind missing:\n{help}"
+    );
+}

@@ -1,0 +1,197 @@
+//! Two real `channels-server` processes over one private `redis-server`: a
+//! message said on one reaches clients on the other, and the publish API of
+//! either reaches both. Once for the core layer, once for pub/sub.
+//!
+//! Needs `redis-server` on the PATH (or `REDIS_SERVER=/path/to/redis-server`).
+
+// Helpers outside #[test] fns unwrap too: a panic is how a test reports failure.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+
+use channels_core::SharedLayer;
+use channels_redis::testing::{RedisServer, unique_prefix};
+use channels_redis::{RedisChannelLayer, RedisConfig, RedisPubSubChannelLayer};
+use channels_server::{App, ServerConfig};
+use common::{
+    Server, connect, expect_close, expect_quiet, http, next_json, say, sigterm, start_binary,
+};
+
+async fn two_processes_share_rooms(layer: &str) {
+    let redis = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .expect("start task")
+        .expect("redis-server starts (is it installed?)");
+    let prefix = unique_prefix();
+    let url = redis.url();
+    let envs = [
+        ("CHANNELS_LAYER", layer),
+        ("CHANNELS_REDIS_URL", url.as_str()),
+        ("CHANNELS_REDIS_PREFIX", prefix.as_str()),
+        ("CHANNELS_PUBLISH_TOKEN", "cluster-token"),
+    ];
+    let (mut one, one_address) = start_binary(&["--bind", "127.0.0.1:0"], &envs).await;
+    let (mut two, two_address) = start_binary(&["--bind", "127.0.0.1:0"], &envs).await;
+
+    for address in [one_address, two_address] {
+        let ready = http(address, "GET", "/readyz", &[], b"").await;
+        assert_eq!(ready.status, 200, "{layer}: {ready:?}");
+    }
+
+    let mut alice = connect(&format!("ws://{one_address}/ws/chat/cluster")).await;
+    let mut bob = connect(&format!("ws://{two_address}/ws/chat/cluster")).await;
+    let mut carol = connect(&format!("ws://{two_address}/ws/chat/elsewhere")).await;
+    // Memberships are set up before `connect` accepts, so this is not racy.
+    say(&mut alice, "across processes").await;
+    assert_eq!(next_json(&mut alice).await["message"], "across processes");
+    assert_eq!(next_json(&mut bob).await["message"], "across processes");
+    say(&mut bob, "and back").await;
+    assert_eq!(next_json(&mut alice).await["message"], "and back");
+    assert_eq!(next_json(&mut bob).await["message"], "and back");
+
+    let published = http(
+        two_address,
+        "POST",
+        "/api/groups/chat_cluster",
+        &[("Authorization", "Bearer cluster-token")],
+        br#"{"type": "chat.message", "message": "from process two's API"}"#,
+    )
+    .await;
+    assert_eq!(published.status, 202, "{published:?}");
+    assert_eq!(
+        next_json(&mut alice).await["message"],
+        "from process two's API"
+    );
+    assert_eq!(
+        next_json(&mut bob).await["message"],
+        "from process two's API"
+    );
+    expect_quiet(&mut carol, Duration::from_millis(100)).await;
+
+    for (child, client) in [(&mut one, &mut alice), (&mut two, &mut bob)] {
+        sigterm(child);
+        assert_eq!(u16::from(expect_close(client).await.code), 1001);
+        let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+            .await
+            .expect("server exits after SIGTERM")
+            .expect("wait");
+        assert!(status.success(), "exit status {status}");
+    }
+    drop(redis);
+}
+
+#[tokio::test]
+async fn core_redis_layer_connects_two_processes() {
+    two_processes_share_rooms("redis").await;
+}
+
+#[tokio::test]
+async fn pubsub_redis_layer_connects_two_processes() {
+    two_processes_share_rooms("redis-pubsub").await;
+}
+
+async fn readyz_follows_redis(layer: SharedLayer, redis: &mut RedisServer) {
+    let server = Server::start_app(layer.clone(), App::new(layer, ServerConfig::default())).await;
+    let ready = http(server.address, "GET", "/readyz", &[], b"").await;
+    assert_eq!(ready.status, 200, "{ready:?}");
+    redis.kill();
+    let down = http(server.address, "GET", "/readyz", &[], b"").await;
+    assert_eq!(down.status, 503, "{down:?}");
+    assert_eq!(
+        http(server.address, "GET", "/healthz", &[], b"")
+            .await
+            .status,
+        200
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn readyz_is_503_while_redis_is_down() {
+    for pubsub in [false, true] {
+        let mut redis = tokio::task::spawn_blocking(RedisServer::start)
+            .await
+            .expect("start task")
+            .expect("redis-server starts (is it installed?)");
+        let config = RedisConfig::new().host(redis.url()).prefix(unique_prefix());
+        let layer: SharedLayer = if pubsub {
+            Arc::new(RedisPubSubChannelLayer::new(config).unwrap())
+        } else {
+            Arc::new(RedisChannelLayer::new(config).unwrap())
+        };
+        readyz_follows_redis(layer, &mut redis).await;
+    }
+}
+
+#[tokio::test]
+async fn chat_survives_a_redis_restart() {
+    let mut redis = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .expect("start task")
+        .expect("redis-server starts (is it installed?)");
+    let config = RedisConfig::new().host(redis.url()).prefix(unique_prefix());
+    let layer: SharedLayer = Arc::new(RedisChannelLayer::new(config).unwrap());
+    let app = App::new(layer.clone(), ServerConfig::default())
+        .consumers(channels_server::chat::consumers());
+    let server = Server::start_app(layer, app).await;
+    let mut alice = connect(&server.ws_url("/ws/chat/outage")).await;
+    let mut bob = connect(&server.ws_url("/ws/chat/outage")).await;
+    say(&mut alice, "before").await;
+    assert_eq!(next_json(&mut bob).await["message"], "before");
+    assert_eq!(next_json(&mut alice).await["message"], "before");
+
+    redis.kill();
+    // Each consumer is told, and the server stays up.
+    assert_eq!(
+        next_json(&mut alice).await["error"],
+        "channel layer unavailable; retrying"
+    );
+    assert_eq!(
+        next_json(&mut bob).await["error"],
+        "channel layer unavailable; retrying"
+    );
+    assert_eq!(
+        http(server.address, "GET", "/healthz", &[], b"")
+            .await
+            .status,
+        200
+    );
+    // Saying something now fails politely instead of dropping the client.
+    say(&mut alice, "during").await;
+    assert_eq!(
+        next_json(&mut alice).await["error"],
+        "message not sent: channel layer unavailable"
+    );
+
+    let redis = tokio::task::spawn_blocking(move || redis.restart().map(|()| redis))
+        .await
+        .expect("restart task")
+        .expect("redis-server restarts");
+    // Memberships come back: a message said after recovery reaches bob.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    'recovered: loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no delivery within 20 s of Redis coming back"
+        );
+        say(&mut alice, "after").await;
+        let round = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(round, bob.next()).await {
+            if let Message::Text(text) = message {
+                let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if value["message"] == "after" {
+                    break 'recovered;
+                }
+            }
+        }
+    }
+    server.stop().await.unwrap();
+    drop(redis);
+}

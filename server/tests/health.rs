@@ -1,0 +1,112 @@
+//! `/healthz`, `/readyz` and `/metrics`, on a working layer and on a Redis
+//! layer whose server is not there.
+
+mod common;
+
+use std::sync::Arc;
+
+use channels_core::SharedLayer;
+use channels_redis::{RedisChannelLayer, RedisConfig};
+use channels_server::{App, ServerConfig};
+use common::{Server, connect, http, next_json, say};
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_on_a_working_layer() {
+    let server = Server::start(ServerConfig::default()).await;
+    let health = http(server.address, "GET", "/healthz", &[], b"").await;
+    assert_eq!(
+        (health.status, health.json()["status"].as_str()),
+        (200, Some("ok"))
+    );
+    let ready = http(server.address, "GET", "/readyz", &[], b"").await;
+    assert_eq!(
+        (ready.status, ready.json()["status"].as_str()),
+        (200, Some("ready"))
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn readyz_is_503_when_the_layer_cannot_be_reached() {
+    // A port nothing listens on: every Redis operation fails.
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let config = RedisConfig::new()
+        .host(format!("redis://127.0.0.1:{port}"))
+        .prefix("readyz-test");
+    let layer: SharedLayer = Arc::new(RedisChannelLayer::new(config).unwrap());
+    let server = Server::start_app(layer.clone(), App::new(layer, ServerConfig::default())).await;
+    let health = http(server.address, "GET", "/healthz", &[], b"").await;
+    assert_eq!(health.status, 200);
+    let ready = http(server.address, "GET", "/readyz", &[], b"").await;
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert!(
+        ready.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("channel layer")),
+        "{ready:?}"
+    );
+    let metrics = http(server.address, "GET", "/metrics", &[], b"").await;
+    assert!(
+        metrics
+            .body
+            .contains("channels_layer_errors_total{op=\"group_send\"} 1"),
+        "{}",
+        metrics.body
+    );
+    server.stop().await.unwrap();
+}
+
+fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing from:\n{body}"))
+}
+
+#[tokio::test]
+async fn metrics_count_connections_frames_and_layer_ops() {
+    let server = Server::start(ServerConfig::default()).await;
+    let mut alice = connect(&server.ws_url("/ws/chat/metrics")).await;
+    let mut bob = connect(&server.ws_url("/ws/chat/metrics")).await;
+    say(&mut alice, "one").await;
+    next_json(&mut alice).await;
+    next_json(&mut bob).await;
+    let response = http(server.address, "GET", "/metrics", &[], b"").await;
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .headers
+            .iter()
+            .any(|(n, v)| n == "content-type" && v.starts_with("text/plain")),
+        "{response:?}"
+    );
+    let body = &response.body;
+    assert_eq!(metric(body, "channels_connections_open"), 2.0);
+    assert_eq!(metric(body, "channels_connections_accepted_total"), 2.0);
+    assert_eq!(metric(body, "channels_frames_in_total"), 1.0);
+    assert_eq!(metric(body, "channels_frames_out_total"), 2.0);
+    assert_eq!(metric(body, "channels_messages_in_total"), 2.0);
+    assert_eq!(
+        metric(body, "channels_layer_ops_total{op=\"group_send\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(body, "channels_layer_ops_total{op=\"group_add\"}"),
+        2.0
+    );
+    assert_eq!(metric(body, "channels_queue_drops_total"), 0.0);
+    assert_eq!(metric(body, "channels_handle_duration_seconds_count"), 3.0);
+    assert!(metric(body, "channels_layer_op_duration_seconds_count") >= 5.0);
+    assert!(
+        body.contains("channels_handle_duration_seconds_bucket{le=\"+Inf\"} 3"),
+        "{body}"
+    );
+    drop((alice, bob));
+    server.stop().await.unwrap();
+}

@@ -1,0 +1,162 @@
+//! Limits over real sockets: oversized frames close with 1009, invalid UTF-8
+//! with 1007, a client that does not read is closed with 1013 while the others
+//! keep receiving, and the connection limit answers 503.
+
+mod common;
+
+use std::time::Duration;
+
+use channels_server::ServerConfig;
+use common::{Server, connect, expect_close, next_json, say, send_text, try_connect};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+#[tokio::test]
+async fn oversized_frame_closes_with_1009() {
+    let server = Server::start(ServerConfig::default().max_frame_bytes(1024)).await;
+    let mut client = connect(&server.ws_url("/ws/chat/limits")).await;
+    // Just under the limit passes.
+    say(&mut client, &"a".repeat(900)).await;
+    assert_eq!(
+        next_json(&mut client).await["message"]
+            .as_str()
+            .map(str::len),
+        Some(900)
+    );
+    send_text(&mut client, &"x".repeat(2000)).await;
+    let close = expect_close(&mut client).await;
+    assert_eq!(u16::from(close.code), 1009, "{close:?}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn invalid_utf8_text_closes_with_1007() {
+    let server = Server::start(ServerConfig::default()).await;
+    let mut client = connect(&server.ws_url("/ws/chat/utf8")).await;
+    let frame = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    client.send(Message::Frame(frame)).await.unwrap();
+    let close = expect_close(&mut client).await;
+    assert_eq!(u16::from(close.code), 1007, "{close:?}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn slow_client_is_closed_with_1013_and_others_keep_receiving() {
+    let config = ServerConfig::default()
+        .outbound_queue(8)
+        .max_frame_bytes(64 * 1024);
+    let server = Server::start(config).await;
+    let mut slow = connect(&server.ws_url("/ws/chat/hot")).await;
+    let mut fast = connect(&server.ws_url("/ws/chat/hot")).await;
+    let mut talker = connect(&server.ws_url("/ws/chat/hot")).await;
+    // Enough data to fill the socket buffers of a client that never reads.
+    let chunk = "z".repeat(48 * 1024);
+    let rounds = 400;
+    let mut fast_seen = 0;
+    let mut talker_seen = 0;
+    for i in 0..rounds {
+        say(&mut talker, &format!("{i}:{chunk}")).await;
+        // The fast clients read as it comes: they must see every message.
+        let got = next_json(&mut fast).await;
+        assert!(
+            got["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{i}:"))
+        );
+        fast_seen += 1;
+        let got = next_json(&mut talker).await;
+        assert!(
+            got["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{i}:"))
+        );
+        talker_seen += 1;
+    }
+    assert_eq!((fast_seen, talker_seen), (rounds, rounds));
+    // Now the slow one reads: some frames, then the 1013 close.
+    let mut slow_seen = 0;
+    let code = loop {
+        let next = tokio::time::timeout(Duration::from_secs(15), slow.next())
+            .await
+            .expect("slow client's stream stalled");
+        match next {
+            Some(Ok(Message::Text(_))) => slow_seen += 1,
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            Some(Err(error)) => panic!("slow client saw an error instead of a close: {error}"),
+            None => panic!("slow client's stream ended without a close"),
+        }
+    };
+    assert_eq!(code, Some(1013));
+    assert!(
+        slow_seen < rounds,
+        "the slow client got everything ({slow_seen}); it was never too slow"
+    );
+    let metrics = common::http(server.address, "GET", "/metrics", &[], b"").await;
+    assert!(
+        metrics.body.contains("channels_queue_drops_total 1"),
+        "{}",
+        metrics.body
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn idle_client_is_closed_while_a_reading_client_stays_alive_on_pongs() {
+    let config = ServerConfig::default().keepalive(
+        Some(Duration::from_millis(600)),
+        Some(Duration::from_millis(150)),
+    );
+    let server = Server::start(config).await;
+    let mut idle = connect(&server.ws_url("/ws/chat/quiet")).await;
+    let mut alive = connect(&server.ws_url("/ws/chat/quiet")).await;
+    // `alive` keeps reading, so tungstenite answers every ping with a pong.
+    let mut pings = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1000);
+    while let Ok(next) = tokio::time::timeout_at(deadline, alive.next()).await {
+        match next {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            other => panic!("reading client got {other:?} instead of pings"),
+        }
+    }
+    assert!(pings >= 3, "only {pings} pings in 1 s");
+    // `idle` never read, so it never answered: it was closed with 1001.
+    let close = expect_close(&mut idle).await;
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (1001, "idle timeout")
+    );
+    say(&mut alive, "still here").await;
+    assert_eq!(next_json(&mut alive).await["message"], "still here");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn connection_limit_answers_503_until_a_slot_frees() {
+    let server = Server::start(ServerConfig::default().max_connections(2)).await;
+    let first = connect(&server.ws_url("/ws/chat/full")).await;
+    let _second = connect(&server.ws_url("/ws/chat/full")).await;
+    assert_eq!(
+        try_connect(&server.ws_url("/ws/chat/full"), &[])
+            .await
+            .err(),
+        Some(503)
+    );
+    drop(first);
+    // The slot frees once the first connection's task ends.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match try_connect(&server.ws_url("/ws/chat/full"), &[]).await {
+            Ok(_) => break,
+            Err(503) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("still refused ({status}) after the first client left"),
+        }
+    }
+    server.stop().await.unwrap();
+}
