@@ -89,6 +89,19 @@ pub trait ChannelLayer: Send + Sync + Debug + 'static {
     /// [`LayerError::Backend`].
     async fn close(&self) -> Result<(), LayerError>;
 
+    /// Tells the layer that nobody will receive from `channel` again (its
+    /// connection ended), so it can free what it keeps for it: buffered
+    /// messages, a pub/sub subscription. Messages sent to it later are
+    /// dropped or expire as for any unread channel. Not in Django's API; the
+    /// consumer runtime calls it when a connection ends. The default does
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`LayerError::InvalidChannelName`], [`LayerError::Backend`].
+    async fn release_channel(&self, channel: &str) -> Result<(), LayerError> {
+        crate::names::validate_channel_name(channel)
+    }
+
     /// The optional features this layer supports (Django's `extensions`).
     fn extensions(&self) -> &[&'static str] {
         DEFAULT_EXTENSIONS

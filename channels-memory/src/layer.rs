@@ -228,6 +228,13 @@ impl ChannelLayer for InMemoryChannelLayer {
         Ok(())
     }
 
+    /// Drops the channel's queued messages unless a receiver still waits on it.
+    async fn release_channel(&self, channel: &str) -> Result<(), LayerError> {
+        validate_channel_name(channel)?;
+        self.lock().release(channel);
+        Ok(())
+    }
+
     /// Nothing to release: the layer has no connections or background tasks.
     /// Its contents are kept, and it stays usable.
     async fn close(&self) -> Result<(), LayerError> {
@@ -271,6 +278,19 @@ mod tests {
         assert!(waiting.is_err(), "nothing was sent to b");
         let state = layer.lock();
         assert_eq!(state.channel_count(), 0, "idle channels must be forgotten");
+    }
+
+    #[tokio::test]
+    async fn release_channel_drops_its_messages_and_entry() {
+        let layer = layer();
+        let channel = layer.new_channel("specific").await.unwrap();
+        layer.send(&channel, Message::new("stale")).await.unwrap();
+        layer.release_channel(&channel).await.unwrap();
+        assert_eq!(layer.lock().channel_count(), 0);
+        let nothing =
+            tokio::time::timeout(Duration::from_millis(20), layer.receive(&channel)).await;
+        assert!(nothing.is_err(), "released messages must not be delivered");
+        assert!(layer.release_channel("bad name").await.is_err());
     }
 
     #[tokio::test]

@@ -69,6 +69,14 @@ impl State {
         }
     }
 
+    /// Forgets the channel's messages, unless a receiver waits on it.
+    pub(crate) fn release(&mut self, channel: &str) {
+        if let Some(queue) = self.channels.get_mut(channel) {
+            queue.clear();
+        }
+        self.forget_if_idle(channel);
+    }
+
     pub(crate) fn group_add(&mut self, group: &str, channel: &str, expires_at: Instant) {
         let members = match self.groups.get_mut(group) {
             Some(members) => members,

@@ -356,6 +356,16 @@ impl ChannelLayer for RedisChannelLayer {
         Ok(())
     }
 
+    /// Drops the buffered messages of a process-local channel nobody waits
+    /// on. Plain channels live in Redis only, so there is nothing to free.
+    async fn release_channel(&self, channel: &str) -> Result<(), LayerError> {
+        validate_channel_name(channel)?;
+        if is_process_local(channel) {
+            self.inner.local.release(channel);
+        }
+        Ok(())
+    }
+
     async fn close(&self) -> Result<(), LayerError> {
         self.stop_loops();
         // Receivers waiting on the stopped loops learn it now; later calls

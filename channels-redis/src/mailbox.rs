@@ -237,6 +237,17 @@ impl Mailboxes {
         expired
     }
 
+    /// Forgets `channel`'s buffered messages, unless a receive waits on it.
+    pub(crate) fn release(&self, channel: &str) {
+        let mut boxes = lock(&self.boxes);
+        if boxes
+            .get(channel)
+            .is_some_and(|mailbox| mailbox.receivers == 0)
+        {
+            boxes.remove(channel);
+        }
+    }
+
     /// Forgets every buffered message (`flush`).
     pub(crate) fn clear(&self) {
         lock(&self.boxes).retain(|_, mailbox| {

@@ -118,7 +118,31 @@ pub struct Args {
     pub log_format: LogFormat,
 }
 
+/// Pending connections the listener queues before `accept` (the OS default
+/// of 128 overflows when a thousand clients connect at once, and each
+/// overflowed client waits a full second to retry its SYN).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
 impl Args {
+    /// Binds `--bind` with a [`LISTEN_BACKLOG`]-deep accept queue.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`] when the address cannot be bound.
+    pub fn listen(&self) -> Result<tokio::net::TcpListener, ServerError> {
+        let address = self.bind;
+        let bind = || {
+            let socket = if address.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            socket.bind(address)?;
+            socket.listen(LISTEN_BACKLOG)
+        };
+        bind().map_err(|source| ServerError::Bind { address, source })
+    }
+
     /// The server settings these flags describe.
     pub fn server_config(&self) -> ServerConfig {
         let idle_timeout = (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout));

@@ -47,7 +47,7 @@ mod ws;
 pub use app::{App, run};
 pub use config::{
     Args, DEFAULT_BIND, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES,
-    DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_URL, LayerKind, LogFormat, ServerConfig,
+    DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_URL, LISTEN_BACKLOG, LayerKind, LogFormat, ServerConfig,
 };
 pub use error::ServerError;
 pub use middleware::{AuthRejection, Authenticator, TokenAuthenticator};

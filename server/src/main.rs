@@ -22,11 +22,6 @@ async fn main() -> ExitCode {
 
 async fn serve(args: &Args) -> Result<(), ServerError> {
     let layer = args.build_layer().await?;
-    let listener = tokio::net::TcpListener::bind(args.bind)
-        .await
-        .map_err(|source| ServerError::Bind {
-            address: args.bind,
-            source,
-        })?;
+    let listener = args.listen()?;
     channels_server::run(listener, layer, args.server_config(), shutdown::signal()).await
 }

@@ -315,6 +315,10 @@ impl ChannelLayer for MeteredLayer {
         self.timed(Op::Close, started, result)
     }
 
+    async fn release_channel(&self, channel: &str) -> Result<(), LayerError> {
+        self.inner.release_channel(channel).await
+    }
+
     fn extensions(&self) -> &[&'static str] {
         self.inner.extensions()
     }

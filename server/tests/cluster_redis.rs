@@ -195,3 +195,71 @@ async fn chat_survives_a_redis_restart() {
     server.stop().await.unwrap();
     drop(redis);
 }
+
+/// The Redis pub/sub channels a server is subscribed to (`PUBSUB CHANNELS`),
+/// asked over a raw RESP connection.
+async fn pubsub_channels(redis_url: &str) -> Vec<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let address = redis_url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/');
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut stream = BufReader::new(stream);
+    stream
+        .get_mut()
+        .write_all(b"PUBSUB CHANNELS\r\n")
+        .await
+        .unwrap();
+    let mut line = String::new();
+    stream.read_line(&mut line).await.unwrap();
+    let count: usize = line.trim().trim_start_matches('*').parse().unwrap();
+    let mut channels = Vec::with_capacity(count);
+    for _ in 0..count {
+        line.clear();
+        stream.read_line(&mut line).await.unwrap(); // $<len>
+        line.clear();
+        stream.read_line(&mut line).await.unwrap();
+        channels.push(line.trim_end().to_owned());
+    }
+    channels
+}
+
+#[tokio::test]
+async fn pubsub_subscriptions_end_with_their_connection() {
+    let redis = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .expect("start task")
+        .expect("redis-server starts (is it installed?)");
+    let url = redis.url();
+    let envs = [
+        ("CHANNELS_LAYER", "redis-pubsub"),
+        ("CHANNELS_REDIS_URL", url.as_str()),
+    ];
+    let (child, address) = start_binary(&["--bind", "127.0.0.1:0"], &envs).await;
+    let mut alice = connect(&format!("ws://{address}/ws/chat/leaky")).await;
+    say(&mut alice, "hello").await;
+    assert_eq!(next_json(&mut alice).await["message"], "hello");
+    let during = pubsub_channels(&url).await;
+    assert!(
+        during.iter().any(|c| c.ends_with("__group__chat_leaky")),
+        "the room's group topic is subscribed while alice is connected: {during:?}"
+    );
+    assert!(
+        during.len() >= 2,
+        "alice's own channel is subscribed too: {during:?}"
+    );
+    drop(alice);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let after = pubsub_channels(&url).await;
+        if after.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "subscriptions outlived the connection: {after:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sigterm(&child);
+}

@@ -206,6 +206,7 @@ impl Connection {
             if let Err(error) = ctx.group_add(&group).await {
                 ConsumerStats::incr(&stats.layer_errors);
                 discard_groups(&mut ctx, &stats).await;
+                release_channel(&ctx, &stats).await;
                 return Err(error);
             }
         }
@@ -215,6 +216,7 @@ impl Connection {
             Ok(Connect::Reject) => {
                 ConsumerStats::incr(&stats.connections_rejected);
                 discard_groups(&mut ctx, &stats).await;
+                release_channel(&ctx, &stats).await;
                 return Ok(Handshake::Rejected);
             }
             Err(error) => {
@@ -222,6 +224,7 @@ impl Connection {
                 ConsumerStats::incr(&stats.connections_rejected);
                 tracing::error!(path = %ctx.scope().path, %error, "consumer connect failed; rejecting");
                 discard_groups(&mut ctx, &stats).await;
+                release_channel(&ctx, &stats).await;
                 return Ok(Handshake::Rejected);
             }
         };
@@ -254,6 +257,7 @@ impl Connection {
             ConsumerStats::incr(&settings.stats.consumer_errors);
             tracing::error!(%error, "consumer disconnect failed");
         }
+        release_channel(&ctx, &settings.stats).await;
     }
 
     /// Runs the connection until the client leaves, the consumer closes it,
@@ -386,6 +390,7 @@ async fn run_connection(
         ConsumerStats::incr(&stats.consumer_errors);
         tracing::error!(%error, "consumer disconnect failed");
     }
+    release_channel(&ctx, &stats).await;
     tracing::debug!(code, "connection ended");
     code
 }
@@ -451,6 +456,23 @@ fn handle_result(
             ConsumerStats::incr(&stats.consumer_errors);
             tracing::error!(method, %error, "consumer failed; closing with 1011");
             ctx.close(close_code::INTERNAL_ERROR, "internal error");
+        }
+    }
+}
+
+/// Lets the layer free what it keeps for the connection's channel (buffers,
+/// a pub/sub subscription) once nothing will receive from it again.
+async fn release_channel(ctx: &ConsumerContext, stats: &ConsumerStats) {
+    let channel = ctx.channel_name();
+    match tokio::time::timeout(DISCARD_TIMEOUT, ctx.layer().release_channel(channel)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            ConsumerStats::incr(&stats.layer_errors);
+            tracing::warn!(%channel, %error, "releasing the channel failed");
+        }
+        Err(_) => {
+            ConsumerStats::incr(&stats.layer_errors);
+            tracing::warn!(%channel, "releasing the channel timed out");
         }
     }
 }

@@ -304,6 +304,11 @@ impl ChannelLayer for RedisPubSubChannelLayer {
     /// Stops the subscriber workers, closes the connections and forgets
     /// every channel and group (pending receives get [`LayerError::Closed`]).
     /// The layer reconnects when used again.
+    /// Same as [`RedisPubSubChannelLayer::delete_channel`].
+    async fn release_channel(&self, channel: &str) -> Result<(), LayerError> {
+        self.delete_channel(channel).await
+    }
+
     async fn close(&self) -> Result<(), LayerError> {
         self.inner.shared.registry.close();
         for shard in &self.inner.shards {
