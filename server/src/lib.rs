@@ -45,6 +45,11 @@ pub mod shutdown;
 mod ws;
 
 pub use app::{App, run};
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 pub use config::{
     Args, DEFAULT_BIND, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_URL, LISTEN_BACKLOG, LayerKind, LogFormat, ServerConfig,
