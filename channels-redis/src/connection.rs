@@ -8,18 +8,13 @@ use std::time::Duration;
 use channels_core::LayerError;
 use redis::AsyncConnectionConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 
 use crate::error::backend;
-use crate::hosts::{RedisHost, SentinelHost};
+use crate::hosts::RedisHost;
+use crate::target::Target;
 
 /// Dedicated connections kept idle per shard for later blocking pops.
 const MAX_IDLE_DEDICATED: usize = 16;
-
-enum Target {
-    Direct(redis::Client),
-    Sentinel(tokio::sync::Mutex<SentinelClient>),
-}
 
 /// One shard: its address and cached connections.
 pub(crate) struct Shard {
@@ -39,23 +34,6 @@ impl std::fmt::Debug for Shard {
     }
 }
 
-fn sentinel_client(host: &SentinelHost) -> Result<SentinelClient, redis::RedisError> {
-    let addrs = host
-        .sentinels
-        .iter()
-        .map(|(h, p)| redis::ConnectionAddr::Tcp(h.clone(), *p));
-    let mut builder =
-        SentinelClientBuilder::new(addrs, &host.master_name, SentinelServerType::Master)?
-            .set_client_to_redis_db(host.db);
-    if let Some(password) = &host.sentinel_password {
-        builder = builder.set_client_to_sentinel_password(password);
-    }
-    if let Some(password) = &host.password {
-        builder = builder.set_client_to_redis_password(password);
-    }
-    builder.build()
-}
-
 impl Shard {
     /// Prepares a shard; connects nothing yet.
     pub(crate) fn new(
@@ -63,17 +41,7 @@ impl Shard {
         command_timeout: Duration,
         connect_timeout: Duration,
     ) -> Result<Self, LayerError> {
-        let target = match host {
-            RedisHost::Sentinel(sentinel) => {
-                Target::Sentinel(tokio::sync::Mutex::new(sentinel_client(sentinel).map_err(
-                    |e| LayerError::invalid_config(format!("bad Sentinel entry {host}: {e}")),
-                )?))
-            }
-            _ => Target::Direct(
-                host.client()?
-                    .ok_or_else(|| LayerError::invalid_config(format!("bad Redis host {host}")))?,
-            ),
-        };
+        let target = Target::new(host)?;
         Ok(Self {
             label: host.to_string(),
             target,
@@ -93,7 +61,7 @@ impl Shard {
     pub(crate) fn error(&self, operation: &'static str, e: redis::RedisError) -> LayerError {
         if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
             // Sentinel: the master may have moved; resolve it again next time.
-            if matches!(self.target, Target::Sentinel(_)) {
+            if self.target.is_sentinel() {
                 self.reset();
             }
         }
@@ -101,23 +69,10 @@ impl Shard {
     }
 
     async fn client(&self, operation: &'static str) -> Result<redis::Client, LayerError> {
-        match &self.target {
-            Target::Direct(client) => Ok(client.clone()),
-            Target::Sentinel(sentinel) => {
-                let mut sentinel = sentinel.lock().await;
-                match tokio::time::timeout(self.connect_timeout * 2, sentinel.async_get_client())
-                    .await
-                {
-                    Ok(Ok(client)) => Ok(client),
-                    Ok(Err(e)) => Err(backend(operation, &self.label, e)),
-                    Err(_) => Err(backend(
-                        operation,
-                        &self.label,
-                        std::io::Error::from(std::io::ErrorKind::TimedOut).into(),
-                    )),
-                }
-            }
-        }
+        self.target
+            .client(self.connect_timeout * 2)
+            .await
+            .map_err(|e| backend(operation, &self.label, e))
     }
 
     /// The shared command connection (created on first use, reconnects itself).

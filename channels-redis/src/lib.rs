@@ -46,6 +46,7 @@ mod pubsub;
 mod receive_loop;
 mod serializer;
 mod shard;
+mod target;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod wire;

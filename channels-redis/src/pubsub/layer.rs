@@ -16,7 +16,7 @@ use crate::wire::Route;
 use super::backoff::BACKOFF_MAX;
 use super::registry::Joined;
 use super::shard::{Shard, Shared, Timeouts};
-use super::target::Target;
+use crate::target::Target;
 
 /// A channel layer compatible with Python's
 /// `channels_redis.pubsub.RedisPubSubChannelLayer` (channels_redis 4.3).

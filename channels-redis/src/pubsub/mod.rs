@@ -15,6 +15,5 @@ mod mailbox;
 mod registry;
 mod shard;
 mod subscriber;
-mod target;
 
 pub use layer::RedisPubSubChannelLayer;

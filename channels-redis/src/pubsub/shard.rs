@@ -24,7 +24,7 @@ use crate::serializer::Serializer;
 use super::error::ShardError;
 use super::registry::Registry;
 use super::subscriber::{self, WorkerGuard};
-use super::target::Target;
+use crate::target::Target;
 
 /// SUBSCRIBE at most this many topics per command when resubscribing.
 pub(super) const SUBSCRIBE_BATCH: usize = 1_000;
@@ -118,7 +118,10 @@ impl ShardConn {
 
     /// A client for this shard's server (for Sentinel: the current master).
     pub(super) async fn client(&self) -> Result<Client, String> {
-        self.target.client(self.timeouts.connect * 2).await
+        self.target
+            .client(self.timeouts.connect * 2)
+            .await
+            .map_err(|error| format!("finding the server failed: {error}"))
     }
 
     /// Marks the link down (connection lost or closed).

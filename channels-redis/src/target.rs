@@ -10,7 +10,7 @@ use tokio::time::timeout;
 use crate::hosts::{RedisHost, SentinelHost};
 
 /// How a shard finds its server.
-pub(super) enum Target {
+pub(crate) enum Target {
     /// A fixed address.
     Direct(Client),
     /// The current master of a Sentinel-monitored group, asked for on every
@@ -20,7 +20,7 @@ pub(super) enum Target {
 
 impl Target {
     /// The target of a configured host.
-    pub(super) fn new(host: &RedisHost) -> Result<Self, LayerError> {
+    pub(crate) fn new(host: &RedisHost) -> Result<Self, LayerError> {
         if let RedisHost::Sentinel(sentinel) = host {
             return sentinel_client(sentinel)
                 .map(|client| Self::Sentinel(tokio::sync::Mutex::new(client)))
@@ -53,21 +53,25 @@ fn sentinel_client(host: &SentinelHost) -> Result<SentinelClient, redis::RedisEr
 }
 
 impl Target {
+    /// Whether the address comes from Sentinel (and may move on failover).
+    pub(crate) fn is_sentinel(&self) -> bool {
+        matches!(self, Self::Sentinel(_))
+    }
+
     /// A client for the server: the fixed one, or the master Sentinel names
     /// now (asking at most `wait`).
-    pub(super) async fn client(&self, wait: Duration) -> Result<Client, String> {
+    pub(crate) async fn client(&self, wait: Duration) -> Result<Client, redis::RedisError> {
         match self {
             Self::Direct(client) => Ok(client.clone()),
             Self::Sentinel(sentinel) => {
                 let mut sentinel = sentinel.lock().await;
                 match timeout(wait, sentinel.async_get_client()).await {
-                    Ok(Ok(client)) => Ok(client),
-                    Ok(Err(error)) => {
-                        Err(format!("asking Sentinel for the master failed: {error}"))
-                    }
-                    Err(_) => Err(format!(
-                        "asking Sentinel for the master timed out after {wait:?}"
-                    )),
+                    Ok(result) => result,
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("asking Sentinel for the master timed out after {wait:?}"),
+                    )
+                    .into()),
                 }
             }
         }
