@@ -271,6 +271,12 @@ async fn p4_group_send_survives_two_server_restarts_between_group_ops() {
 /// Kills every connection of the layer (subscriber and publisher) from a raw
 /// client, as a network failure would.
 async fn kill_clients(url: &str) {
+    // After an earlier kill the subscriber reconnects on its own, with backoff;
+    // wait (bounded) for it so there is a connection to kill.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while subscriber_connections(url).await == 0 && tokio::time::Instant::now() < deadline {
+        sleep(Duration::from_millis(20)).await;
+    }
     let killed: i64 = command(
         url,
         redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"),
