@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs outside Cargo, when it is missing:
 #   - redis-server and redis-sentinel (Debian packages) for the Redis tests,
+#   - chromium (+ a font) for the headless browser test of the chat page,
+#   - nginx for the local-cluster test of deploy/,
 #   - a Python venv with the real channels_redis from PyPI for the interop tests
 #     (target/interop-venv, pinned by interop/requirements.txt).
 # Safe to run again: it only installs what is not there yet.
@@ -17,6 +19,8 @@ apt_install() {
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install-deps: installing ${missing[*]}"
     apt_install "${missing[@]}"
