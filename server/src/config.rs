@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use channels_core::SharedLayer;
 use channels_core::consumer::{DEFAULT_IDLE_TIMEOUT, DEFAULT_OUTBOUND_QUEUE};
+use channels_core::{LayerConfig, SharedLayer};
 use channels_memory::InMemoryChannelLayer;
 
 use crate::error::ServerError;
@@ -18,6 +18,11 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// The default Redis key prefix (channels_redis's `asgi`).
 pub const DEFAULT_REDIS_PREFIX: &str = "asgi";
+/// The capacity the server gives every channel (Django's default is 100).
+/// Higher because of broadcast bursts: the Redis core layer counts one
+/// process's connections together against it (they share one key), and the
+/// layers' local buffers drop the oldest message past it.
+pub const DEFAULT_CHANNEL_CAPACITY: usize = 1000;
 /// The default limit of open WebSocket connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// The default largest WebSocket frame (and publish body) accepted, in bytes.
@@ -97,6 +102,11 @@ pub struct Args {
     )]
     pub allowed_origin: Vec<String>,
 
+    /// Messages a channel holds before sends to it fail (group sends skip it).
+    /// The Redis core layer counts all of one process's connections together.
+    #[arg(long, env = "CHANNELS_CHANNEL_CAPACITY", default_value_t = DEFAULT_CHANNEL_CAPACITY)]
+    pub channel_capacity: usize,
+
     /// Most WebSocket connections open at once; more get HTTP 503.
     #[arg(long, env = "CHANNELS_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
@@ -169,10 +179,13 @@ impl Args {
         } else {
             self.redis_url.clone()
         };
+        let layer_config = LayerConfig::default().capacity(self.channel_capacity);
         match self.layer {
-            LayerKind::Memory => Ok(Arc::new(InMemoryChannelLayer::new())),
-            LayerKind::Redis => crate::redis::core_layer(&urls, &self.redis_prefix),
-            LayerKind::RedisPubsub => crate::redis::pubsub_layer(&urls, &self.redis_prefix),
+            LayerKind::Memory => Ok(Arc::new(InMemoryChannelLayer::with_config(layer_config))),
+            LayerKind::Redis => crate::redis::core_layer(&urls, &self.redis_prefix, layer_config),
+            LayerKind::RedisPubsub => {
+                crate::redis::pubsub_layer(&urls, &self.redis_prefix, layer_config)
+            }
         }
     }
 

@@ -51,8 +51,9 @@ pub use app::{App, run};
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 pub use config::{
-    Args, DEFAULT_BIND, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES,
-    DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_URL, LISTEN_BACKLOG, LayerKind, LogFormat, ServerConfig,
+    Args, DEFAULT_BIND, DEFAULT_CHANNEL_CAPACITY, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_FRAME_BYTES, DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_URL, LISTEN_BACKLOG, LayerKind,
+    LogFormat, ServerConfig,
 };
 pub use error::ServerError;
 pub use middleware::{AuthRejection, Authenticator, TokenAuthenticator};

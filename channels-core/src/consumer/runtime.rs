@@ -26,8 +26,11 @@ use crate::layer::SharedLayer;
 use crate::message::Message;
 
 /// Frames a connection may have queued for its client before it counts as
-/// too slow and is closed with 1013.
-pub const DEFAULT_OUTBOUND_QUEUE: usize = 64;
+/// slow and is closed with 1013. Large enough for bursts of broadcasts (a
+/// busy room can send dozens at once), small enough to bound a stalled
+/// client's memory at 1024 frames. The queue grows only while it holds
+/// frames: an idle connection keeps no buffer.
+pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
 
 /// How long a connection may stay silent (no frame, no pong) before it is
 /// closed with 1001.
