@@ -77,6 +77,11 @@ fn scope_of(parts: &Parts, params: BTreeMap<String, String>) -> Scope {
 }
 
 async fn upgrade(state: WsState, factory: ConsumerFactory, request: Request) -> Response {
+    // Draining: a socket accepted now would only be closed again. A 503 lets
+    // the load balancer retry another process at once.
+    if state.shutdown.is_triggered() {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
+    }
     let (mut parts, _body) = request.into_parts();
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => ws,

@@ -117,3 +117,36 @@ async fn a_hanging_consumer_cannot_hold_shutdown_past_the_drain_time() {
     assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
     assert_eq!(*codes.lock().unwrap(), [1001]);
 }
+
+#[tokio::test]
+async fn a_draining_server_answers_upgrades_with_503() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    let layer = Arc::new(InMemoryChannelLayer::new());
+    let codes = Arc::new(Mutex::new(Vec::new()));
+    let app = App::new(layer, ServerConfig::default()).consumers(ConsumerRouter::new().route(
+        "/ws/member",
+        move |_| Member {
+            codes: codes.clone(),
+            hang: false,
+        },
+    ));
+    let upgrade = || {
+        Request::get("/ws/member")
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .body(Body::empty())
+            .unwrap()
+    };
+    // Before shutdown the request reaches the upgrade (which fails here only
+    // because an in-process request has no connection to upgrade).
+    let before = app.router().oneshot(upgrade()).await.unwrap();
+    assert_ne!(before.status(), StatusCode::SERVICE_UNAVAILABLE);
+    app.shutdown_handle().trigger();
+    let during = app.router().oneshot(upgrade()).await.unwrap();
+    assert_eq!(during.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
