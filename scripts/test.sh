@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 export CHANNELS_INTEROP_PYTHON="$PWD/target/interop-venv/bin/python"
 
+# The end-to-end and deploy tests run the real binaries; build them once with
+# the same features as the tests so nothing is rebuilt from inside a test.
+cargo build --workspace --all-features --bins
+export CHANNELS_SERVER_BIN="$PWD/target/debug/channels-server"
+
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --all-features --no-fail-fast
 else

@@ -1,0 +1,120 @@
+//! [`WsClient`]: a real WebSocket client (tokio-tungstenite) that knows which
+//! server the load balancer sent it to.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+/// The header the local cluster's nginx adds: the server that took the upgrade.
+pub const UPSTREAM_HEADER: &str = "x-channels-upstream";
+
+/// How long a WebSocket handshake through nginx may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a client read next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WsEvent {
+    /// A text frame holding JSON.
+    Json(serde_json::Value),
+    /// The connection ended: `Some(code)` from the server's close frame,
+    /// `None` when the socket ended without one.
+    Closed(Option<u16>),
+}
+
+/// A WebSocket connection opened through the load balancer.
+#[derive(Debug)]
+pub struct WsClient {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    upstream: SocketAddr,
+}
+
+impl WsClient {
+    /// Opens `ws://{lb}{path}` and reads which server took it from the
+    /// handshake's `X-Channels-Upstream` header.
+    ///
+    /// # Errors
+    /// When the handshake fails, times out (5 s) or lacks the header.
+    pub async fn connect(lb: SocketAddr, path: &str) -> anyhow::Result<Self> {
+        let request = format!("ws://{lb}{path}").into_client_request()?;
+        let (ws, response) = timeout(CONNECT_TIMEOUT, connect_async(request))
+            .await
+            .with_context(|| {
+                format!("WebSocket handshake with {lb}{path} took over {CONNECT_TIMEOUT:?}")
+            })?
+            .with_context(|| format!("WebSocket handshake with {lb}{path} failed"))?;
+        let upstream = response
+            .headers()
+            .get(UPSTREAM_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .with_context(|| format!("no {UPSTREAM_HEADER} header in the handshake response"))?;
+        // After a refused upstream nginx lists every one it tried: "a, b".
+        let last = upstream.rsplit(',').next().unwrap_or(upstream).trim();
+        let upstream = last
+            .parse()
+            .with_context(|| format!("{UPSTREAM_HEADER} {upstream:?} is not an address"))?;
+        Ok(Self { ws, upstream })
+    }
+
+    /// The server this connection landed on.
+    pub fn upstream(&self) -> SocketAddr {
+        self.upstream
+    }
+
+    /// Sends `value` as one text frame.
+    ///
+    /// # Errors
+    /// When the connection is closed or the write fails.
+    pub async fn send_json(&mut self, value: &serde_json::Value) -> anyhow::Result<()> {
+        timeout(
+            CONNECT_TIMEOUT,
+            self.ws.send(Message::text(value.to_string())),
+        )
+        .await
+        .context("WebSocket send took over 5 s")?
+        .context("WebSocket send failed")
+    }
+
+    /// The next JSON text frame or the end of the connection, skipping pings
+    /// and pongs.
+    ///
+    /// # Errors
+    /// After `wait` with nothing read, or on a frame that is not JSON text.
+    pub async fn next_event(&mut self, wait: Duration) -> anyhow::Result<WsEvent> {
+        let read = async {
+            loop {
+                match self.ws.next().await {
+                    None => return Ok(WsEvent::Closed(None)),
+                    Some(Err(_)) => return Ok(WsEvent::Closed(None)),
+                    Some(Ok(Message::Close(frame))) => {
+                        return Ok(WsEvent::Closed(frame.map(|f| u16::from(f.code))));
+                    }
+                    Some(Ok(Message::Text(text))) => {
+                        let value = serde_json::from_str(text.as_str())
+                            .with_context(|| format!("text frame is not JSON: {text}"))?;
+                        return Ok(WsEvent::Json(value));
+                    }
+                    Some(Ok(Message::Binary(bytes))) => {
+                        bail!("unexpected binary frame of {} bytes", bytes.len())
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
+        };
+        timeout(wait, read)
+            .await
+            .with_context(|| format!("nothing from {} within {wait:?}", self.upstream))?
+    }
+
+    /// Closes the connection politely (1000), waiting at most a second.
+    pub async fn close(mut self) {
+        // The test is done with this client; a failed close changes nothing.
+        let _ = timeout(Duration::from_secs(1), self.ws.close(None)).await;
+    }
+}
