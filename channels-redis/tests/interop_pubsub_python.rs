@@ -7,6 +7,7 @@
 //! Needs the Python venv (`bash scripts/install-deps.sh`); fails without it.
 
 mod python_peer;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;

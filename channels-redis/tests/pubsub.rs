@@ -2,6 +2,8 @@
 //! CONFORMANCE.md, what it leaves on the wire (checked over raw Redis
 //! connections), sharding, encryption, buffers, and reconnects (P4).
 
+mod support;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use channels_redis::testing::RedisServer;
 use channels_redis::{Crypter, RedisConfig, RedisPubSubChannelLayer, consistent_hash, wire};
 use futures::StreamExt as _;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use support::{hex, wire_message, wire_packed};
 use tokio::time::{sleep, timeout};
 
 /// Generous bound for things that must happen.
@@ -31,26 +34,6 @@ fn layer_on(urls: &[String], prefix: &str) -> RedisPubSubChannelLayer {
 
 fn layer(server: &RedisServer) -> RedisPubSubChannelLayer {
     layer_on(&[server.url()], "asgi")
-}
-
-/// WIRE.md §8 message M and its msgpack bytes.
-fn wire_message() -> Message {
-    Message::new("chat.message")
-        .with("text", "hi")
-        .with("n", -3)
-        .with("f", 1.5)
-        .with("b", vec![0u8, 0xff])
-        .with(
-            "l",
-            Value::Array(vec![Value::from(1), Value::Nil, Value::from(true)]),
-        )
-        .with("m", Value::Map(vec![(Value::from("k"), Value::from("v"))]))
-}
-
-const WIRE_PAYLOAD: &str = "87a474797065ac636861742e6d657373616765a474657874a26869a16efda166cb3ff8000000000000a162c40200ffa16c9301c0c3a16d81a16ba176";
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn raw(url: &str) -> MultiplexedConnection {
@@ -155,7 +138,7 @@ async fn p1_payload_is_plain_msgpack_without_prefix_or_routing_key() {
     assert_eq!(topic, channel);
     assert_eq!(
         hex(&payload),
-        WIRE_PAYLOAD,
+        wire_packed(),
         "send payload = packb(M), nothing else"
     );
 
@@ -165,7 +148,7 @@ async fn p1_payload_is_plain_msgpack_without_prefix_or_routing_key() {
     assert_eq!(topic, "asgi__group__chat");
     assert_eq!(
         hex(&payload),
-        WIRE_PAYLOAD,
+        wire_packed(),
         "group_send payload has no __asgi_channel__"
     );
 
@@ -605,7 +588,7 @@ async fn encrypted_payloads_are_fernet_tokens_without_ttl() {
         "not a Fernet token: {payload:?}"
     );
     let crypter = Crypter::new(&["secret"], None).unwrap();
-    assert_eq!(hex(&crypter.decrypt(&payload).unwrap()), WIRE_PAYLOAD);
+    assert_eq!(hex(&crypter.decrypt(&payload).unwrap()), wire_packed());
     assert_eq!(receive_ok(&layer, &channel).await, wire_message());
     assert!(wire::unpack(&payload).is_err());
 

@@ -12,31 +12,8 @@ use channels_core::{ChannelLayer, LayerError, Message, Value};
 use channels_redis::testing::unique_prefix;
 use channels_redis::{RedisChannelLayer, SerializerFormat};
 use redis::AsyncCommands;
-use support::{WAIT, config, raw, shared_server};
+use support::{WAIT, WIRE_BODY as BODY, config, raw, shared_server, unhex, wire_message};
 use tokio::time::timeout;
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-/// WIRE.md §8 message M.
-fn wire_message() -> Message {
-    Message::new("chat.message")
-        .with("text", "hi")
-        .with("n", -3)
-        .with("f", 1.5)
-        .with("b", vec![0u8, 0xff])
-        .with(
-            "l",
-            Value::Array(vec![Value::from(1), Value::Nil, Value::from(true)]),
-        )
-        .with("m", Value::Map(vec![(Value::from("k"), Value::from("v"))]))
-}
-
-const BODY: &str = "a474797065ac636861742e6d657373616765a474657874a26869a16efda166cb3ff8000000000000a162c40200ffa16c9301c0c3a16d81a16ba176";
 
 fn now() -> f64 {
     std::time::SystemTime::now()

@@ -248,22 +248,7 @@ impl PythonPeer {
     }
 }
 
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Bytes of a hex string.
-pub fn unhex(hex: &str) -> Vec<u8> {
-    assert!(hex.len().is_multiple_of(2), "odd-length hex {hex:?}");
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(&hex[i..i + 2], 16)
-                .unwrap_or_else(|error| panic!("bad hex {hex:?}: {error}"))
-        })
-        .collect()
-}
+pub use crate::support::{hex, unhex};
 
 /// A value as peer.py's tagged JSON.
 pub fn tag(value: &Value) -> Json {

@@ -4,6 +4,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use channels_core::{Message, Value};
 use channels_redis::testing::{RedisServer, unique_prefix};
 use channels_redis::{RedisChannelLayer, RedisConfig};
 
@@ -37,3 +38,42 @@ pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
 
 /// One second: the usual bound on a wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(1);
+
+/// WIRE.md §8 message M.
+pub fn wire_message() -> Message {
+    Message::new("chat.message")
+        .with("text", "hi")
+        .with("n", -3)
+        .with("f", 1.5)
+        .with("b", vec![0u8, 0xff])
+        .with(
+            "l",
+            Value::Array(vec![Value::from(1), Value::Nil, Value::from(true)]),
+        )
+        .with("m", Value::Map(vec![(Value::from("k"), Value::from("v"))]))
+}
+
+/// `packb(M)` after its map header (`87`, or `88` once `__asgi_channel__` is added), in hex.
+pub const WIRE_BODY: &str = "a474797065ac636861742e6d657373616765a474657874a26869a16efda166cb3ff8000000000000a162c40200ffa16c9301c0c3a16d81a16ba176";
+
+/// `packb(M)` in hex: what Python's pub/sub layer publishes for M.
+pub fn wire_packed() -> String {
+    format!("87{WIRE_BODY}")
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes of a hex string.
+pub fn unhex(hex: &str) -> Vec<u8> {
+    assert!(hex.len().is_multiple_of(2), "odd-length hex {hex:?}");
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&hex[i..i + 2], 16)
+                .unwrap_or_else(|error| panic!("bad hex {hex:?}: {error}"))
+        })
+        .collect()
+}
