@@ -120,6 +120,9 @@ impl State {
         }
         let channels = &mut self.channels;
         for channel in members.keys() {
+            // Inline rather than `Self::queue`: this match needs one lookup per
+            // member on a hit, and a function returning the borrow cannot
+            // (today's borrow checker), so `queue` pays `contains_key` first.
             let queue = match channels.get_mut(&**channel) {
                 Some(queue) => queue,
                 None => channels
