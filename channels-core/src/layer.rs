@@ -7,7 +7,9 @@ use async_trait::async_trait;
 
 use crate::config::DEFAULT_EXTENSIONS;
 use crate::error::LayerError;
+use crate::mailbox::DropCounters;
 use crate::message::Message;
+use crate::receiver::Receiver;
 
 /// A channel layer: named mailboxes (channels) and named sets of channels
 /// (groups), shared by every consumer of a process or, with a networked
@@ -89,17 +91,33 @@ pub trait ChannelLayer: Send + Sync + Debug + 'static {
     /// [`LayerError::Backend`].
     async fn close(&self) -> Result<(), LayerError>;
 
-    /// Tells the layer that nobody will receive from `channel` again (its
-    /// connection ended), so it can free what it keeps for it: buffered
-    /// messages, a pub/sub subscription. Messages sent to it later are
-    /// dropped or expire as for any unread channel. Not in Django's API; the
-    /// consumer runtime calls it when a connection ends. The default does
-    /// nothing.
+    /// Opens a receiving handle on `channel`: the way a long-lived reader
+    /// (a connection, a worker) receives. The handle reads the channel's own
+    /// mailbox, with no name lookup or layer-wide lock per message. Several
+    /// handles (and `receive` calls) on one channel share its messages.
+    /// Dropping the last handle releases the channel: what the layer buffered
+    /// for it is dropped, a pub/sub subscription is ended; later messages
+    /// queue (or are lost, on pub/sub) as for any unread channel.
     ///
     /// # Errors
-    /// [`LayerError::InvalidChannelName`], [`LayerError::Backend`].
-    async fn release_channel(&self, channel: &str) -> Result<(), LayerError> {
-        crate::names::validate_channel_name(channel)
+    /// [`LayerError::InvalidChannelName`]; [`LayerError::Backend`] when a
+    /// subscription cannot be made; the Redis core layer refuses another
+    /// instance's process-local channel.
+    async fn open(&self, channel: &str) -> Result<Receiver, LayerError>;
+
+    /// Creates a new process-local channel ([`ChannelLayer::new_channel`])
+    /// and opens a handle on it ([`ChannelLayer::open`]).
+    ///
+    /// # Errors
+    /// As `new_channel` and `open`.
+    async fn new_receiver(&self, prefix: &str) -> Result<Receiver, LayerError> {
+        let channel = self.new_channel(prefix).await?;
+        self.open(&channel).await
+    }
+
+    /// What the layer holds and what it could not deliver, for metrics.
+    fn stats(&self) -> LayerStats {
+        LayerStats::default()
     }
 
     /// The optional features this layer supports (Django's `extensions`).
@@ -110,3 +128,31 @@ pub trait ChannelLayer: Send + Sync + Debug + 'static {
 
 /// A layer shared by many tasks: what the server and consumers hold.
 pub type SharedLayer = Arc<dyn ChannelLayer>;
+
+/// Counters a layer keeps about its channels and the messages it could not
+/// deliver (each drop is counted, none is silent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LayerStats {
+    /// Channels the layer keeps local state for (mailboxes, subscriptions).
+    pub channels: u64,
+    /// Messages dropped because a channel was full (group sends skip full
+    /// members; relayed messages evict the oldest).
+    pub dropped_full: u64,
+    /// Messages that expired unread.
+    pub dropped_expired: u64,
+    /// Messages that arrived but could not be decoded (wrong key, not msgpack).
+    pub undecodable: u64,
+}
+
+impl LayerStats {
+    /// Stats from a layer's drop counters and its count of channels.
+    pub fn new(channels: usize, drops: &DropCounters) -> Self {
+        Self {
+            channels: channels as u64,
+            dropped_full: drops.full(),
+            dropped_expired: drops.expired(),
+            undecodable: drops.undecodable(),
+        }
+    }
+}

@@ -27,8 +27,10 @@ mod config;
 pub mod consumer;
 mod error;
 mod layer;
+mod mailbox;
 mod message;
 mod names;
+mod receiver;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -40,12 +42,14 @@ pub use config::{
     DEFAULT_NEW_CHANNEL_PREFIX, LayerConfig,
 };
 pub use error::{BoxError, CHANNEL_NAME_RULE, GROUP_NAME_RULE, LayerError, NameProblem};
-pub use layer::{ChannelLayer, SharedLayer};
+pub use layer::{ChannelLayer, LayerStats, SharedLayer};
+pub use mailbox::{DropCounters, Mailbox, Offered, OutageError, lock};
 pub use message::{Message, RESERVED_CHANNEL_KEY, TYPE_KEY, Value};
 pub use names::{
     LOCAL_SEPARATOR, MAX_NAME_LENGTH, is_process_local, non_local_name, validate_channel_name,
     validate_group_name,
 };
+pub use receiver::{Receiver, Release};
 
 /// Re-exported so implementors use the same `async_trait` as the trait.
 pub use async_trait::async_trait;

@@ -11,11 +11,12 @@
 //! message mutated after `send` never changes what the receiver gets.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::consumer::Frame;
 use crate::error::LayerError;
 
 /// A msgpack value: the type of every field of a [`Message`].
@@ -44,17 +45,51 @@ pub const RESERVED_CHANNEL_KEY: &str = "__asgi_channel__";
 /// ```
 #[derive(Clone, PartialEq, Default)]
 pub struct Message {
-    fields: Arc<Vec<(String, Value)>>,
+    fields: Arc<Fields>,
+}
+
+/// A message's storage: its fields, plus the frame built from it once and
+/// shared by every member of a broadcast ([`Message::shared_frame`]).
+#[derive(Default)]
+struct Fields {
+    entries: Vec<(String, Value)>,
+    frame: OnceLock<(&'static str, Frame)>,
+}
+
+impl Clone for Fields {
+    /// A copy is about to be changed, so the frame built from the original
+    /// does not carry over.
+    fn clone(&self) -> Self {
+        Self {
+            entries: self.entries.clone(),
+            frame: OnceLock::new(),
+        }
+    }
+}
+
+impl PartialEq for Fields {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Fields {
+    fn new(entries: Vec<(String, Value)>) -> Self {
+        Self {
+            entries,
+            frame: OnceLock::new(),
+        }
+    }
 }
 
 impl Message {
     /// Creates a message holding only its `type`.
     pub fn new(message_type: impl Into<String>) -> Self {
         Self {
-            fields: Arc::new(vec![(
+            fields: Arc::new(Fields::new(vec![(
                 TYPE_KEY.to_owned(),
                 Value::String(message_type.into().into()),
-            )]),
+            )])),
         }
     }
 
@@ -73,7 +108,7 @@ impl Message {
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<Value>) -> Option<Value> {
         let key = key.into();
         let value = value.into();
-        let fields = Arc::make_mut(&mut self.fields);
+        let fields = &mut Arc::make_mut(&mut self.fields).entries;
         if let Some(slot) = fields.iter_mut().find(|(k, _)| *k == key) {
             return Some(std::mem::replace(&mut slot.1, value));
         }
@@ -83,13 +118,17 @@ impl Message {
 
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &str) -> Option<Value> {
-        let index = self.fields.iter().position(|(k, _)| k == key)?;
-        Some(Arc::make_mut(&mut self.fields).remove(index).1)
+        let index = self.fields.entries.iter().position(|(k, _)| k == key)?;
+        Some(Arc::make_mut(&mut self.fields).entries.remove(index).1)
     }
 
     /// Returns the value of `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.fields
+            .entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
     }
 
     /// Returns the message's `type`, if it is present and a string.
@@ -99,24 +138,55 @@ impl Message {
 
     /// Iterates over the fields in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> {
-        self.fields.iter().map(|(k, v)| (k.as_str(), v))
+        self.fields.entries.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// Returns the number of fields (including `type`).
     pub fn len(&self) -> usize {
-        self.fields.len()
+        self.fields.entries.len()
     }
 
     /// Returns whether the message has no fields at all (only possible for
     /// [`Message::default`], which is not a valid message).
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.fields.entries.is_empty()
     }
 
     /// Returns whether two messages share the same storage (a clone that was
     /// not changed since). Used to check that broadcasts do not copy.
     pub fn shares_storage_with(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.fields, &other.fields)
+    }
+
+    /// Returns the frame `build` makes from this message, building it only
+    /// once per message: every clone (each member of one `group_send` holds
+    /// one) gets the same shared bytes. `purpose` names the kind of frame
+    /// (`build` must always make the same frame for the same purpose); a
+    /// different purpose builds a fresh frame that is not kept.
+    ///
+    /// # Examples
+    /// ```
+    /// use channels_core::Message;
+    /// use channels_core::consumer::Frame;
+    ///
+    /// let message = Message::new("chat.message").with("text", "hi");
+    /// let member = message.clone();
+    /// let render = |m: &Message| Frame::from(m.get("text").and_then(|v| v.as_str()).unwrap_or(""));
+    /// let first = message.shared_frame("chat", render);
+    /// let second = member.shared_frame("chat", render);
+    /// assert_eq!(first, second); // built once, shared
+    /// ```
+    pub fn shared_frame(&self, purpose: &'static str, build: impl FnOnce(&Self) -> Frame) -> Frame {
+        if let Some((kept, frame)) = self.fields.frame.get() {
+            if *kept == purpose {
+                return frame.clone();
+            }
+            return build(self);
+        }
+        let frame = build(self);
+        // Another member may have built it meanwhile; either copy is right.
+        let _ = self.fields.frame.set((purpose, frame.clone()));
+        frame
     }
 
     /// Checks what every layer requires of a message it sends: a string
@@ -126,7 +196,7 @@ impl Message {
     /// [`LayerError::InvalidMessage`] saying what is wrong.
     pub fn validate(&self) -> Result<(), LayerError> {
         let mut message_type = None;
-        for (key, value) in self.fields.iter() {
+        for (key, value) in &self.fields.entries {
             if key == RESERVED_CHANNEL_KEY {
                 return Err(LayerError::invalid_message(format!(
                     "the `{RESERVED_CHANNEL_KEY}` key is reserved for the layer's routing; remove it"
@@ -171,7 +241,7 @@ impl Message {
             fields.push((key, value));
         }
         let message = Self {
-            fields: Arc::new(fields),
+            fields: Arc::new(Fields::new(fields)),
         };
         message.validate()?;
         Ok(message)
@@ -181,7 +251,7 @@ impl Message {
     /// validating them. For decoders that check the result themselves.
     pub fn from_fields_unchecked(fields: Vec<(String, Value)>) -> Self {
         Self {
-            fields: Arc::new(fields),
+            fields: Arc::new(Fields::new(fields)),
         }
     }
 
@@ -189,6 +259,7 @@ impl Message {
     pub fn to_value(&self) -> Value {
         Value::Map(
             self.fields
+                .entries
                 .iter()
                 .map(|(k, v)| (Value::String(k.as_str().into()), v.clone()))
                 .collect(),
@@ -239,7 +310,12 @@ impl Message {
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(self.fields.iter().map(|(k, v)| (k, DisplayValue(v))))
+            .entries(
+                self.fields
+                    .entries
+                    .iter()
+                    .map(|(k, v)| (k, DisplayValue(v))),
+            )
             .finish()
     }
 }
@@ -255,8 +331,8 @@ impl fmt::Debug for DisplayValue<'_> {
 impl Serialize for Message {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(self.fields.len()))?;
-        for (key, value) in self.fields.iter() {
+        let mut map = serializer.serialize_map(Some(self.fields.entries.len()))?;
+        for (key, value) in &self.fields.entries {
             map.serialize_entry(key, value)?;
         }
         map.end()

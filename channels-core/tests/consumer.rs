@@ -64,8 +64,11 @@ impl WebsocketConsumer for Room {
             Frame::Text(text) if text == "close" => ctx.close(4001, "asked to"),
             Frame::Text(text) if text == "fail" => return Err(ConsumerError::other("boom")),
             Frame::Text(text) => {
-                ctx.group_send(&self.room, Message::new("chat.message").with("text", text))
-                    .await?;
+                ctx.group_send(
+                    &self.room,
+                    Message::new("chat.message").with("text", text.as_str()),
+                )
+                .await?;
             }
             Frame::Binary(bytes) => ctx.send_binary(bytes)?,
         }

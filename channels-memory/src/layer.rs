@@ -1,27 +1,35 @@
 //! [`InMemoryChannelLayer`]: the [`ChannelLayer`] for one process.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use channels_core::async_trait;
 use channels_core::{
-    ChannelLayer, LayerConfig, LayerError, Message, validate_channel_name, validate_group_name,
+    ChannelLayer, DropCounters, LayerConfig, LayerError, LayerStats, Mailbox, Message, Receiver,
+    Release, lock, validate_channel_name, validate_group_name,
 };
 use tokio::time::Instant;
 
-use crate::state::State;
+use crate::channels::Channels;
+use crate::groups::Groups;
 
 /// The shortest interval between two sweeps of untouched entries.
 const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A channel layer living in this process's memory.
 ///
-/// - `send` is O(1); `receive` sleeps until a message arrives (no polling).
-/// - `group_send` queues the **same** message (one reference-count increment
-///   per member, no copy) on every member: O(members).
-/// - Expired messages are dropped from the front of a queue when it is used;
-///   channels and memberships nobody touches are swept at most once per expiry
-///   interval, amortized over calls.
+/// - Each channel is a bounded [`Mailbox`] in a sharded map; receiving
+///   through a [`Receiver`] handle ([`ChannelLayer::open`],
+///   [`ChannelLayer::new_receiver`]) reads it with no lookup and no
+///   layer-wide lock.
+/// - `group_send` pushes the **same** message (one reference-count increment
+///   per member, no copy) straight into every member's mailbox: O(members),
+///   under the group's read lock only, so broadcasts to different groups (and
+///   to one group) run in parallel.
+/// - Expired messages are dropped from the front of a mailbox when it is
+///   used; channels and memberships nobody touches are swept at most once per
+///   expiry interval, amortized over calls. Every drop is counted
+///   ([`ChannelLayer::stats`]).
 /// - Capacity counts per full channel name; a full channel makes `send` fail
 ///   with [`LayerError::ChannelFull`] and `group_send` skip it.
 ///
@@ -52,8 +60,17 @@ pub struct InMemoryChannelLayer {
 #[derive(Debug)]
 struct Shared {
     config: LayerConfig,
+    drops: Arc<DropCounters>,
+    channels: Channels,
+    groups: Groups,
     sweep_interval: Duration,
-    state: Mutex<State>,
+    next_sweep: Mutex<Instant>,
+}
+
+impl Release for Shared {
+    fn release(&self, mailbox: &Arc<Mailbox>) {
+        self.channels.lock(mailbox.channel()).release(mailbox);
+    }
 }
 
 impl Default for InMemoryChannelLayer {
@@ -75,11 +92,15 @@ impl InMemoryChannelLayer {
             .expiry
             .min(config.group_expiry)
             .max(MIN_SWEEP_INTERVAL);
+        let drops = Arc::new(DropCounters::default());
         Self {
             shared: Arc::new(Shared {
+                channels: Channels::new(config.capacities.clone(), drops.clone()),
+                groups: Groups::new(),
+                drops,
                 config,
                 sweep_interval,
-                state: Mutex::new(State::new(Instant::now())),
+                next_sweep: Mutex::new(Instant::now() + sweep_interval),
             }),
         }
     }
@@ -89,29 +110,34 @@ impl InMemoryChannelLayer {
         &self.shared.config
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave `State` half-updated in a
-        // way that breaks its invariants, so a poisoned lock is still usable.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// Sweeps expired messages, unused channels and expired memberships once
+    /// per interval. Amortized: one pass per interval, not one per call.
+    fn sweep_if_due(&self, now: Instant) {
+        {
+            let mut next = lock(&self.shared.next_sweep);
+            if now < *next {
+                return;
+            }
+            *next = now + self.shared.sweep_interval;
+        }
+        self.shared.groups.sweep(now, &self.shared.channels);
+        self.shared.channels.sweep();
     }
 }
 
-/// Unregisters a waiting receiver when its `receive` ends or is cancelled.
-struct WaiterGuard<'a> {
-    layer: &'a InMemoryChannelLayer,
-    channel: &'a str,
+/// Pins a channel's mailbox while a `receive` waits on it, and forgets the
+/// channel afterwards if nothing else needs it (also when the receive is
+/// cancelled).
+struct Receiving<'a> {
+    shared: &'a Shared,
+    mailbox: Arc<Mailbox>,
 }
 
-impl Drop for WaiterGuard<'_> {
+impl Drop for Receiving<'_> {
     fn drop(&mut self) {
-        let mut state = self.layer.lock();
-        if let Some(queue) = state.existing_queue(self.channel) {
-            queue.remove_waiter();
-        }
-        state.forget_if_idle(self.channel);
+        let mut locked = self.shared.channels.lock(self.mailbox.channel());
+        self.mailbox.remove_holder();
+        locked.forget_if_unused(&self.mailbox);
     }
 }
 
@@ -120,55 +146,43 @@ impl ChannelLayer for InMemoryChannelLayer {
     async fn send(&self, channel: &str, message: Message) -> Result<(), LayerError> {
         validate_channel_name(channel)?;
         message.validate()?;
-        let config = &self.shared.config;
         let now = Instant::now();
-        let mut state = self.lock();
-        state.sweep_if_due(now, self.shared.sweep_interval);
-        let queue = state.queue(channel, &config.capacities);
-        queue.purge_expired(now);
-        if queue.try_push(message, now + config.expiry) {
-            Ok(())
-        } else {
-            Err(LayerError::ChannelFull {
+        self.sweep_if_due(now);
+        let expires_at = now + self.shared.config.expiry;
+        let mut locked = self.shared.channels.lock(channel);
+        // Pushed under the shard lock: the entry cannot be forgotten between
+        // the lookup and the push.
+        let mailbox = &locked.entry(channel).mailbox;
+        match mailbox.try_push(message, expires_at) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(LayerError::ChannelFull {
                 channel: channel.to_owned(),
-                capacity: queue.capacity(),
-            })
+                capacity: mailbox.capacity(),
+            }),
         }
     }
 
     async fn receive(&self, channel: &str) -> Result<Message, LayerError> {
         validate_channel_name(channel)?;
-        let mut waiter: Option<WaiterGuard<'_>> = None;
-        loop {
-            let notify = {
-                let mut state = self.lock();
-                let queue = state.queue(channel, &self.shared.config.capacities);
-                queue.purge_expired(Instant::now());
-                // Popping happens under the lock with no await after it, so a
-                // cancelled receive can never lose a message.
-                if let Some(message) = queue.pop() {
-                    if waiter.is_none() {
-                        state.forget_if_idle(channel);
-                    }
-                    return Ok(message);
-                }
-                if waiter.is_some() {
-                    // Woken, but another receiver took the message: wait again.
-                    queue.notify_handle()
-                } else {
-                    queue.add_waiter()
-                }
-            };
-            // `_with`: building a second guard and dropping it would unregister
-            // this receiver while it still waits (a lost wake-up).
-            waiter.get_or_insert_with(|| WaiterGuard {
-                layer: self,
-                channel,
-            });
-            // A notification sent between the unlock above and this line is
-            // kept as a permit by `Notify`, so it is not missed.
-            notify.notified().await;
-        }
+        let mailbox = {
+            let mut locked = self.shared.channels.lock(channel);
+            let mailbox = locked.entry(channel).mailbox.clone();
+            mailbox.add_holder();
+            mailbox
+        };
+        let receiving = Receiving {
+            shared: &self.shared,
+            mailbox,
+        };
+        receiving.mailbox.recv().await
+    }
+
+    async fn open(&self, channel: &str) -> Result<Receiver, LayerError> {
+        validate_channel_name(channel)?;
+        let mut locked = self.shared.channels.lock(channel);
+        let mailbox = locked.entry(channel).mailbox.clone();
+        // Under the shard lock, so no release can forget the entry meanwhile.
+        Ok(Receiver::new(mailbox, self.shared.clone()))
     }
 
     async fn new_channel(&self, prefix: &str) -> Result<String, LayerError> {
@@ -181,35 +195,33 @@ impl ChannelLayer for InMemoryChannelLayer {
         validate_group_name(group)?;
         validate_channel_name(channel)?;
         let now = Instant::now();
-        let mut state = self.lock();
-        state.sweep_if_due(now, self.shared.sweep_interval);
-        state.group_add(group, channel, now + self.shared.config.group_expiry);
+        self.sweep_if_due(now);
+        let expires_at = now + self.shared.config.group_expiry;
+        self.shared
+            .groups
+            .add(group, channel, expires_at, &self.shared.channels);
         Ok(())
     }
 
     async fn group_discard(&self, group: &str, channel: &str) -> Result<(), LayerError> {
         validate_group_name(group)?;
         validate_channel_name(channel)?;
-        self.lock().group_discard(group, channel);
+        self.shared
+            .groups
+            .discard(group, channel, &self.shared.channels);
         Ok(())
     }
 
     async fn group_send(&self, group: &str, message: Message) -> Result<(), LayerError> {
         validate_group_name(group)?;
         message.validate()?;
-        let config = &self.shared.config;
         let now = Instant::now();
-        let outcome = {
-            let mut state = self.lock();
-            state.sweep_if_due(now, self.shared.sweep_interval);
-            state.group_send(
-                group,
-                &message,
-                now,
-                now + config.expiry,
-                &config.capacities,
-            )
-        };
+        self.sweep_if_due(now);
+        let expires_at = now + self.shared.config.expiry;
+        let outcome =
+            self.shared
+                .groups
+                .send(group, &message, now, expires_at, &self.shared.channels);
         if outcome.over_capacity > 0 {
             tracing::info!(
                 group,
@@ -224,14 +236,8 @@ impl ChannelLayer for InMemoryChannelLayer {
     }
 
     async fn flush(&self) -> Result<(), LayerError> {
-        self.lock().flush();
-        Ok(())
-    }
-
-    /// Drops the channel's queued messages unless a receiver still waits on it.
-    async fn release_channel(&self, channel: &str) -> Result<(), LayerError> {
-        validate_channel_name(channel)?;
-        self.lock().release(channel);
+        self.shared.groups.clear(&self.shared.channels);
+        self.shared.channels.clear();
         Ok(())
     }
 
@@ -239,6 +245,10 @@ impl ChannelLayer for InMemoryChannelLayer {
     /// Its contents are kept, and it stays usable.
     async fn close(&self) -> Result<(), LayerError> {
         Ok(())
+    }
+
+    fn stats(&self) -> LayerStats {
+        LayerStats::new(self.shared.channels.len(), &self.shared.drops)
     }
 }
 
@@ -253,16 +263,16 @@ mod tests {
     #[tokio::test]
     async fn group_send_shares_one_message_between_members() {
         let layer = layer();
-        let a = layer.new_channel("specific").await.unwrap();
-        let b = layer.new_channel("specific").await.unwrap();
-        layer.group_add("g", &a).await.unwrap();
-        layer.group_add("g", &b).await.unwrap();
+        let a = layer.new_receiver("specific").await.unwrap();
+        let b = layer.new_receiver("specific").await.unwrap();
+        layer.group_add("g", a.channel()).await.unwrap();
+        layer.group_add("g", b.channel()).await.unwrap();
         layer
             .group_send("g", Message::new("x").with("big", "payload"))
             .await
             .unwrap();
-        let first = layer.receive(&a).await.unwrap();
-        let second = layer.receive(&b).await.unwrap();
+        let first = a.recv().await.unwrap();
+        let second = b.recv().await.unwrap();
         assert!(
             first.shares_storage_with(&second),
             "members got separate copies"
@@ -276,21 +286,41 @@ mod tests {
         layer.receive("a").await.unwrap();
         let waiting = tokio::time::timeout(Duration::from_millis(20), layer.receive("b")).await;
         assert!(waiting.is_err(), "nothing was sent to b");
-        let state = layer.lock();
-        assert_eq!(state.channel_count(), 0, "idle channels must be forgotten");
+        assert_eq!(layer.stats().channels, 0, "idle channels must be forgotten");
     }
 
     #[tokio::test]
-    async fn release_channel_drops_its_messages_and_entry() {
+    async fn dropping_the_last_handle_drops_its_messages_and_entry() {
         let layer = layer();
-        let channel = layer.new_channel("specific").await.unwrap();
+        let handle = layer.new_receiver("specific").await.unwrap();
+        let channel = handle.channel().to_owned();
+        let second = layer.open(&channel).await.unwrap();
         layer.send(&channel, Message::new("stale")).await.unwrap();
-        layer.release_channel(&channel).await.unwrap();
-        assert_eq!(layer.lock().channel_count(), 0);
+        drop(handle);
+        assert_eq!(layer.stats().channels, 1, "another handle still holds it");
+        drop(second);
+        assert_eq!(layer.stats().channels, 0);
         let nothing =
             tokio::time::timeout(Duration::from_millis(20), layer.receive(&channel)).await;
         assert!(nothing.is_err(), "released messages must not be delivered");
-        assert!(layer.release_channel("bad name").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_member_whose_handle_dropped_still_gets_group_messages_by_name() {
+        let layer = layer();
+        let handle = layer.new_receiver("specific").await.unwrap();
+        let channel = handle.channel().to_owned();
+        layer.group_add("g", &channel).await.unwrap();
+        drop(handle);
+        layer.group_send("g", Message::new("later")).await.unwrap();
+        let message = tokio::time::timeout(Duration::from_secs(1), layer.receive(&channel))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(message.message_type(), Some("later"));
+        layer.group_discard("g", &channel).await.unwrap();
+        assert_eq!(layer.stats().channels, 0);
+        assert_eq!(layer.shared.groups.len(), 0);
     }
 
     #[tokio::test]
@@ -300,7 +330,9 @@ mod tests {
             let layer = layer.clone();
             tokio::spawn(async move { layer.receive("c").await })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        while layer.stats().channels == 0 {
+            tokio::task::yield_now().await;
+        }
         layer.flush().await.unwrap();
         layer.send("c", Message::new("after.flush")).await.unwrap();
         let message = tokio::time::timeout(Duration::from_secs(1), receiver)
@@ -322,9 +354,9 @@ mod tests {
         tokio::time::advance(Duration::from_secs(3)).await;
         // Any call past the sweep interval sweeps everything untouched.
         layer.send("other", Message::new("x")).await.unwrap();
-        let state = layer.lock();
-        assert_eq!(state.channel_count(), 1, "only `other` is left");
-        assert_eq!(state.group_count(), 0);
+        assert_eq!(layer.stats().channels, 1, "only `other` is left");
+        assert_eq!(layer.stats().dropped_expired, 1);
+        assert_eq!(layer.shared.groups.len(), 0);
     }
 
     #[tokio::test]
@@ -336,6 +368,9 @@ mod tests {
             error.to_string(),
             "channel `one` is full (capacity 1); raise its capacity or read faster"
         );
+        layer.group_add("g", "one").await.unwrap();
+        layer.group_send("g", Message::new("x")).await.unwrap();
+        assert_eq!(layer.stats().dropped_full, 1, "a skipped member is counted");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,8 +23,8 @@
 //! # }
 //! ```
 
+mod channels;
+mod groups;
 mod layer;
-mod queue;
-mod state;
 
 pub use layer::InMemoryChannelLayer;

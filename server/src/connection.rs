@@ -5,9 +5,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::extract::ws::{self, Message as WsMessage, WebSocket};
+use axum::extract::ws::{self, Message as WsMessage, Utf8Bytes, WebSocket};
 use channels_core::consumer::{
-    CloseFrame, Connection, Frame, Inbound, InboundStream, Outbound, OutboxReceiver, close_code,
+    CloseFrame, Connection, Frame, Inbound, InboundStream, Outbound, OutboxReceiver, Text,
+    close_code,
 };
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -134,7 +135,11 @@ impl InboundStream for SocketInbound<'_> {
         };
         self.ended |= matches!(message, WsMessage::Close(_));
         Some(match message {
-            WsMessage::Text(text) => Inbound::Frame(Frame::Text(text.as_str().to_owned())),
+            // tungstenite checked the UTF-8; the bytes move over unchanged.
+            WsMessage::Text(text) => match Text::from_utf8(text.into()) {
+                Ok(text) => Inbound::Frame(Frame::Text(text)),
+                Err(_) => Inbound::Invalid(CloseFrame::invalid_utf8()),
+            },
             WsMessage::Binary(bytes) => Inbound::Frame(Frame::Binary(bytes)),
             WsMessage::Ping(bytes) => Inbound::Ping(bytes),
             WsMessage::Pong(bytes) => Inbound::Pong(bytes),
@@ -146,38 +151,50 @@ impl InboundStream for SocketInbound<'_> {
 }
 
 /// Maps a read error to the close the client earned, or `None` when the
-/// socket is simply gone. axum hides tungstenite's error type, so this reads
-/// its message; `tests/limits.rs` pins the mapping.
+/// socket is simply gone. Told apart by tungstenite's error type (axum keeps
+/// it as the error's source).
 fn classify_error(error: &axum::Error, max_frame_bytes: usize) -> Option<Inbound> {
-    let text = error.to_string();
-    if text.contains("Space limit exceeded")
-        || text.contains("too long")
-        || text.contains("too big")
-    {
-        Some(Inbound::Invalid(CloseFrame::too_big(max_frame_bytes)))
-    } else if text.contains("UTF-8") || text.contains("utf-8") {
-        Some(Inbound::Invalid(CloseFrame::invalid_utf8()))
-    } else if text.contains("protocol error") {
-        Some(Inbound::Invalid(CloseFrame::new(
+    use tungstenite::error::{CapacityError, Error as WsError};
+    let kind = std::error::Error::source(error).and_then(|source| source.downcast_ref::<WsError>());
+    match kind {
+        Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
+            Some(Inbound::Invalid(CloseFrame::too_big(max_frame_bytes)))
+        }
+        Some(WsError::Utf8(_)) => Some(Inbound::Invalid(CloseFrame::invalid_utf8())),
+        Some(WsError::Protocol(problem)) => Some(Inbound::Invalid(CloseFrame::new(
             close_code::PROTOCOL_ERROR,
-            "protocol error",
-        )))
-    } else {
-        tracing::debug!(%error, "websocket read failed; treating the client as gone");
-        None
+            format!("protocol error: {problem}"),
+        ))),
+        Some(WsError::Capacity(problem)) => Some(Inbound::Invalid(CloseFrame::new(
+            close_code::POLICY_VIOLATION,
+            format!("{problem}"),
+        ))),
+        _ => {
+            tracing::debug!(%error, "websocket read failed; treating the client as gone");
+            None
+        }
     }
 }
 
-fn to_ws(item: Outbound) -> WsMessage {
-    match item {
-        Outbound::Frame(Frame::Text(text)) => WsMessage::Text(text.into()),
+/// The socket message for an outbound item. Text payloads are shared
+/// buffers: converting checks their UTF-8 again (axum offers no unchecked
+/// conversion), which costs far less than the copy it replaces.
+fn to_ws(item: Outbound) -> Option<WsMessage> {
+    Some(match item {
+        Outbound::Frame(Frame::Text(text)) => match Utf8Bytes::try_from(text.into_bytes()) {
+            Ok(text) => WsMessage::Text(text),
+            Err(error) => {
+                tracing::error!(%error, "dropping a text frame that is not UTF-8");
+                return None;
+            }
+        },
         Outbound::Frame(Frame::Binary(bytes)) => WsMessage::Binary(bytes),
         Outbound::Ping(bytes) => WsMessage::Ping(bytes),
         Outbound::Close(frame) => WsMessage::Close(Some(ws::CloseFrame {
             code: frame.code,
             reason: frame.reason.into(),
         })),
-    }
+    })
 }
 
 /// Drains the outbound queue into the socket: writes what is ready (up to a
@@ -196,11 +213,12 @@ async fn write_loop(
         };
         let Some(first) = first else { break };
         let mut closing = matches!(first, Outbound::Close(_));
-        let mut batch = vec![to_ws(first)];
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        batch.extend(to_ws(first));
         while !closing && batch.len() < WRITE_BATCH {
             let Some(item) = outbox.try_recv() else { break };
             closing = matches!(item, Outbound::Close(_));
-            batch.push(to_ws(item));
+            batch.extend(to_ws(item));
         }
         let write = async {
             for message in batch {

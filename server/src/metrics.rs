@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use channels_core::consumer::{ConsumerStats, Histogram};
-use channels_core::{ChannelLayer, LayerError, Message, SharedLayer};
+use channels_core::{ChannelLayer, LayerError, LayerStats, Message, Receiver, SharedLayer};
 
 /// The layer operations counted, in [`Metrics`] order.
 const OPS: [&str; 8] = [
@@ -315,8 +315,20 @@ impl ChannelLayer for MeteredLayer {
         self.timed(Op::Close, started, result)
     }
 
-    async fn release_channel(&self, channel: &str) -> Result<(), LayerError> {
-        self.inner.release_channel(channel).await
+    async fn open(&self, channel: &str) -> Result<Receiver, LayerError> {
+        let result = self.inner.open(channel).await;
+        self.metrics.record_op(Op::Receive, result.is_err());
+        result
+    }
+
+    async fn new_receiver(&self, prefix: &str) -> Result<Receiver, LayerError> {
+        let started = Instant::now();
+        let result = self.inner.new_receiver(prefix).await;
+        self.timed(Op::NewChannel, started, result)
+    }
+
+    fn stats(&self) -> LayerStats {
+        self.inner.stats()
     }
 
     fn extensions(&self) -> &[&'static str] {

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::error::ConsumerError;
-use super::frame::{CloseFrame, Frame, Outbound};
+use super::frame::{CloseFrame, Frame, Outbound, Text};
 use super::outbox::Outbox;
 use super::scope::Scope;
 use crate::layer::SharedLayer;
@@ -36,13 +36,13 @@ pub struct ConsumerContext {
 impl ConsumerContext {
     pub(crate) fn new(
         layer: SharedLayer,
-        channel: String,
+        channel: Arc<str>,
         scope: Arc<Scope>,
         outbox: Outbox,
     ) -> Self {
         Self {
             layer,
-            channel: Arc::from(channel),
+            channel,
             scope,
             groups: Vec::new(),
             outbox,
@@ -59,11 +59,6 @@ impl ConsumerContext {
     /// message there to reach this consumer's `dispatch`.
     pub fn channel_name(&self) -> &str {
         &self.channel
-    }
-
-    /// The channel name as a cheap-to-clone handle (for the runtime).
-    pub(crate) fn channel_arc(&self) -> Arc<str> {
-        self.channel.clone()
     }
 
     /// The connection's scope.
@@ -99,7 +94,7 @@ impl ConsumerContext {
     ///
     /// # Errors
     /// As [`Self::send`].
-    pub fn send_text(&mut self, text: impl Into<String>) -> Result<(), ConsumerError> {
+    pub fn send_text(&mut self, text: impl Into<Text>) -> Result<(), ConsumerError> {
         self.send(Frame::Text(text.into()))
     }
 
@@ -117,7 +112,7 @@ impl ConsumerContext {
     /// [`ConsumerError::Json`] when it cannot be encoded, else as [`Self::send`].
     pub fn send_json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ConsumerError> {
         let text = serde_json::to_string(value)?;
-        self.send(Frame::Text(text))
+        self.send(Frame::Text(text.into()))
     }
 
     pub(crate) fn push_outbound(&mut self, item: Outbound) -> Result<(), ConsumerError> {

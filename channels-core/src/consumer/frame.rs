@@ -1,9 +1,15 @@
 //! The events a connection exchanges with its transport: [`Frame`]s,
 //! [`Inbound`] events from the client, [`Outbound`] items to it, close codes.
+//!
+//! Frame payloads are shared, not copied: [`Text`] and binary payloads are
+//! reference-counted bytes, so a broadcast serialized once sits in every
+//! member's outbound queue as the same buffer, down to the socket write.
 
 use std::fmt;
+use std::ops::Deref;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 
 /// WebSocket close codes (RFC 6455 section 7.4) the runtime and server use.
 pub mod close_code {
@@ -31,11 +37,103 @@ pub mod close_code {
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
+/// The payload of a text frame: UTF-8 in shared, reference-counted bytes.
+/// Cloning it is one reference-count increment.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Text(ByteString);
+
+impl Text {
+    /// A text from a static string (no allocation).
+    pub const fn from_static(text: &'static str) -> Self {
+        Self(ByteString::from_static(text))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The UTF-8 bytes, shared (no copy).
+    pub fn into_bytes(self) -> Bytes {
+        self.0.into_bytes()
+    }
+
+    /// Wraps bytes that must be UTF-8 (checked).
+    ///
+    /// # Errors
+    /// The UTF-8 error when they are not.
+    pub fn from_utf8(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
+        ByteString::try_from(bytes).map(Self)
+    }
+}
+
+impl Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<String> for Text {
+    fn from(text: String) -> Self {
+        Self(ByteString::from(text))
+    }
+}
+
+impl From<&str> for Text {
+    fn from(text: &str) -> Self {
+        Self(ByteString::from(text))
+    }
+}
+
+impl From<&String> for Text {
+    fn from(text: &String) -> Self {
+        Self(ByteString::from(text.as_str()))
+    }
+}
+
+impl From<Text> for String {
+    fn from(text: Text) -> Self {
+        text.as_str().to_owned()
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A data frame: text or binary.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Frame {
     /// A text frame (always valid UTF-8).
-    Text(String),
+    Text(Text),
     /// A binary frame.
     Binary(Bytes),
 }
@@ -82,13 +180,19 @@ impl fmt::Debug for Frame {
 
 impl From<String> for Frame {
     fn from(text: String) -> Self {
-        Self::Text(text)
+        Self::Text(text.into())
     }
 }
 
 impl From<&str> for Frame {
     fn from(text: &str) -> Self {
-        Self::Text(text.to_owned())
+        Self::Text(text.into())
+    }
+}
+
+impl From<Text> for Frame {
+    fn from(text: Text) -> Self {
+        Self::Text(text)
     }
 }
 

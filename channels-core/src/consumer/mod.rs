@@ -103,13 +103,13 @@ use crate::message::Message;
 
 pub use context::ConsumerContext;
 pub use error::ConsumerError;
-pub use frame::{CloseFrame, Frame, Inbound, Outbound, close_code};
+pub use frame::{CloseFrame, Frame, Inbound, Outbound, Text, close_code};
 pub use json::{InvalidJson, Json, JsonConsumer};
 pub use outbox::OutboxReceiver;
 pub use routing::{ConsumerFactory, ConsumerRouter, Route, RouteMatch};
 pub use runtime::{
-    Accepted, Connection, ConnectionSettings, DEFAULT_IDLE_TIMEOUT, DEFAULT_OUTBOUND_QUEUE,
-    DEFAULT_PING_INTERVAL, Handshake, InboundStream, check_message_type,
+    Accepted, Connection, ConnectionSettings, DEFAULT_IDLE_TIMEOUT, DEFAULT_OUTBOUND_BYTES,
+    DEFAULT_OUTBOUND_QUEUE, DEFAULT_PING_INTERVAL, Handshake, InboundStream, check_message_type,
 };
 pub use scope::{Identity, Scope};
 pub use stats::{ConsumerStats, Histogram, LATENCY_BUCKETS};

@@ -6,9 +6,13 @@
 //! idle connection's queue then holds no buffer at all (tokio's channel
 //! allocates a 32-slot block up front), which matters at 100,000 connections.
 //! The lock is never held across an `.await`.
+//!
+//! The queue is bounded twice: in frames and in bytes (payloads are shared
+//! buffers, so a broadcast counts against every member that holds it, which
+//! bounds what one slow client can keep alive).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
@@ -23,6 +27,8 @@ const RETAINED_SLOTS: usize = 8;
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Outbound>,
+    /// Payload bytes of the queued frames.
+    bytes: usize,
     /// A close that jumps the queue (slow client).
     urgent: Option<CloseFrame>,
     /// The sending side is gone: after the queue, nothing more comes.
@@ -40,9 +46,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Every critical section leaves the state consistent, so a panic
-        // elsewhere while holding the lock does not make it unusable.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::mailbox::lock(&self.state)
     }
 }
 
@@ -53,17 +57,25 @@ impl Shared {
 pub(crate) struct Outbox {
     shared: Arc<Shared>,
     capacity: usize,
+    max_bytes: usize,
     closed: bool,
     stats: Arc<ConsumerStats>,
 }
 
 impl Outbox {
-    /// Creates a queue holding at most `capacity` frames (at least 1).
-    pub(crate) fn new(capacity: usize, stats: Arc<ConsumerStats>) -> (Self, OutboxReceiver) {
+    /// Creates a queue holding at most `capacity` frames (at least 1) and
+    /// `max_bytes` bytes of payload (a single larger frame still fits into
+    /// an empty queue).
+    pub(crate) fn new(
+        capacity: usize,
+        max_bytes: usize,
+        stats: Arc<ConsumerStats>,
+    ) -> (Self, OutboxReceiver) {
         let shared = Arc::new(Shared::default());
         let outbox = Self {
             shared: shared.clone(),
             capacity: capacity.max(1),
+            max_bytes,
             closed: false,
             stats,
         };
@@ -84,14 +96,20 @@ impl Outbox {
         if self.closed {
             return Err(ConsumerError::Closed);
         }
-        let is_frame = matches!(item, Outbound::Frame(_));
+        let bytes = match &item {
+            Outbound::Frame(frame) => Some(frame.len()),
+            Outbound::Ping(_) | Outbound::Close(_) => None,
+        };
         let mut state = self.shared.lock();
         if state.receiver_gone {
             drop(state);
             self.closed = true;
             return Err(ConsumerError::Closed);
         }
-        if state.queue.len() >= self.capacity {
+        let over_bytes = bytes.is_some_and(|len| {
+            !state.queue.is_empty() && state.bytes.saturating_add(len) > self.max_bytes
+        });
+        if state.queue.len() >= self.capacity || over_bytes {
             state.urgent = Some(CloseFrame::new(
                 close_code::TRY_AGAIN_LATER,
                 "outbound queue full: client too slow",
@@ -102,16 +120,23 @@ impl Outbox {
             ConsumerStats::incr(&self.stats.queue_drops);
             tracing::warn!(
                 capacity = self.capacity,
+                max_bytes = self.max_bytes,
                 "client too slow: outbound queue full, closing with 1013"
             );
             return Err(ConsumerError::SlowClient {
                 capacity: self.capacity,
             });
         }
+        let was_empty = state.queue.is_empty();
+        state.bytes += bytes.unwrap_or(0);
         state.queue.push_back(item);
         drop(state);
-        self.shared.ready.notify_one();
-        if is_frame {
+        // The writer drains everything once awake: wake it only when the
+        // queue fills from empty.
+        if was_empty {
+            self.shared.ready.notify_one();
+        }
+        if bytes.is_some() {
             ConsumerStats::incr(&self.stats.frames_out);
         }
         Ok(())
@@ -175,10 +200,14 @@ impl OutboxReceiver {
         let mut state = self.shared.lock();
         if let Some(frame) = state.urgent.take() {
             state.queue = VecDeque::new();
+            state.bytes = 0;
             self.done = true;
             return Some(Some(Outbound::Close(frame)));
         }
         if let Some(item) = state.queue.pop_front() {
+            if let Outbound::Frame(frame) = &item {
+                state.bytes -= frame.len();
+            }
             if state.queue.is_empty() && state.queue.capacity() > RETAINED_SLOTS {
                 state.queue.shrink_to(RETAINED_SLOTS);
             }
@@ -200,6 +229,7 @@ impl Drop for OutboxReceiver {
         let mut state = self.shared.lock();
         state.receiver_gone = true;
         state.queue = VecDeque::new();
+        state.bytes = 0;
     }
 }
 
@@ -211,7 +241,7 @@ mod tests {
     #[tokio::test]
     async fn full_queue_closes_urgently_and_counts() {
         let stats = Arc::new(ConsumerStats::default());
-        let (mut outbox, mut receiver) = Outbox::new(2, stats.clone());
+        let (mut outbox, mut receiver) = Outbox::new(2, usize::MAX, stats.clone());
         outbox.push(Outbound::Frame(Frame::from("a"))).unwrap();
         outbox.push(Outbound::Frame(Frame::from("b"))).unwrap();
         let error = outbox.push(Outbound::Frame(Frame::from("c"))).unwrap_err();
@@ -235,7 +265,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_follows_queued_frames_and_ends() {
-        let (mut outbox, mut receiver) = Outbox::new(4, Arc::default());
+        let (mut outbox, mut receiver) = Outbox::new(4, usize::MAX, Arc::default());
         outbox.push(Outbound::Frame(Frame::from("a"))).unwrap();
         outbox.close(CloseFrame::new(1000, "bye"));
         drop(outbox);
@@ -252,7 +282,7 @@ mod tests {
 
     #[tokio::test]
     async fn receiver_wakes_for_items_pushed_while_it_waits() {
-        let (mut outbox, mut receiver) = Outbox::new(4, Arc::default());
+        let (mut outbox, mut receiver) = Outbox::new(4, usize::MAX, Arc::default());
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();
             while let Some(item) = receiver.recv().await {
@@ -272,9 +302,27 @@ mod tests {
         assert_eq!(got.len(), 3);
     }
 
+    #[tokio::test]
+    async fn the_byte_bound_closes_a_client_holding_too_much() {
+        let stats = Arc::new(ConsumerStats::default());
+        let (mut outbox, mut receiver) = Outbox::new(100, 10, stats.clone());
+        // A single frame over the bound still goes out when the queue is empty.
+        outbox
+            .push(Outbound::Frame(Frame::from("0123456789ab")))
+            .unwrap();
+        assert!(receiver.recv().await.is_some());
+        outbox.push(Outbound::Frame(Frame::from("0123"))).unwrap();
+        outbox.push(Outbound::Frame(Frame::from("4567"))).unwrap();
+        let error = outbox
+            .push(Outbound::Frame(Frame::from("89ab")))
+            .unwrap_err();
+        assert!(matches!(error, ConsumerError::SlowClient { .. }));
+        assert_eq!(ConsumerStats::get(&stats.queue_drops), 1);
+    }
+
     #[test]
     fn a_gone_receiver_makes_sends_fail() {
-        let (mut outbox, receiver) = Outbox::new(4, Arc::default());
+        let (mut outbox, receiver) = Outbox::new(4, usize::MAX, Arc::default());
         drop(receiver);
         assert!(matches!(
             outbox.push(Outbound::Frame(Frame::from("a"))),

@@ -24,6 +24,7 @@ use crate::config::DEFAULT_NEW_CHANNEL_PREFIX;
 use crate::error::LayerError;
 use crate::layer::SharedLayer;
 use crate::message::Message;
+use crate::receiver::Receiver;
 
 /// Frames a connection may have queued for its client before it counts as
 /// slow and is closed with 1013. Large enough for bursts of broadcasts (a
@@ -31,6 +32,12 @@ use crate::message::Message;
 /// client's memory at 1024 frames. The queue grows only while it holds
 /// frames: an idle connection keeps no buffer.
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+
+/// Bytes of frames a connection may have queued for its client before it
+/// counts as slow and is closed with 1013 (Centrifugo's default client queue
+/// is the same 1 MiB). A single frame larger than this still goes out when
+/// the queue is empty.
+pub const DEFAULT_OUTBOUND_BYTES: usize = 1024 * 1024;
 
 /// How long a connection may stay silent (no frame, no pong) before it is
 /// closed with 1001.
@@ -41,6 +48,11 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
 
 /// The longest the runtime waits for one group discard on disconnect.
 const DISCARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Layer messages dispatched per wake-up before inbound frames get a turn:
+/// draining a burst in one go saves wake-ups, the bound keeps a hot group
+/// from starving the client's own frames.
+const DISPATCH_BATCH: usize = 32;
 
 /// Pauses between layer receive attempts after an error (capped doubling).
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -57,6 +69,12 @@ pub struct ConnectionSettings {
     /// Frames queued per client before it is closed with 1013 (default
     /// [`DEFAULT_OUTBOUND_QUEUE`]).
     pub outbound_queue: usize,
+    /// Bytes of frames queued per client before it is closed with 1013
+    /// (default [`DEFAULT_OUTBOUND_BYTES`]).
+    pub outbound_bytes: usize,
+    /// The close code sent to every client at shutdown (default 1001, going
+    /// away; 1012, service restart, tells clients to reconnect at once).
+    pub shutdown_close_code: u16,
     /// Silence allowed before closing with 1001; `None` never times out
     /// (default [`DEFAULT_IDLE_TIMEOUT`]).
     pub idle_timeout: Option<Duration>,
@@ -73,6 +91,8 @@ impl Default for ConnectionSettings {
     fn default() -> Self {
         Self {
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            outbound_bytes: DEFAULT_OUTBOUND_BYTES,
+            shutdown_close_code: close_code::GOING_AWAY,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             ping_interval: Some(DEFAULT_PING_INTERVAL),
             channel_prefix: DEFAULT_NEW_CHANNEL_PREFIX.to_owned(),
@@ -86,6 +106,20 @@ impl ConnectionSettings {
     #[must_use]
     pub fn outbound_queue(mut self, frames: usize) -> Self {
         self.outbound_queue = frames;
+        self
+    }
+
+    /// Sets the bound in bytes of the outbound queue.
+    #[must_use]
+    pub fn outbound_bytes(mut self, bytes: usize) -> Self {
+        self.outbound_bytes = bytes;
+        self
+    }
+
+    /// Sets the close code sent to every client at shutdown.
+    #[must_use]
+    pub fn shutdown_close_code(mut self, code: u16) -> Self {
+        self.shutdown_close_code = code;
         self
     }
 
@@ -177,6 +211,8 @@ pub struct Connection {
     consumer: Box<dyn WebsocketConsumer>,
     ctx: ConsumerContext,
     settings: ConnectionSettings,
+    /// The connection's channel; dropping it releases the channel.
+    receiver: Receiver,
 }
 
 impl fmt::Debug for Connection {
@@ -189,8 +225,8 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Runs the handshake: creates the connection's channel, joins the
-    /// consumer's `groups`, and calls `connect`.
+    /// Runs the handshake: creates the connection's channel (a receiver
+    /// handle), joins the consumer's `groups`, and calls `connect`.
     ///
     /// # Errors
     /// [`ConsumerError::Layer`] when the channel cannot be created or a group
@@ -202,14 +238,17 @@ impl Connection {
         settings: ConnectionSettings,
     ) -> Result<Handshake, ConsumerError> {
         let stats = settings.stats.clone();
-        let channel = layer.new_channel(&settings.channel_prefix).await?;
-        let (outbox, receiver) = Outbox::new(settings.outbound_queue, stats.clone());
-        let mut ctx = ConsumerContext::new(layer, channel, Arc::new(scope), outbox);
+        let receiver = layer.new_receiver(&settings.channel_prefix).await?;
+        let (outbox, outbox_receiver) = Outbox::new(
+            settings.outbound_queue,
+            settings.outbound_bytes,
+            stats.clone(),
+        );
+        let mut ctx = ConsumerContext::new(layer, receiver.channel_arc(), Arc::new(scope), outbox);
         for group in consumer.groups() {
             if let Err(error) = ctx.group_add(&group).await {
                 ConsumerStats::incr(&stats.layer_errors);
                 discard_groups(&mut ctx, &stats).await;
-                release_channel(&ctx, &stats).await;
                 return Err(error);
             }
         }
@@ -219,7 +258,6 @@ impl Connection {
             Ok(Connect::Reject) => {
                 ConsumerStats::incr(&stats.connections_rejected);
                 discard_groups(&mut ctx, &stats).await;
-                release_channel(&ctx, &stats).await;
                 return Ok(Handshake::Rejected);
             }
             Err(error) => {
@@ -227,17 +265,17 @@ impl Connection {
                 ConsumerStats::incr(&stats.connections_rejected);
                 tracing::error!(path = %ctx.scope().path, %error, "consumer connect failed; rejecting");
                 discard_groups(&mut ctx, &stats).await;
-                release_channel(&ctx, &stats).await;
                 return Ok(Handshake::Rejected);
             }
         };
         Ok(Handshake::Accepted(Box::new(Accepted {
             accept,
-            outbox: receiver,
+            outbox: outbox_receiver,
             connection: Self {
                 consumer,
                 ctx,
                 settings,
+                receiver,
             },
         })))
     }
@@ -254,13 +292,14 @@ impl Connection {
             mut consumer,
             mut ctx,
             settings,
+            receiver,
         } = self;
         discard_groups(&mut ctx, &settings.stats).await;
         if let Err(error) = consumer.disconnect(&mut ctx, close_code::ABNORMAL).await {
             ConsumerStats::incr(&settings.stats.consumer_errors);
             tracing::error!(%error, "consumer disconnect failed");
         }
-        release_channel(&ctx, &settings.stats).await;
+        drop(receiver);
     }
 
     /// Runs the connection until the client leaves, the consumer closes it,
@@ -278,7 +317,15 @@ impl Connection {
             path = %self.ctx.scope().path
         );
         // A plain function taking the parts, so the task stores each once.
-        run_connection(self.consumer, self.ctx, self.settings, inbound, shutdown).instrument(span)
+        run_connection(
+            self.consumer,
+            self.ctx,
+            self.settings,
+            self.receiver,
+            inbound,
+            shutdown,
+        )
+        .instrument(span)
     }
 }
 
@@ -286,15 +333,46 @@ async fn run_connection(
     mut consumer: Box<dyn WebsocketConsumer>,
     mut ctx: ConsumerContext,
     settings: ConnectionSettings,
+    receiver: Receiver,
     mut inbound: impl InboundStream,
     shutdown: CancellationToken,
 ) -> u16 {
     let stats = settings.stats.clone();
     let _open = OpenGuard::new(stats.clone());
-    let layer = ctx.layer().clone();
-    let channel = ctx.channel_arc();
 
-    let mut receive = layer.receive(&channel);
+    let code = serve_events(
+        &mut *consumer,
+        &mut ctx,
+        &settings,
+        &receiver,
+        &mut inbound,
+        &shutdown,
+    )
+    .await;
+    discard_groups(&mut ctx, &stats).await;
+    if let Err(error) = consumer.disconnect(&mut ctx, code).await {
+        ConsumerStats::incr(&stats.consumer_errors);
+        tracing::error!(%error, "consumer disconnect failed");
+    }
+    // Releases the channel.
+    drop(receiver);
+    tracing::debug!(code, "connection ended");
+    code
+}
+
+/// The connection's event loop; returns the close code it ended with.
+async fn serve_events(
+    consumer: &mut dyn WebsocketConsumer,
+    ctx: &mut ConsumerContext,
+    settings: &ConnectionSettings,
+    receiver: &Receiver,
+    inbound: &mut impl InboundStream,
+    shutdown: &CancellationToken,
+) -> u16 {
+    let stats = &*settings.stats;
+    // One receive future for the whole connection, replaced only after it
+    // completes: a pending receive stays registered with the mailbox.
+    let mut receive = std::pin::pin!(receiver.recv());
     let mut backoff = BACKOFF_MIN;
     // When the last receive error happened: errors closer together than
     // `OUTAGE_GAP` belong to one outage, which the consumer hears about once.
@@ -314,7 +392,7 @@ async fn run_connection(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
 
-    let code = loop {
+    loop {
         if let Some(frame) = ctx.take_close_request() {
             let code = frame.code;
             ctx.outbox_mut().close(frame);
@@ -326,16 +404,16 @@ async fn run_connection(
         }
         tokio::select! {
             () = shutdown.cancelled() => {
-                ctx.close(close_code::GOING_AWAY, "server shutting down");
+                ctx.close(settings.shutdown_close_code, "server shutting down");
             }
             event = inbound.next_inbound() => match event {
                 None => break close_code::ABNORMAL,
                 Some(Inbound::Frame(frame)) => {
                     last_seen = Instant::now();
                     ConsumerStats::incr(&stats.frames_in);
-                    let result = consumer.receive(&mut ctx, frame).await;
+                    let result = consumer.receive(ctx, frame).await;
                     stats.handle_latency.observe(last_seen.elapsed());
-                    handle_result(&mut ctx, &stats, "receive", result);
+                    handle_result(ctx, stats, "receive", result);
                 }
                 Some(Inbound::Ping(_) | Inbound::Pong(_)) => last_seen = Instant::now(),
                 Some(Inbound::Close(frame)) => {
@@ -347,12 +425,25 @@ async fn run_connection(
                 }
             },
             result = &mut receive, if pause.is_none() => {
-                receive = layer.receive(&channel);
+                receive.set(receiver.recv());
                 match result {
                     Ok(message) => {
                         backoff = BACKOFF_MIN;
                         last_error = None;
-                        dispatch(&mut *consumer, &mut ctx, &stats, message).await;
+                        dispatch(consumer, ctx, stats, message).await;
+                        // Drain what else is queued now, in one wake-up.
+                        for _ in 1..DISPATCH_BATCH {
+                            if ctx.is_closing() {
+                                break;
+                            }
+                            match receiver.try_recv() {
+                                Ok(Some(message)) => {
+                                    dispatch(consumer, ctx, stats, message).await;
+                                }
+                                // An error shows up again on the next receive.
+                                Ok(None) | Err(_) => break,
+                            }
+                        }
                     }
                     Err(LayerError::Closed) => {
                         ConsumerStats::incr(&stats.layer_errors);
@@ -366,8 +457,8 @@ async fn run_connection(
                             // A new outage: start the backoff over and tell
                             // the consumer, once.
                             backoff = BACKOFF_MIN;
-                            let result = consumer.layer_error(&mut ctx, &error).await;
-                            handle_result(&mut ctx, &stats, "layer_error", result);
+                            let result = consumer.layer_error(ctx, &error).await;
+                            handle_result(ctx, stats, "layer_error", result);
                         }
                         last_error = Some(now);
                         pause = Some(Box::pin(tokio::time::sleep(backoff)));
@@ -386,16 +477,7 @@ async fn run_connection(
                 }
             }
         }
-    };
-    drop(receive);
-    discard_groups(&mut ctx, &stats).await;
-    if let Err(error) = consumer.disconnect(&mut ctx, code).await {
-        ConsumerStats::incr(&stats.consumer_errors);
-        tracing::error!(%error, "consumer disconnect failed");
     }
-    release_channel(&ctx, &stats).await;
-    tracing::debug!(code, "connection ended");
-    code
 }
 
 /// Completes when the receive pause is over (never, when there is none).
@@ -459,23 +541,6 @@ fn handle_result(
             ConsumerStats::incr(&stats.consumer_errors);
             tracing::error!(method, %error, "consumer failed; closing with 1011");
             ctx.close(close_code::INTERNAL_ERROR, "internal error");
-        }
-    }
-}
-
-/// Lets the layer free what it keeps for the connection's channel (buffers,
-/// a pub/sub subscription) once nothing will receive from it again.
-async fn release_channel(ctx: &ConsumerContext, stats: &ConsumerStats) {
-    let channel = ctx.channel_name();
-    match tokio::time::timeout(DISCARD_TIMEOUT, ctx.layer().release_channel(channel)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            ConsumerStats::incr(&stats.layer_errors);
-            tracing::warn!(%channel, %error, "releasing the channel failed");
-        }
-        Err(_) => {
-            ConsumerStats::incr(&stats.layer_errors);
-            tracing::warn!(%channel, "releasing the channel timed out");
         }
     }
 }

@@ -284,7 +284,7 @@ impl Communicator {
     ///
     /// # Errors
     /// As [`Self::send_inbound`].
-    pub async fn send_text(&self, text: impl Into<String>) -> Result<(), CommunicatorError> {
+    pub async fn send_text(&self, text: impl Into<super::Text>) -> Result<(), CommunicatorError> {
         self.send_inbound(Inbound::Frame(Frame::Text(text.into())))
             .await
     }
@@ -347,7 +347,7 @@ impl Communicator {
     /// [`Self::receive_output`].
     pub async fn receive_text(&mut self) -> Result<String, CommunicatorError> {
         match self.next_non_ping().await? {
-            Outbound::Frame(Frame::Text(text)) => Ok(text),
+            Outbound::Frame(Frame::Text(text)) => Ok(text.into()),
             got => Err(CommunicatorError::Unexpected {
                 expected: "a text frame",
                 got,

@@ -4,8 +4,9 @@
 //! and fans others out through the channel layer (`broadcast` -> `group_send`), on whichever
 //! layer the shared server flags choose. The hot path builds each outgoing frame once: the
 //! client's payload is spliced into the reply as raw JSON (never decoded and re-encoded), the
-//! broadcast frame travels through the layer as one ready-made string, and each member only
-//! copies that string into its outbound queue.
+//! broadcast frame travels through the layer as one ready-made string, and the first member to
+//! handle it turns it into shared bytes that every member's outbound queue then holds
+//! ([`Message::shared_frame`]).
 //!
 //! Protocol: `{"type":"echo","payload":P}` comes back to its sender unchanged;
 //! `{"type":"broadcast","payload":P}` reaches every connected client as
@@ -127,17 +128,22 @@ impl WebsocketConsumer for Shootout {
         message_type: &str,
         message: Message,
     ) -> Result<(), ConsumerError> {
-        match (message_type, message.get("frame").and_then(Value::as_str)) {
-            // One string copy per member: the frame was encoded once, by its sender.
-            (BROADCAST, Some(frame)) => ctx.send_text(frame),
-            (BROADCAST, None) => {
-                tracing::warn!("dropping a broadcast without a string `frame`");
-                Ok(())
-            }
-            (other, _) => Err(ConsumerError::NoHandler {
-                message_type: other.to_owned(),
-            }),
+        if message_type != BROADCAST {
+            return Err(ConsumerError::NoHandler {
+                message_type: message_type.to_owned(),
+            });
         }
+        // Built once per broadcast, by the first member: every other member
+        // queues the same shared bytes.
+        let frame = message.shared_frame(BROADCAST, |message| {
+            let text = message.get("frame").and_then(Value::as_str).unwrap_or("");
+            Frame::Text(text.into())
+        });
+        if frame.is_empty() {
+            tracing::warn!("dropping a broadcast without a string `frame`");
+            return Ok(());
+        }
+        ctx.send(frame)
     }
 }
 

@@ -1,0 +1,104 @@
+//! [`Receiver`]: a handle on one channel's [`Mailbox`], handed out by
+//! [`ChannelLayer::open`](crate::ChannelLayer::open) and
+//! [`ChannelLayer::new_receiver`](crate::ChannelLayer::new_receiver).
+//!
+//! Receiving through a handle reads the channel's own mailbox directly: no
+//! name lookup, no layer-wide lock, no allocation per message. Dropping the
+//! last handle on a channel releases it: the layer forgets what it kept for
+//! it (buffered messages, a pub/sub subscription).
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::LayerError;
+use crate::mailbox::Mailbox;
+use crate::message::Message;
+
+/// What a layer does when the last handle on one of its mailboxes goes away.
+pub trait Release: Send + Sync + 'static {
+    /// The last holder of `mailbox` (a [`Receiver`]) let go. The layer
+    /// re-checks under its own lock (a handle may have been opened again
+    /// meanwhile) and then frees what it keeps for the channel.
+    fn release(&self, mailbox: &Arc<Mailbox>);
+}
+
+/// A receiving handle on one channel. Several handles on one channel share
+/// its messages: each message goes to exactly one of them.
+///
+/// # Examples
+/// ```
+/// use channels_core::{ChannelLayer, Message};
+/// use channels_memory::InMemoryChannelLayer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), channels_core::LayerError> {
+/// let layer = InMemoryChannelLayer::new();
+/// let mut inbox = layer.new_receiver("specific").await?;
+/// layer.group_add("lobby", inbox.channel()).await?;
+/// layer.group_send("lobby", Message::new("chat.message").with("text", "hi")).await?;
+/// let message = inbox.recv().await?;
+/// assert_eq!(message.get("text").and_then(|v| v.as_str()), Some("hi"));
+/// drop(inbox); // releases the channel
+/// # Ok(())
+/// # }
+/// ```
+pub struct Receiver {
+    mailbox: Arc<Mailbox>,
+    owner: Arc<dyn Release>,
+}
+
+impl Receiver {
+    /// A handle on `mailbox`; `owner` hears when the last holder lets go.
+    /// For layer implementations: call it under the lock that guards the
+    /// layer's map of mailboxes, so a concurrent release cannot forget the
+    /// mailbox between the lookup and this call.
+    pub fn new(mailbox: Arc<Mailbox>, owner: Arc<dyn Release>) -> Self {
+        mailbox.add_holder();
+        Self { mailbox, owner }
+    }
+
+    /// The channel's name.
+    pub fn channel(&self) -> &str {
+        self.mailbox.channel()
+    }
+
+    /// The channel's name as a cheap-to-clone handle.
+    pub fn channel_arc(&self) -> Arc<str> {
+        self.mailbox.channel_arc().clone()
+    }
+
+    /// Waits for the next message. Cancel-safe: dropping the future loses no
+    /// message; it goes to the next `recv`.
+    ///
+    /// # Errors
+    /// [`LayerError::Closed`] once the layer is closed;
+    /// [`LayerError::Backend`] while the layer cannot receive (Redis is away);
+    /// retry after a pause.
+    pub async fn recv(&self) -> Result<Message, LayerError> {
+        self.mailbox.recv().await
+    }
+
+    /// Takes the next message if one is ready now.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv`].
+    pub fn try_recv(&self) -> Result<Option<Message>, LayerError> {
+        self.mailbox.try_recv()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if self.mailbox.remove_holder() {
+            self.owner.release(&self.mailbox);
+        }
+    }
+}
+
+impl fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("channel", &self.channel())
+            .finish_non_exhaustive()
+    }
+}
