@@ -44,6 +44,11 @@ macro_rules! conformance_general {
             x5_value_round_trip,
             x6_large_message,
             x7_long_new_channel_prefix,
+            rh1_handle_receives_sends_and_groups,
+            rh2_handle_recv_is_cancel_safe,
+            rh3_two_handles_share_a_channel,
+            rh4_dropping_the_last_handle_releases,
+            rh5_handle_and_receive_share_a_mailbox,
         );
     };
 }
