@@ -21,6 +21,7 @@
 //! # Ok::<(), channels_core::LayerError>(())
 //! ```
 
+mod backoff;
 mod blocking;
 mod capacity;
 mod config;
@@ -35,6 +36,7 @@ mod receiver;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use backoff::Backoff;
 pub use blocking::BlockingLayer;
 pub use capacity::{CapacityPattern, ChannelCapacities, PatternKind};
 pub use config::{

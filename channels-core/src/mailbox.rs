@@ -125,6 +125,9 @@ pub struct Mailbox {
     capacity: usize,
     state: Mutex<State>,
     ready: Notify,
+    /// Only for mailboxes filled on demand ([`Mailbox::on_demand`]): woken
+    /// when a receive parks on the empty queue.
+    demand: Option<Box<Notify>>,
     drops: Arc<DropCounters>,
 }
 
@@ -148,7 +151,40 @@ impl Mailbox {
             capacity: capacity.max(1),
             state: Mutex::new(State::default()),
             ready: Notify::new(),
+            demand: None,
             drops,
+        }
+    }
+
+    /// An empty mailbox filled on demand: whatever fills it waits in
+    /// [`Mailbox::demanded`] until a receive is waiting on the empty queue
+    /// (the Redis core layer pops a shared named channel only then, so other
+    /// processes' receivers get their share).
+    pub fn on_demand(channel: Arc<str>, capacity: usize, drops: Arc<DropCounters>) -> Self {
+        Self {
+            demand: Some(Box::new(Notify::new())),
+            ..Self::new(channel, capacity, drops)
+        }
+    }
+
+    /// Completes when a receive waits on this mailbox's empty queue. Only
+    /// for mailboxes made with [`Mailbox::on_demand`] (others never
+    /// complete).
+    pub async fn demanded(&self) {
+        let Some(demand) = &self.demand else {
+            return std::future::pending().await;
+        };
+        loop {
+            let notified = demand.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let state = self.lock();
+                if state.parked > 0 && state.queue.is_empty() && state.stop.is_none() {
+                    return;
+                }
+            }
+            notified.await;
         }
     }
 
@@ -335,6 +371,9 @@ impl Mailbox {
                 if !parked.counted {
                     state.parked += 1;
                     parked.counted = true;
+                    if let Some(demand) = &self.demand {
+                        demand.notify_one();
+                    }
                 }
                 // Registered before the lock is released, so a push right
                 // after it still wakes this receive.
@@ -359,6 +398,11 @@ impl Mailbox {
     pub fn is_unused(&self) -> bool {
         let state = self.lock();
         state.queue.is_empty() && state.holders == 0 && state.parked == 0
+    }
+
+    /// How many receives wait on the empty queue right now.
+    pub fn waiting(&self) -> usize {
+        self.lock().parked
     }
 
     /// How many hold the mailbox (receiver handles, receives in progress).

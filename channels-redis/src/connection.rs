@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use channels_core::LayerError;
+use channels_core::{LayerError, lock};
 use redis::AsyncConnectionConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 
@@ -96,6 +96,15 @@ impl Shard {
         Ok(slot.get_or_insert(manager).clone())
     }
 
+    /// One PING on the shared command connection: whether the server answers.
+    pub(crate) async fn ping(&self, operation: &'static str) -> Result<(), LayerError> {
+        let mut connection = self.commands(operation).await?;
+        redis::cmd("PING")
+            .exec_async(&mut connection)
+            .await
+            .map_err(|e| self.error(operation, e))
+    }
+
     /// A connection used by one blocking pop at a time; give it back with
     /// [`Shard::release`] when the pop completed normally.
     pub(crate) async fn dedicated(
@@ -129,12 +138,4 @@ impl Shard {
         lock(&self.commands).take();
         lock(&self.idle).clear();
     }
-}
-
-/// Locks a mutex, recovering from poisoning (the guarded data stays valid:
-/// every critical section here is a single assignment or push/pop).
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -38,3 +38,13 @@ pub(crate) fn backend(
         source,
     })
 }
+
+/// A `group_send` gave up waiting for this instance's group memberships to be
+/// written again after a Redis outage: the message was not sent (rather than
+/// sent into a group whose members here are missing). Found as the source of
+/// [`LayerError::Backend`]; retry shortly.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error(
+    "group memberships of this instance are still being restored after a redis outage; the message was not sent"
+)]
+pub struct RestoringMemberships;

@@ -30,20 +30,15 @@
 
 mod config;
 mod connection;
+mod core;
 #[cfg(feature = "encryption")]
 mod crypto;
 mod error;
-mod groups;
 mod hosts;
 mod json;
 mod keys;
-mod layer;
 mod lua;
-mod mailbox;
-mod memberships;
-mod plain_receive;
 mod pubsub;
-mod receive_loop;
 mod serializer;
 mod shard;
 mod target;
@@ -55,12 +50,11 @@ pub use config::{
     DEFAULT_BRPOP_TIMEOUT, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PREFIX,
     DEFAULT_RANDOM_PREFIX_LENGTH, RedisConfig,
 };
+pub use core::RedisChannelLayer;
 #[cfg(feature = "encryption")]
 pub use crypto::{Crypter, fernet_key};
-pub use error::BackendError;
+pub use error::{BackendError, RestoringMemberships};
 pub use hosts::{DEFAULT_HOST_URL, RedisHost, SentinelHost};
-pub use layer::RedisChannelLayer;
 pub use pubsub::RedisPubSubChannelLayer;
-pub use receive_loop::ReceiveLoopError;
 pub use serializer::{Serializer, SerializerFormat};
 pub use shard::consistent_hash;

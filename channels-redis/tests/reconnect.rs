@@ -138,12 +138,13 @@ async fn receive_loop_survives_redis_restart_and_restores_memberships() {
     );
     assert!(!layer.is_receiving_healthy());
 
-    // Down for ~3 s: the loop backs off (100 ms doubling, capped), no busy loop.
+    // Down for ~3 s (the outage is the thing tested): the loop retries with
+    // a short capped backoff, and says so once, not once per attempt.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let attempts = log_lines_with("receive loop lost redis", &prefix);
+    let warnings = log_lines_with(" WARN ", &prefix);
     assert!(
-        (2..=10).contains(&attempts),
-        "{attempts} reconnect attempts in ~3 s"
+        (1..=2).contains(&warnings),
+        "{warnings} warnings from the receive loop in a 3 s outage"
     );
 
     restart(server.clone()).await;
@@ -185,11 +186,6 @@ async fn receive_loop_survives_redis_restart_and_restores_memberships() {
         .unwrap()
         .unwrap();
     assert_eq!(got.message_type(), Some("p"));
-    assert!(
-        log_lines_with("restored 1 group memberships", &prefix) >= 1,
-        "{}",
-        String::from_utf8_lossy(&logs().0.lock().unwrap())
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,7 @@ use super::outbox::{Outbox, OutboxReceiver};
 use super::scope::Scope;
 use super::stats::ConsumerStats;
 use super::{Accept, Connect, WebsocketConsumer};
+use crate::backoff::Backoff;
 use crate::config::DEFAULT_NEW_CHANNEL_PREFIX;
 use crate::error::LayerError;
 use crate::layer::SharedLayer;
@@ -54,7 +55,7 @@ const DISCARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// from starving the client's own frames.
 const DISPATCH_BATCH: usize = 32;
 
-/// Pauses between layer receive attempts after an error (capped doubling).
+/// Pauses between layer receive attempts after an error (see [`Backoff`]).
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -373,7 +374,7 @@ async fn serve_events(
     // One receive future for the whole connection, replaced only after it
     // completes: a pending receive stays registered with the mailbox.
     let mut receive = std::pin::pin!(receiver.recv());
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     // When the last receive error happened: errors closer together than
     // `OUTAGE_GAP` belong to one outage, which the consumer hears about once.
     let mut last_error: Option<Instant> = None;
@@ -428,7 +429,7 @@ async fn serve_events(
                 receive.set(receiver.recv());
                 match result {
                     Ok(message) => {
-                        backoff = BACKOFF_MIN;
+                        backoff.reset();
                         last_error = None;
                         dispatch(consumer, ctx, stats, message).await;
                         // Drain what else is queued now, in one wake-up.
@@ -451,18 +452,17 @@ async fn serve_events(
                     }
                     Err(error) => {
                         ConsumerStats::incr(&stats.layer_errors);
-                        tracing::warn!(%error, retry_in = ?backoff, "layer receive failed");
                         let now = Instant::now();
                         if last_error.is_none_or(|at| now - at > OUTAGE_GAP) {
                             // A new outage: start the backoff over and tell
                             // the consumer, once.
-                            backoff = BACKOFF_MIN;
+                            backoff.reset();
+                            tracing::warn!(%error, "layer receive failed; retrying with backoff");
                             let result = consumer.layer_error(ctx, &error).await;
                             handle_result(ctx, stats, "layer_error", result);
                         }
                         last_error = Some(now);
-                        pause = Some(Box::pin(tokio::time::sleep(backoff)));
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        pause = Some(Box::pin(tokio::time::sleep(backoff.next_delay())));
                     }
                 }
             }

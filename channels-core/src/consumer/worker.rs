@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::ConsumerError;
 use super::runtime::check_message_type;
+use crate::backoff::Backoff;
 use crate::error::LayerError;
 use crate::layer::SharedLayer;
 use crate::message::Message;
@@ -92,7 +93,7 @@ pub async fn run_worker(
         layer: layer.clone(),
         channel: channel.to_owned(),
     };
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         let received = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -100,17 +101,17 @@ pub async fn run_worker(
         };
         let message = match received {
             Ok(message) => {
-                backoff = BACKOFF_MIN;
+                backoff.reset();
                 message
             }
             Err(LayerError::Closed) => return Err(LayerError::Closed),
             Err(error) => {
-                tracing::warn!(%channel, %error, retry_in = ?backoff, "worker receive failed");
+                let pause = backoff.next_delay();
+                tracing::warn!(%channel, %error, retry_in = ?pause, "worker receive failed");
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
         };

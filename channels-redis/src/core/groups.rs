@@ -1,28 +1,27 @@
-//! Group delivery: `group_send` (WIRE.md §2.6) and writing memberships.
+//! Group delivery (`group_send`, WIRE.md §2.6) and writing memberships.
 
 use std::collections::HashMap;
 
 use channels_core::{LayerError, Message, non_local_name};
 use futures_util::future::join_all;
 
-use crate::keys::{channel_key, group_key};
-use crate::layer::{Inner, expiry_secs, prune_before};
+use super::settings::{Settings, Shards, now_secs, prune_before};
 use crate::lua;
-use crate::mailbox::now_secs;
-use crate::shard::consistent_hash;
 use crate::wire::Route;
 
 /// Sends `message` to every member of `group`: prunes and reads the group on
 /// its shard, builds one member per channel key (listing that key's channels,
 /// serialized once), then runs one Lua call per shard, all shards at once.
-/// Full keys are skipped and logged, as channels_redis does.
+/// Full keys are skipped, logged and returned as a count, as channels_redis
+/// does (its group_send never raises ChannelFull).
 pub(crate) async fn group_send(
-    inner: &Inner,
+    settings: &Settings,
+    shards: &Shards,
     group: &str,
     message: &Message,
-) -> Result<(), LayerError> {
-    let shard = &inner.shards[consistent_hash(group, inner.shards.len())];
-    let key = group_key(&inner.prefix, group);
+) -> Result<usize, LayerError> {
+    let shard = shards.get(shards.index_for_group(group));
+    let key = settings.group_key(group);
     let mut connection = shard.commands("group_send").await?;
     let now = now_secs();
     let (members,): (Vec<String>,) = redis::pipe()
@@ -30,7 +29,7 @@ pub(crate) async fn group_send(
         .cmd("ZREMRANGEBYSCORE")
         .arg(&key)
         .arg(0)
-        .arg(prune_before(now, inner.layer.group_expiry))
+        .arg(prune_before(now, settings.layer.group_expiry))
         .ignore()
         .cmd("ZRANGE")
         .arg(&key)
@@ -40,13 +39,13 @@ pub(crate) async fn group_send(
         .await
         .map_err(|e| shard.error("group_send", e))?;
     if members.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     // One message per channel key, listing that key's members (WIRE §2.6).
     let mut buckets: Vec<(String, Vec<&str>)> = Vec::new();
     let mut index_of: HashMap<String, usize> = HashMap::new();
     for member in &members {
-        let channel_key = channel_key(&inner.prefix, member);
+        let channel_key = settings.channel_key(member);
         match index_of.get(&channel_key) {
             Some(&i) => buckets[i].1.push(member),
             None => {
@@ -55,11 +54,11 @@ pub(crate) async fn group_send(
             }
         }
     }
-    let mut per_shard: Vec<Vec<usize>> = vec![Vec::new(); inner.shards.len()];
+    let mut per_shard: Vec<Vec<usize>> = vec![Vec::new(); shards.len()];
     for (i, (_, channels)) in buckets.iter().enumerate() {
-        per_shard[consistent_hash(non_local_name(channels[0]), inner.shards.len())].push(i);
+        per_shard[shards.index_for_local(channels[0])].push(i);
     }
-    let expiry = inner.layer.expiry;
+    let expiry = settings.layer.expiry;
     let mut invocations = Vec::new();
     for (shard_index, bucket_indices) in per_shard.iter().enumerate() {
         if bucket_indices.is_empty() {
@@ -70,17 +69,17 @@ pub(crate) async fn group_send(
             invocation.key(&buckets[i].0);
         }
         for &i in bucket_indices {
-            let member = inner
+            let member = settings
                 .serializer
                 .serialize(message, Route::Channels(&buckets[i].1))?;
             invocation.arg(member);
         }
         for &i in bucket_indices {
-            invocation.arg(inner.layer.capacities.capacity_for(buckets[i].1[0]));
+            invocation.arg(settings.layer.capacities.capacity_for(buckets[i].1[0]));
         }
         invocation
             .arg(now.to_string())
-            .arg(expiry_secs(expiry))
+            .arg(settings.expiry_secs())
             .arg(prune_before(now, expiry));
         invocations.push((shard_index, invocation));
     }
@@ -88,7 +87,7 @@ pub(crate) async fn group_send(
         invocations
             .into_iter()
             .map(|(shard_index, invocation)| async move {
-                let shard = &inner.shards[shard_index];
+                let shard = shards.get(shard_index);
                 let mut connection = shard.commands("group_send").await?;
                 let full: Vec<usize> = invocation
                     .invoke_async(&mut connection)
@@ -108,17 +107,18 @@ pub(crate) async fn group_send(
             members.len()
         );
     }
-    Ok(())
+    Ok(over_capacity)
 }
 
 /// `ZADD {prefix}:group:{g} now ch` + `EXPIRE group_expiry` on the group's shard.
 pub(crate) async fn add_membership(
-    inner: &Inner,
+    settings: &Settings,
+    shards: &Shards,
     group: &str,
     channel: &str,
 ) -> Result<(), LayerError> {
-    let shard = &inner.shards[consistent_hash(group, inner.shards.len())];
-    let key = group_key(&inner.prefix, group);
+    let shard = shards.get(shards.index_for_group(group));
+    let key = settings.group_key(group);
     let mut connection = shard.commands("group_add").await?;
     redis::pipe()
         .cmd("ZADD")
@@ -128,9 +128,54 @@ pub(crate) async fn add_membership(
         .ignore()
         .cmd("EXPIRE")
         .arg(&key)
-        .arg(expiry_secs(inner.layer.group_expiry))
+        .arg(settings.group_expiry_secs())
         .ignore()
         .exec_async(&mut connection)
         .await
         .map_err(|e| shard.error("group_add", e))
+}
+
+/// Writes many memberships again in one pipeline per shard (after a Redis
+/// outage): one round trip instead of one per membership.
+pub(crate) async fn restore_memberships(
+    settings: &Settings,
+    shards: &Shards,
+    pairs: &[(String, String)],
+) -> Result<(), LayerError> {
+    let mut per_shard: Vec<redis::Pipeline> = (0..shards.len()).map(|_| redis::pipe()).collect();
+    let mut used = vec![false; shards.len()];
+    let now = now_secs().to_string();
+    for (group, channel) in pairs {
+        let index = shards.index_for_group(group);
+        let key = settings.group_key(group);
+        per_shard[index]
+            .cmd("ZADD")
+            .arg(&key)
+            .arg(&now)
+            .arg(channel)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(settings.group_expiry_secs())
+            .ignore();
+        used[index] = true;
+    }
+    for (index, pipeline) in per_shard.iter().enumerate() {
+        if !used[index] {
+            continue;
+        }
+        let shard = shards.get(index);
+        let mut connection = shard.commands("group_add").await?;
+        pipeline
+            .exec_async(&mut connection)
+            .await
+            .map_err(|e| shard.error("group_add", e))?;
+    }
+    Ok(())
+}
+
+/// The process-local channels of `channels` that live under `key`
+/// (`{prefix}specific.<cp>!`): those a receive loop of that key must restore.
+pub(crate) fn under_key(settings: &Settings, key: &str, channel: &str) -> bool {
+    key.strip_prefix(settings.prefix.as_str()) == Some(non_local_name(channel))
 }

@@ -1,30 +1,35 @@
 //! The receive loop: one background task per process-local key (normally one
 //! per layer instance) that pops the shared `{prefix}specific.<cp>!` ZSET in
-//! batches and routes each message to its channel's in-process buffer.
+//! batches and routes each message to its channel's mailbox.
 //!
 //! Per batch: BZPOPMIN (only when the last batch was not full), then one Lua
 //! call that backs the popped member up in `key$inflight` and pops up to
 //! [`BATCH`] more (also backed up), then routing. The routed batch's backup is
 //! dropped (DEL) in the same round trip as the next pop. On (re)start the loop
 //! first acknowledges what it had routed, then restores whatever is left in
-//! `$inflight` (K2). On a Redis failure it tells
-//! waiting receivers, reconnects with capped exponential backoff, and writes
-//! this instance's group memberships again.
+//! `$inflight` (K2).
+//!
+//! When Redis goes away the loop fails every local mailbox (one signal,
+//! [`LocalChannels::fail`]), marks the memberships as lost (this instance's
+//! group sends wait), and reconnects with a short capped backoff. Back on
+//! Redis it writes this instance's memberships again *first*, then recovers
+//! the mailboxes and opens the group-send gate.
 
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use channels_core::{LayerError, non_local_name};
+use channels_core::{Backoff, LayerError};
 use redis::aio::MultiplexedConnection;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, info, warn};
 
-use crate::connection::{Shard, lock};
-use crate::groups::add_membership;
+use super::groups::{restore_memberships, under_key};
+use super::local::LocalChannels;
+use super::memberships::Memberships;
+use super::settings::{Settings, Shards, now_secs};
+use crate::connection::Shard;
 use crate::keys::inflight_key;
-use crate::layer::Inner;
 use crate::lua;
 
 /// What BZPOPMIN returns on a hit: key, member, score (as sent).
@@ -36,44 +41,36 @@ pub(crate) const BATCH: usize = 100;
 /// Longest a loop blocks in one BZPOPMIN, so `close()` takes effect quickly.
 const MAX_POLL: Duration = Duration::from_secs(1);
 
-/// First and longest wait between reconnection attempts.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Pauses between reconnection attempts. Short: while the loop is away, this
+/// instance's channels hear nothing, and after a Redis restart its group
+/// memberships are missing until it is back (tested: a 5 s cap lost almost
+/// 3 s of messages after Redis returned).
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
-/// The receive loop lost Redis; found inside [`LayerError::Backend`].
-#[derive(Debug, thiserror::Error)]
-#[error("the redis receive loop is reconnecting: {reason}")]
-pub struct ReceiveLoopError {
-    reason: Arc<str>,
-}
+/// How often buffered messages nobody reads are checked for expiry.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Builds the error a receive returns while its loop is down.
-pub(crate) fn failure_error(reason: &Arc<str>) -> LayerError {
-    LayerError::backend(ReceiveLoopError {
-        reason: reason.clone(),
-    })
-}
-
-/// Owns a running loop: `stop()` (or dropping the layer) cancels it.
+/// What a receive loop needs, shared with the layer.
 #[derive(Debug, Clone)]
+pub(crate) struct LoopParts {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) shards: Arc<Shards>,
+    pub(crate) local: Arc<LocalChannels>,
+    pub(crate) memberships: Arc<Memberships>,
+}
+
+/// Owns a running loop: [`LoopHandle::stop`] (or dropping the layer) ends it.
+#[derive(Debug)]
 pub(crate) struct LoopHandle {
     token: CancellationToken,
-    failure: Arc<Mutex<Option<Arc<str>>>>,
-    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    task: JoinHandle<()>,
 }
 
 impl LoopHandle {
-    /// Why the loop is currently without Redis, if it is.
-    pub(crate) fn failure(&self) -> Option<Arc<str>> {
-        lock(&self.failure).clone()
-    }
-
-    /// Whether the task has ended (stopped).
+    /// Whether the task has ended.
     pub(crate) fn is_finished(&self) -> bool {
-        self.token.is_cancelled()
-            || lock(&self.task)
-                .as_ref()
-                .is_none_or(JoinHandle::is_finished)
+        self.token.is_cancelled() || self.task.is_finished()
     }
 
     /// Asks the loop to stop after its current pop (at most [`MAX_POLL`]);
@@ -83,34 +80,33 @@ impl LoopHandle {
     }
 }
 
+impl Drop for LoopHandle {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
 /// Starts the loop for `key` on shard `shard`.
-pub(crate) fn spawn(inner: Arc<Inner>, key: String, shard: usize) -> LoopHandle {
-    let handle = LoopHandle {
-        token: CancellationToken::new(),
-        failure: Arc::new(Mutex::new(None)),
-        task: Arc::new(Mutex::new(None)),
-    };
+pub(crate) fn spawn(parts: LoopParts, key: String, shard: usize) -> LoopHandle {
+    let token = CancellationToken::new();
     let span = tracing::info_span!("receive_loop", key = %key);
     let state = LoopState {
         inflight: inflight_key(&key),
         key,
         shard,
-        inner,
-        handle: handle.clone(),
+        parts,
         pending_ack: false,
     };
-    let task = tokio::spawn(state.run().instrument(span));
-    *lock(&handle.task) = Some(task);
-    handle
+    let task = tokio::spawn(state.run(token.clone()).instrument(span));
+    LoopHandle { token, task }
 }
 
 struct LoopState {
-    inner: Arc<Inner>,
+    parts: LoopParts,
     key: String,
     inflight: String,
     shard: usize,
-    handle: LoopHandle,
-    /// The last batch was routed to buffers but its `$inflight` backup is
+    /// The last batch was routed to mailboxes but its `$inflight` backup is
     /// still there. Only this loop writes that key (the client prefix is
     /// unique), so acknowledging is one DEL, pipelined with the next pop.
     pending_ack: bool,
@@ -118,15 +114,14 @@ struct LoopState {
 
 impl LoopState {
     fn shard(&self) -> &Shard {
-        &self.inner.shards[self.shard]
+        self.parts.shards.get(self.shard)
     }
 
-    async fn run(mut self) {
-        let mut backoff = BACKOFF_MIN;
+    async fn run(mut self, token: CancellationToken) {
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let mut recovering = false;
-        let token = self.handle.token.clone();
         while !token.is_cancelled() {
-            let poll = self.inner.brpop_timeout.min(MAX_POLL);
+            let poll = self.parts.settings.brpop_timeout.min(MAX_POLL);
             let connection = tokio::select! {
                 () = token.cancelled() => break,
                 c = self.shard().dedicated("receive", poll) => c,
@@ -137,8 +132,10 @@ impl LoopState {
                         if recovering {
                             info!("receive loop reconnected to {}", self.shard().label());
                         }
-                        *lock(&self.handle.failure) = None;
-                        backoff = BACKOFF_MIN;
+                        self.parts.local.recover();
+                        self.parts.memberships.set_restored(true);
+                        recovering = false;
+                        backoff.reset();
                         self.pop_until_failure(&mut connection, poll, &token).await
                     }
                     Err(e) => Err(e),
@@ -146,28 +143,44 @@ impl LoopState {
                 Err(e) => Err(e),
             };
             let Err(error) = result else { break };
-            let reason = error.to_string();
-            warn!("receive loop lost redis, retrying in {backoff:?}: {reason}");
-            *lock(&self.handle.failure) = Some(Arc::from(reason.as_str()));
-            self.inner.local.fail_all(&reason);
+            let pause = backoff.next_delay();
+            if !recovering {
+                warn!("receive loop lost redis, retrying every {BACKOFF_MAX:?} at most: {error}");
+                self.parts.local.fail(&error.to_string());
+                self.parts.memberships.set_restored(false);
+            } else {
+                debug!("receive loop still without redis, retrying in {pause:?}: {error}");
+            }
             recovering = true;
             tokio::select! {
                 () = token.cancelled() => break,
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(pause) => {}
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
         debug!("receive loop stopped");
     }
 
-    /// Acknowledges routed members, restores `$inflight` and, after an
-    /// outage, writes this instance's group memberships again.
+    /// Acknowledges routed members, writes this instance's memberships again
+    /// after an outage, and restores `$inflight`.
     async fn prepare(
         &mut self,
         connection: &mut MultiplexedConnection,
         recovering: bool,
     ) -> Result<(), LayerError> {
         self.ack(connection).await?;
+        if recovering {
+            let parts = &self.parts;
+            let pairs = parts
+                .memberships
+                .snapshot(|channel| under_key(&parts.settings, &self.key, channel));
+            restore_memberships(&parts.settings, &parts.shards, &pairs).await?;
+            if !pairs.is_empty() {
+                info!(
+                    "wrote {} group memberships again after reconnecting",
+                    pairs.len()
+                );
+            }
+        }
         let restored: i64 = lua::RESTORE
             .key(&self.key)
             .key(&self.inflight)
@@ -176,26 +189,6 @@ impl LoopState {
             .map_err(|e| self.shard().error("receive", e))?;
         if restored > 0 {
             info!("restored {restored} in-flight messages to {}", self.key);
-        }
-        if recovering {
-            let pairs = self.inner.memberships.snapshot();
-            let ours: Vec<_> = pairs
-                .iter()
-                .filter(|(_, channel)| self.key.ends_with(non_local_name(channel)))
-                .collect();
-            for (group, channel) in &ours {
-                // The shared command connection may still hold the failed
-                // reconnect from the outage; its first use retries it.
-                if add_membership(&self.inner, group, channel).await.is_err() {
-                    add_membership(&self.inner, group, channel).await?;
-                }
-            }
-            if !ours.is_empty() {
-                info!(
-                    "restored {} group memberships after reconnecting",
-                    ours.len()
-                );
-            }
         }
         Ok(())
     }
@@ -220,19 +213,16 @@ impl LoopState {
         token: &CancellationToken,
     ) -> Result<(), LayerError> {
         let mut blocking = true;
-        let mut last_sweep = Instant::now();
+        let mut last_sweep = tokio::time::Instant::now();
         loop {
             if token.is_cancelled() {
-                // Everything popped so far is in the buffers: drop its backup
-                // so a later loop does not restore (duplicate) it.
+                // Everything popped so far is in the mailboxes: drop its
+                // backup so a later loop does not restore (duplicate) it.
                 return self.ack(connection).await;
             }
-            if last_sweep.elapsed() > Duration::from_secs(1) {
-                let expired = self.inner.local.sweep();
-                if expired > 0 {
-                    debug!("{expired} buffered messages expired unread");
-                }
-                last_sweep = Instant::now();
+            if last_sweep.elapsed() > SWEEP_INTERVAL {
+                self.parts.local.sweep();
+                last_sweep = tokio::time::Instant::now();
             }
             let batch = self.pop_batch(connection, poll, blocking).await?;
             // After a blocking hit, look for a burst behind it; after a batch
@@ -295,32 +285,29 @@ impl LoopState {
 
     /// Decodes each member and queues it for every channel it names.
     fn route(&mut self, batch: Vec<(Vec<u8>, f64)>) {
-        let inner = &self.inner;
+        let parts = &self.parts;
+        let now = now_secs();
         for (member, score) in batch {
-            match inner.serializer.deserialize(&member) {
+            match parts.settings.serializer.deserialize(&member) {
                 Ok(unpacked) => match unpacked.route {
-                    Some(channels) => {
-                        for channel in channels {
-                            let capacity = inner.layer.capacities.capacity_for(&channel);
-                            let dropped = inner.local.push(
-                                &channel,
-                                score,
-                                unpacked.message.clone(),
-                                capacity,
-                            );
-                            if dropped > 0 {
-                                debug!(
-                                    "buffer of {channel} full (capacity {capacity}); dropped the oldest message"
-                                );
-                            }
-                        }
-                    }
-                    None => warn!(
-                        "dropping a message on {} without `__asgi_channel__`",
-                        self.key
+                    Some(channels) => parts.local.route(
+                        &unpacked.message,
+                        channels.iter().map(String::as_str),
+                        score,
+                        now,
                     ),
+                    None => {
+                        parts.local.drops().count_undecodable();
+                        warn!(
+                            "dropping a message on {} without `__asgi_channel__`",
+                            self.key
+                        );
+                    }
                 },
-                Err(e) => warn!("dropping an undecodable message on {}: {e}", self.key),
+                Err(e) => {
+                    parts.local.drops().count_undecodable();
+                    warn!("dropping an undecodable message on {}: {e}", self.key);
+                }
             }
         }
         self.pending_ack = true;
@@ -333,5 +320,5 @@ fn parse_score(score: &[u8]) -> f64 {
     std::str::from_utf8(score)
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or_else(crate::mailbox::now_secs)
+        .unwrap_or_else(now_secs)
 }

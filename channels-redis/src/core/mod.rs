@@ -1,0 +1,19 @@
+//! The core layer: [`RedisChannelLayer`], byte-compatible with Python's
+//! `channels_redis.core.RedisChannelLayer` 4.3 (WIRE.md §2).
+//!
+//! Layout: `layer.rs` (the `ChannelLayer`), `settings.rs` (fixed settings,
+//! shard choice), `local.rs` (mailboxes of process-local channels, the loop's
+//! health), `receive_loop.rs` (the worker popping the shared key),
+//! `plain.rs` (named channels, popped on demand), `groups.rs` (group sends
+//! and membership writes), `memberships.rs` (what to write again after an
+//! outage, and the gate holding group sends until then).
+
+mod groups;
+mod layer;
+mod local;
+mod memberships;
+mod plain;
+mod receive_loop;
+mod settings;
+
+pub use layer::RedisChannelLayer;
