@@ -29,9 +29,12 @@ use tokio::time::Instant;
 use crate::error::LayerError;
 use crate::message::Message;
 
-/// How many drained slots a mailbox keeps; a burst's larger buffer is given
-/// back once the queue is empty again, so idle channels hold no memory.
+/// How many slots an emptied mailbox keeps (a few hundred bytes), and the
+/// size above which a burst's buffer is given back once it drains: between
+/// the two the buffer stays, so steady traffic does not reallocate it on
+/// every wake-up, and idle channels hold little memory.
 const RETAINED_SLOTS: usize = 4;
+const SHRINK_ABOVE: usize = 32;
 
 /// Counters of messages a layer could not deliver, shared by all its mailboxes.
 #[derive(Debug, Default)]
@@ -219,9 +222,13 @@ impl Mailbox {
             if matches!(state.stop, Some(Stop::Closed)) {
                 return Err(message);
             }
-            self.purge_expired(&mut state, Instant::now());
             if state.queue.len() >= self.capacity {
-                return Err(message);
+                // Only a full queue reads the clock: expired messages make
+                // room before the new one is refused.
+                self.purge_expired(&mut state, Instant::now());
+                if state.queue.len() >= self.capacity {
+                    return Err(message);
+                }
             }
             self.enqueue(&mut state, message, expires_at)
         };
@@ -250,7 +257,9 @@ impl Mailbox {
             if matches!(state.stop, Some(Stop::Closed)) {
                 return false;
             }
-            self.purge_expired(&mut state, Instant::now());
+            if state.queue.len() >= self.capacity {
+                self.purge_expired(&mut state, Instant::now());
+            }
             let evicted = state.queue.len() >= self.capacity;
             if evicted {
                 state.queue.pop_front();
@@ -317,7 +326,7 @@ impl Mailbox {
                 state.parked -= 1;
             }
             if state.queue.is_empty() {
-                if state.queue.capacity() > RETAINED_SLOTS {
+                if state.queue.capacity() > SHRINK_ABOVE {
                     state.queue.shrink_to(RETAINED_SLOTS);
                 }
             } else if state.parked > 0 {

@@ -2,17 +2,18 @@
 //! ([`Connection::run`]) and its writer drains the runtime's bounded outbound
 //! queue into the socket. Both run in the connection's one task.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::extract::ws::{self, Message as WsMessage, Utf8Bytes, WebSocket};
 use channels_core::consumer::{
     CloseFrame, Connection, Frame, Inbound, InboundStream, Outbound, OutboxReceiver, Text,
-    close_code,
+    close_code, next_inbound,
 };
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::middleware::ConnectionPermit;
@@ -44,7 +45,7 @@ pub(crate) async fn serve(
     let _permit = permit;
     let (sink, stream) = socket.split();
     // Set when the writer gives up on the socket, so the reader stops too.
-    let writer_gone = WriterGone::default();
+    let writer_gone = AtomicBool::new(false);
     let mut inbound = SocketInbound {
         stream,
         max_frame_bytes,
@@ -57,7 +58,13 @@ pub(crate) async fn serve(
     let (code, clean) = tokio::join!(connection.run(&mut inbound, shutdown), async {
         let clean = write_loop(sink, outbox, hard_stop.clone()).await;
         if !clean {
-            writer_gone.set();
+            writer_gone.store(true, Ordering::Release);
+            // The reader runs in this same task: wake it, so it sees the flag.
+            std::future::poll_fn(|cx| {
+                cx.waker().wake_by_ref();
+                Poll::Ready(())
+            })
+            .await;
         }
         clean
     });
@@ -65,7 +72,7 @@ pub(crate) async fn serve(
         // We closed: read (and discard) until the client's close reply, so the
         // client sees a clean close handshake rather than a reset.
         let reply = async {
-            while let Some(event) = inbound.next_inbound().await {
+            while let Some(event) = next_inbound(&mut inbound).await {
                 if matches!(event, Inbound::Close(_) | Inbound::Invalid(_)) {
                     break;
                 }
@@ -79,62 +86,35 @@ pub(crate) async fn serve(
     tracing::debug!(code, "websocket finished");
 }
 
-/// Set when the writer gives up on the socket, so the reader stops too. A
-/// local of the connection's task (no allocation), unlike a token.
-#[derive(Debug, Default)]
-struct WriterGone {
-    gone: AtomicBool,
-    notify: Notify,
-}
-
-impl WriterGone {
-    fn set(&self) {
-        self.gone.store(true, Ordering::Release);
-        self.notify.notify_waiters();
-    }
-
-    async fn wait(&self) {
-        loop {
-            let notified = self.notify.notified();
-            if self.gone.load(Ordering::Acquire) {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
 /// Reads the socket, mapping axum's messages and errors to [`Inbound`].
 struct SocketInbound<'a> {
     stream: SplitStream<WebSocket>,
     max_frame_bytes: usize,
-    writer_gone: &'a WriterGone,
+    /// Set when the writer gave up on the socket: nothing more is read.
+    writer_gone: &'a AtomicBool,
     /// The client closed or the socket ended: nothing more will come.
     ended: bool,
 }
 
 impl InboundStream for SocketInbound<'_> {
-    async fn next_inbound(&mut self) -> Option<Inbound> {
-        // Both branches are cancel-safe.
-        let next = tokio::select! {
-            biased;
-            () = self.writer_gone.wait() => return None,
-            next = self.stream.next() => next,
-        };
-        let message = match next {
+    fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        if self.writer_gone.load(Ordering::Acquire) {
+            return Poll::Ready(None);
+        }
+        let message = match ready!(self.stream.poll_next_unpin(cx)) {
             Some(Ok(message)) => message,
             Some(Err(error)) => {
                 let event = classify_error(&error, self.max_frame_bytes);
                 self.ended |= event.is_none();
-                return event;
+                return Poll::Ready(event);
             }
             None => {
                 self.ended = true;
-                return None;
+                return Poll::Ready(None);
             }
         };
         self.ended |= matches!(message, WsMessage::Close(_));
-        Some(match message {
+        Poll::Ready(Some(match message {
             // tungstenite checked the UTF-8; the bytes move over unchanged.
             WsMessage::Text(text) => match Text::from_utf8(text.into()) {
                 Ok(text) => Inbound::Frame(Frame::Text(text)),
@@ -146,7 +126,7 @@ impl InboundStream for SocketInbound<'_> {
             WsMessage::Close(frame) => {
                 Inbound::Close(frame.map(|f| CloseFrame::new(f.code, f.reason.as_str())))
             }
-        })
+        }))
     }
 }
 
@@ -201,6 +181,10 @@ fn to_ws(item: Outbound) -> Option<WsMessage> {
 /// batch), flushes, repeats; stops after a close, when the queue ends, on a
 /// write error or timeout, or on hard stop. Returns `false` when it gave up
 /// on the socket.
+///
+/// A write timer is armed only when the socket is backed up: a batch is
+/// first tried once, and only if that cannot finish does it wait, for at most
+/// [`WRITE_TIMEOUT`]. Most batches go out at once and cost no timer.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,
     mut outbox: OutboxReceiver,
@@ -212,29 +196,19 @@ async fn write_loop(
             item = outbox.recv() => item,
         };
         let Some(first) = first else { break };
-        let mut closing = matches!(first, Outbound::Close(_));
-        let mut batch = Vec::with_capacity(WRITE_BATCH);
-        batch.extend(to_ws(first));
-        while !closing && batch.len() < WRITE_BATCH {
-            let Some(item) = outbox.try_recv() else { break };
-            closing = matches!(item, Outbound::Close(_));
-            batch.extend(to_ws(item));
-        }
-        let write = async {
-            for message in batch {
-                sink.feed(message).await?;
+        let write = write_batch(&mut sink, &mut outbox, first);
+        let mut write = std::pin::pin!(write);
+        let written = match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+            Poll::Ready(written) => Ok(written),
+            Poll::Pending => {
+                tokio::select! {
+                    () = hard_stop.cancelled() => return false,
+                    written = tokio::time::timeout(WRITE_TIMEOUT, write) => written,
+                }
             }
-            sink.flush().await
         };
-        // Boxed: the timer exists only while a batch is being written, so an
-        // idle connection's task stays small.
-        let write = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, write));
-        let written = tokio::select! {
-            () = hard_stop.cancelled() => return false,
-            written = write => written,
-        };
-        match written {
-            Ok(Ok(())) => {}
+        let closing = match written {
+            Ok(Ok(closing)) => closing,
             Ok(Err(error)) => {
                 tracing::debug!(%error, "websocket write failed");
                 return false;
@@ -243,7 +217,7 @@ async fn write_loop(
                 tracing::warn!(timeout = ?WRITE_TIMEOUT, "websocket write timed out; dropping the client");
                 return false;
             }
-        }
+        };
         if closing {
             break;
         }
@@ -255,4 +229,29 @@ async fn write_loop(
         _ = tokio::time::timeout(Duration::from_secs(1), sink.close()) => {}
     }
     true
+}
+
+/// Writes `first` and whatever else is queued now (up to [`WRITE_BATCH`]
+/// frames, stopping after a close), then flushes once. Returns whether a
+/// close was written.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, WsMessage>,
+    outbox: &mut OutboxReceiver,
+    first: Outbound,
+) -> Result<bool, axum::Error> {
+    let mut closing = matches!(first, Outbound::Close(_));
+    if let Some(message) = to_ws(first) {
+        sink.feed(message).await?;
+    }
+    let mut written = 1;
+    while !closing && written < WRITE_BATCH {
+        let Some(item) = outbox.try_recv() else { break };
+        closing = matches!(item, Outbound::Close(_));
+        if let Some(message) = to_ws(item) {
+            sink.feed(message).await?;
+        }
+        written += 1;
+    }
+    sink.flush().await?;
+    Ok(closing)
 }

@@ -110,6 +110,7 @@ pub use routing::{ConsumerFactory, ConsumerRouter, Route, RouteMatch};
 pub use runtime::{
     Accepted, Connection, ConnectionSettings, DEFAULT_IDLE_TIMEOUT, DEFAULT_OUTBOUND_BYTES,
     DEFAULT_OUTBOUND_QUEUE, DEFAULT_PING_INTERVAL, Handshake, InboundStream, check_message_type,
+    next_inbound,
 };
 pub use scope::{Identity, Scope};
 pub use stats::{ConsumerStats, Histogram, LATENCY_BUCKETS};

@@ -20,9 +20,11 @@ use super::error::ConsumerError;
 use super::frame::{CloseFrame, Outbound, close_code};
 use super::stats::ConsumerStats;
 
-/// A drained queue keeps at most this many slots; a burst's larger buffer is
-/// given back once it is empty.
+/// A drained queue keeps at most this many slots; a burst's buffer larger
+/// than [`SHRINK_ABOVE`] is given back once it is empty (in between it
+/// stays, so steady traffic does not reallocate it on every wake-up).
 const RETAINED_SLOTS: usize = 8;
+const SHRINK_ABOVE: usize = 64;
 
 #[derive(Debug, Default)]
 struct State {
@@ -59,6 +61,9 @@ pub(crate) struct Outbox {
     capacity: usize,
     max_bytes: usize,
     closed: bool,
+    /// Frames queued since the shared counter was last updated: one atomic
+    /// add per wake-up of the connection, not one per frame.
+    uncounted: u64,
     stats: Arc<ConsumerStats>,
 }
 
@@ -77,6 +82,7 @@ impl Outbox {
             capacity: capacity.max(1),
             max_bytes,
             closed: false,
+            uncounted: 0,
             stats,
         };
         let receiver = OutboxReceiver {
@@ -137,9 +143,19 @@ impl Outbox {
             self.shared.ready.notify_one();
         }
         if bytes.is_some() {
-            ConsumerStats::incr(&self.stats.frames_out);
+            self.uncounted += 1;
         }
         Ok(())
+    }
+
+    /// Adds the frames queued since the last call to the shared counter.
+    pub(crate) fn publish_counts(&mut self) {
+        if self.uncounted > 0 {
+            self.stats
+                .frames_out
+                .fetch_add(self.uncounted, std::sync::atomic::Ordering::Relaxed);
+            self.uncounted = 0;
+        }
     }
 
     /// Queues a close after the frames already queued. Later calls do
@@ -158,6 +174,7 @@ impl Outbox {
 
 impl Drop for Outbox {
     fn drop(&mut self) {
+        self.publish_counts();
         self.shared.lock().sender_gone = true;
         self.shared.ready.notify_one();
     }
@@ -208,7 +225,7 @@ impl OutboxReceiver {
             if let Outbound::Frame(frame) = &item {
                 state.bytes -= frame.len();
             }
-            if state.queue.is_empty() && state.queue.capacity() > RETAINED_SLOTS {
+            if state.queue.is_empty() && state.queue.capacity() > SHRINK_ABOVE {
                 state.queue.shrink_to(RETAINED_SLOTS);
             }
             if matches!(item, Outbound::Close(_)) {
@@ -260,6 +277,7 @@ mod tests {
         );
         assert_eq!(receiver.recv().await, None);
         assert_eq!(ConsumerStats::get(&stats.queue_drops), 1);
+        outbox.publish_counts();
         assert_eq!(ConsumerStats::get(&stats.frames_out), 2);
     }
 

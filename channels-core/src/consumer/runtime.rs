@@ -6,6 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -148,22 +149,30 @@ impl ConnectionSettings {
 
 /// A source of [`Inbound`] events from the client (the server's WebSocket
 /// reader, or the [`Communicator`](super::Communicator)'s queue).
+///
+/// Poll-based, so the runtime's wait on it holds no state between events
+/// (it is asked again after every layer message, many times a second).
 pub trait InboundStream: Send {
-    /// The next event, or `None` when the client is gone. Must be cancel-safe:
-    /// dropping the future loses no event.
-    fn next_inbound(&mut self) -> impl Future<Output = Option<Inbound>> + Send;
+    /// The next event, `Ready(None)` when the client is gone. Like
+    /// `Stream::poll_next`: registers the task to be woken when not ready.
+    fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>>;
 }
 
 impl<S: InboundStream> InboundStream for &mut S {
-    fn next_inbound(&mut self) -> impl Future<Output = Option<Inbound>> + Send {
-        (**self).next_inbound()
+    fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        (**self).poll_inbound(cx)
     }
 }
 
 impl InboundStream for mpsc::Receiver<Inbound> {
-    fn next_inbound(&mut self) -> impl Future<Output = Option<Inbound>> + Send {
-        self.recv()
+    fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        self.poll_recv(cx)
     }
+}
+
+/// Waits for the next event of `inbound`.
+pub async fn next_inbound(inbound: &mut impl InboundStream) -> Option<Inbound> {
+    std::future::poll_fn(|cx| inbound.poll_inbound(cx)).await
 }
 
 /// Checks a channel-layer message's `type` as Django's `get_handler_name`
@@ -362,6 +371,13 @@ async fn run_connection(
 }
 
 /// The connection's event loop; returns the close code it ended with.
+///
+/// Every future it waits on lives across iterations (receive, shutdown) or
+/// holds no state (inbound, the ticker), so an iteration after a layer
+/// message costs no registration with the mailbox, the shutdown token or a
+/// timer. The order is biased: shutdown, then the client's own frames, then
+/// layer messages (at most [`DISPATCH_BATCH`] per turn), so a hot group
+/// cannot starve the client.
 async fn serve_events(
     consumer: &mut dyn WebsocketConsumer,
     ctx: &mut ConsumerContext,
@@ -374,6 +390,8 @@ async fn serve_events(
     // One receive future for the whole connection, replaced only after it
     // completes: a pending receive stays registered with the mailbox.
     let mut receive = std::pin::pin!(receiver.recv());
+    let mut shutting_down = std::pin::pin!(shutdown.cancelled());
+    let mut shutdown_seen = false;
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     // When the last receive error happened: errors closer together than
     // `OUTAGE_GAP` belong to one outage, which the consumer hears about once.
@@ -381,6 +399,7 @@ async fn serve_events(
     // Boxed and only while paused: an idle connection should not carry a
     // timer it does not use.
     let mut pause: Option<Pin<Box<Sleep>>> = None;
+    let mut dispatched: u32 = 0;
 
     let tick_period = match (settings.ping_interval, settings.idle_timeout) {
         (Some(ping), Some(idle)) => Some(ping.min(idle)),
@@ -394,21 +413,24 @@ async fn serve_events(
     let mut last_seen = Instant::now();
 
     loop {
+        ctx.outbox_mut().publish_counts();
         if let Some(frame) = ctx.take_close_request() {
             let code = frame.code;
             ctx.outbox_mut().close(frame);
-            break code;
+            return code;
         }
         if ctx.outbox_mut().is_closed() {
             // A slow-client close already jumped the queue.
-            break close_code::TRY_AGAIN_LATER;
+            return close_code::TRY_AGAIN_LATER;
         }
         tokio::select! {
-            () = shutdown.cancelled() => {
+            biased;
+            () = &mut shutting_down, if !shutdown_seen => {
+                shutdown_seen = true;
                 ctx.close(settings.shutdown_close_code, "server shutting down");
             }
-            event = inbound.next_inbound() => match event {
-                None => break close_code::ABNORMAL,
+            event = next_inbound(inbound) => match event {
+                None => return close_code::ABNORMAL,
                 Some(Inbound::Frame(frame)) => {
                     last_seen = Instant::now();
                     ConsumerStats::incr(&stats.frames_in);
@@ -418,7 +440,7 @@ async fn serve_events(
                 }
                 Some(Inbound::Ping(_) | Inbound::Pong(_)) => last_seen = Instant::now(),
                 Some(Inbound::Close(frame)) => {
-                    break frame.map_or(close_code::NO_STATUS, |f| f.code);
+                    return frame.map_or(close_code::NO_STATUS, |f| f.code);
                 }
                 Some(Inbound::Invalid(frame)) => {
                     tracing::debug!(code = frame.code, reason = %frame.reason, "client broke a transport rule");
@@ -431,20 +453,20 @@ async fn serve_events(
                     Ok(message) => {
                         backoff.reset();
                         last_error = None;
-                        dispatch(consumer, ctx, stats, message).await;
+                        let mut handled = 1;
+                        dispatch(consumer, ctx, stats, message, &mut dispatched).await;
                         // Drain what else is queued now, in one wake-up.
-                        for _ in 1..DISPATCH_BATCH {
-                            if ctx.is_closing() {
-                                break;
-                            }
+                        while handled < DISPATCH_BATCH && !ctx.is_closing() {
                             match receiver.try_recv() {
                                 Ok(Some(message)) => {
-                                    dispatch(consumer, ctx, stats, message).await;
+                                    handled += 1;
+                                    dispatch(consumer, ctx, stats, message, &mut dispatched).await;
                                 }
                                 // An error shows up again on the next receive.
                                 Ok(None) | Err(_) => break,
                             }
                         }
+                        stats.messages_in.fetch_add(handled as u64, std::sync::atomic::Ordering::Relaxed);
                     }
                     Err(LayerError::Closed) => {
                         ConsumerStats::incr(&stats.layer_errors);
@@ -507,24 +529,38 @@ impl Drop for OpenGuard {
     }
 }
 
+/// How often a layer message's handling time is measured: one in this many
+/// per connection (reading the clock twice per message costs more than the
+/// rest of the dispatch).
+const LATENCY_SAMPLE: u32 = 16;
+
 async fn dispatch(
     consumer: &mut dyn WebsocketConsumer,
     ctx: &mut ConsumerContext,
     stats: &ConsumerStats,
     message: Message,
+    dispatched: &mut u32,
 ) {
-    ConsumerStats::incr(&stats.messages_in);
-    let message_type = match check_message_type(&message) {
-        Ok(message_type) => message_type.to_owned(),
+    // The type is read from a second handle on the same message (one
+    // reference count), so it needs no copy of its own.
+    let typed = message.clone();
+    let message_type = match check_message_type(&typed) {
+        Ok(message_type) => message_type,
         Err(error) => {
             ConsumerStats::incr(&stats.messages_invalid);
             tracing::warn!(%error, "dropping layer message");
             return;
         }
     };
-    let started = Instant::now();
-    let result = consumer.dispatch(ctx, &message_type, message).await;
-    stats.handle_latency.observe(started.elapsed());
+    *dispatched = dispatched.wrapping_add(1);
+    let result = if dispatched.is_multiple_of(LATENCY_SAMPLE) {
+        let started = Instant::now();
+        let result = consumer.dispatch(ctx, message_type, message).await;
+        stats.handle_latency.observe(started.elapsed());
+        result
+    } else {
+        consumer.dispatch(ctx, message_type, message).await
+    };
     handle_result(ctx, stats, "dispatch", result);
 }
 
