@@ -9,6 +9,19 @@ use crate::config::DEFAULT_EXTENSIONS;
 use crate::error::LayerError;
 use crate::message::Message;
 
+/// Counters a layer keeps about messages it could not deliver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LayerStats {
+    /// Messages dropped because their channel (or a local buffer) was full.
+    pub dropped_full: u64,
+    /// Messages dropped because they expired before anyone read them.
+    pub dropped_expired: u64,
+    /// Messages received that could not be decoded (corrupt, or encrypted
+    /// with an unknown key).
+    pub undecodable: u64,
+}
+
 /// A channel layer: named mailboxes (channels) and named sets of channels
 /// (groups), shared by every consumer of a process or, with a networked
 /// backend, of many processes.
@@ -105,6 +118,12 @@ pub trait ChannelLayer: Send + Sync + Debug + 'static {
     /// The optional features this layer supports (Django's `extensions`).
     fn extensions(&self) -> &[&'static str] {
         DEFAULT_EXTENSIONS
+    }
+
+    /// Counters of messages this layer could not deliver, for metrics. The
+    /// default reports zeros (a layer that counts nothing).
+    fn stats(&self) -> LayerStats {
+        LayerStats::default()
     }
 }
 

@@ -40,7 +40,7 @@ pub use config::{
     DEFAULT_NEW_CHANNEL_PREFIX, LayerConfig,
 };
 pub use error::{BoxError, CHANNEL_NAME_RULE, GROUP_NAME_RULE, LayerError, NameProblem};
-pub use layer::{ChannelLayer, SharedLayer};
+pub use layer::{ChannelLayer, LayerStats, SharedLayer};
 pub use message::{Message, RESERVED_CHANNEL_KEY, TYPE_KEY, Value};
 pub use names::{
     LOCAL_SEPARATOR, MAX_NAME_LENGTH, is_process_local, non_local_name, validate_channel_name,
