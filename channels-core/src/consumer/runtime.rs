@@ -67,6 +67,9 @@ pub struct ConnectionSettings {
     pub channel_prefix: String,
     /// Counters shared by all connections using these settings.
     pub stats: Arc<ConsumerStats>,
+    /// The close code sent to clients when the server shuts down (default
+    /// 1001 going away; 1012 service restart suits rolling deploys).
+    pub shutdown_close_code: u16,
 }
 
 impl Default for ConnectionSettings {
@@ -77,6 +80,7 @@ impl Default for ConnectionSettings {
             ping_interval: Some(DEFAULT_PING_INTERVAL),
             channel_prefix: DEFAULT_NEW_CHANNEL_PREFIX.to_owned(),
             stats: Arc::default(),
+            shutdown_close_code: close_code::GOING_AWAY,
         }
     }
 }
@@ -107,6 +111,13 @@ impl ConnectionSettings {
     #[must_use]
     pub fn stats(mut self, stats: Arc<ConsumerStats>) -> Self {
         self.stats = stats;
+        self
+    }
+
+    /// Sets the close code sent on server shutdown.
+    #[must_use]
+    pub fn shutdown_close_code(mut self, code: u16) -> Self {
+        self.shutdown_close_code = code;
         self
     }
 }
@@ -326,7 +337,7 @@ async fn run_connection(
         }
         tokio::select! {
             () = shutdown.cancelled() => {
-                ctx.close(close_code::GOING_AWAY, "server shutting down");
+                ctx.close(settings.shutdown_close_code, "server shutting down");
             }
             event = inbound.next_inbound() => match event {
                 None => break close_code::ABNORMAL,
