@@ -69,18 +69,34 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: impl Into<reqwest::Body>,
 ) -> HttpResponse {
+    try_request(addr, method, path, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} http://{addr}{path} failed: {e}"))
+}
+
+/// Like [`request`], returning the failure (refused, timed out, ...).
+///
+/// # Errors
+/// When the request cannot be sent or its answer read.
+///
+/// # Panics
+/// When `method` is not an HTTP method.
+pub async fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> Result<HttpResponse, reqwest::Error> {
     let method = reqwest::Method::from_bytes(method.as_bytes())
         .unwrap_or_else(|e| panic!("bad method {method}: {e}"));
     let mut builder = client()
-        .request(method.clone(), format!("http://{addr}{path}"))
+        .request(method, format!("http://{addr}{path}"))
         .body(body);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    let response = builder
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{method} http://{addr}{path} failed: {e}"));
+    let response = builder.send().await?;
     let status = response.status().as_u16();
     let headers = response
         .headers()
@@ -92,15 +108,12 @@ pub async fn request(
             )
         })
         .collect();
-    let body = response
-        .text()
-        .await
-        .unwrap_or_else(|e| panic!("reading the body of {method} {path} failed: {e}"));
-    HttpResponse {
+    let body = response.text().await?;
+    Ok(HttpResponse {
         status,
         headers,
         body,
-    }
+    })
 }
 
 /// `GET path`.
@@ -121,10 +134,33 @@ pub async fn post_json(
     bearer: Option<&str>,
     body: &serde_json::Value,
 ) -> HttpResponse {
+    try_post_json(addr, path, bearer, body)
+        .await
+        .unwrap_or_else(|e| panic!("POST http://{addr}{path} failed: {e}"))
+}
+
+/// Like [`post_json`], returning the failure.
+///
+/// # Errors
+/// As [`try_request`].
+pub async fn try_post_json(
+    addr: SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<HttpResponse, reqwest::Error> {
     let auth = bearer.map(|token| format!("Bearer {token}"));
     let mut headers = vec![("content-type", "application/json")];
     if let Some(auth) = &auth {
         headers.push(("authorization", auth.as_str()));
     }
-    request(addr, "POST", path, &headers, body.to_string()).await
+    try_request(addr, "POST", path, &headers, body.to_string()).await
+}
+
+/// `GET path`, returning the failure.
+///
+/// # Errors
+/// As [`try_request`].
+pub async fn try_get(addr: SocketAddr, path: &str) -> Result<HttpResponse, reqwest::Error> {
+    try_request(addr, "GET", path, &[], Vec::new()).await
 }

@@ -126,6 +126,12 @@ impl ServerProcess {
         assert!(status.success(), "kill -TERM {} failed", self.child.id());
     }
 
+    /// Kills it (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits up to `timeout` for it to exit.
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;

@@ -6,10 +6,10 @@
 //! The hot-path counters (per connection, per layer operation) stay plain
 //! atomics and lock-free [`Histogram`]s that a collector reads at scrape
 //! time; rarely touched ones (refusals, publish statuses) are
-//! `prometheus-client` families. `benches/histogram.rs` measures why: the
-//! lock-free histogram records in about a third of the time of
-//! `prometheus-client`'s mutex-guarded one, and does not slow down under
-//! contention.
+//! `prometheus-client` families. `benches/histogram.rs` measures why (on
+//! the 2-core dev machine): one observation takes 12 ns in the lock-free
+//! histogram against 23 ns in `prometheus-client`'s mutex-guarded one, and
+//! 26 ns against 45 ns with two threads recording at once.
 
 mod collector;
 mod layer;
