@@ -417,6 +417,29 @@ mod tests {
         assert!(error.contains("1005"), "{error}");
     }
 
+    #[test]
+    fn the_readme_example_file_loads() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```toml\n[server]")
+            .expect("README has the example")
+            + 8;
+        let text = &readme[start..start + readme[start..].find("```").unwrap()];
+        let config = file(text);
+        let settings = load(&["--config", config.path()]).unwrap();
+        assert_eq!(settings.layer.kind, LayerKind::Redis);
+        assert_eq!(settings.layer.hosts.len(), 4);
+        assert_eq!(settings.server.shutdown_close_code, 1012);
+        let capacities = &settings.layer.layer.capacities;
+        assert_eq!(capacities.capacity_for("chat.42"), 50);
+        assert_eq!(capacities.capacity_for("websocket.send!x"), 20);
+        assert_eq!(capacities.capacity_for("other"), 100);
+        assert_eq!(
+            settings.layer.symmetric_encryption_keys,
+            ["a secret".to_owned()]
+        );
+    }
+
     /// What an example does: its own flags next to the shared ones.
     #[derive(Debug, clap::Parser)]
     struct ExampleArgs {
