@@ -78,6 +78,12 @@ async fn help_lists_every_flag() {
         "--publish-token",
         "--allowed-origin",
         "--idle-timeout",
+        "--config",
+        "--admin-bind",
+        "--drain-timeout",
+        "--shutdown-close-code",
+        "--trusted-proxy",
+        "--connection-rate",
     ] {
         assert!(help.contains(flag), "{flag} missing:\n{help}");
     }
