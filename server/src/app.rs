@@ -1,25 +1,29 @@
 //! [`App`]: the whole server as an axum [`Router`] (WebSocket consumers with
 //! their middleware, publish API, health, metrics, your own routes), and
-//! [`App::serve`] / [`run`] to serve it with graceful shutdown.
+//! [`App::serve`] / [`run`] to serve it with graceful shutdown, optionally
+//! with `/metrics` and the publish API on a separate admin listener.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
 
 use axum::Router;
 use channels_core::SharedLayer;
 use channels_core::consumer::{ConnectionSettings, ConsumerRouter, Worker, run_worker};
 use futures_util::future::BoxFuture;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, bind_listener};
 use crate::error::ServerError;
 use crate::health::{self, HealthState};
 use crate::metrics::{MeteredLayer, Metrics};
 use crate::middleware::{self, AuthState, Authenticator, ConnectionLimit, OriginCheck};
+use crate::proxy::{self, TrustedProxies};
 use crate::publish::{self, PublishState};
+use crate::rate::{self, ConnectionRate};
 use crate::shutdown::Shutdown;
 use crate::ws::{self, WsState};
 
@@ -51,6 +55,7 @@ pub struct App {
     extra: Router,
     authenticator: Option<Arc<dyn Authenticator>>,
     metrics: Arc<Metrics>,
+    registry: Arc<RwLock<Registry>>,
     shutdown: Shutdown,
     workers: Vec<WorkerStart>,
 }
@@ -70,8 +75,10 @@ impl std::fmt::Debug for App {
 impl App {
     /// A server on `layer` (wrapped to count its operations for `/metrics`).
     pub fn new(layer: SharedLayer, config: ServerConfig) -> Self {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new());
         let metered: SharedLayer = Arc::new(MeteredLayer::new(layer.clone(), metrics.clone()));
+        let mut registry = Registry::default();
+        metrics.register(&mut registry, metered.clone());
         Self {
             layer: metered,
             raw_layer: layer,
@@ -80,6 +87,7 @@ impl App {
             extra: Router::new(),
             authenticator: None,
             metrics,
+            registry: Arc::new(RwLock::new(registry)),
             shutdown: Shutdown::new(),
             workers: Vec::new(),
         }
@@ -133,6 +141,32 @@ impl App {
         &self.metrics
     }
 
+    /// The Prometheus registry `/metrics` renders: register your own
+    /// metrics (or collectors) into it. One per app; nothing is global.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::Arc;
+    /// use prometheus_client::metrics::counter::Counter;
+    ///
+    /// let layer = Arc::new(channels_memory::InMemoryChannelLayer::new());
+    /// let mut app = channels_server::App::new(layer, Default::default());
+    /// let orders: Counter = Counter::default();
+    /// app.registry_mut().register("shop_orders", "Orders placed", orders.clone());
+    /// orders.inc();
+    /// assert!(app.render_metrics().contains("shop_orders_total 1"));
+    /// ```
+    pub fn registry_mut(&mut self) -> RwLockWriteGuard<'_, Registry> {
+        self.registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What `GET /metrics` answers now.
+    pub fn render_metrics(&self) -> String {
+        crate::metrics::render(&self.registry.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
     /// The shutdown handle: `trigger` it to close every socket with 1001.
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
@@ -140,12 +174,60 @@ impl App {
 
     /// The whole server as one axum router, to serve or mount in your app.
     /// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so
-    /// scopes carry the client address.
+    /// scopes carry the client address. With
+    /// [`ServerConfig::admin_bind`] set, `/metrics` and the publish API are
+    /// left out: they are on [`App::admin_router`].
     pub fn router(&self) -> Router {
+        self.public_router(self.config.admin_bind.is_some())
+    }
+
+    /// The admin side: `/healthz`, `/readyz`, `/metrics` and the publish API
+    /// (when a token is set), for a listener that only operators reach.
+    pub fn admin_router(&self) -> Router {
+        self.health_routes()
+            .merge(self.admin_routes())
+            .layer(TraceLayer::new_for_http())
+    }
+
+    fn public_router(&self, split_admin: bool) -> Router {
+        let mut router = Router::new()
+            .merge(self.sockets())
+            .merge(self.health_routes())
+            .merge(self.extra.clone());
+        if !split_admin {
+            router = router.merge(self.admin_routes());
+        }
+        router.layer(TraceLayer::new_for_http())
+    }
+
+    fn health_routes(&self) -> Router {
+        health::routes(HealthState {
+            layer: self.layer.clone(),
+            shutdown: self.shutdown.clone(),
+        })
+    }
+
+    /// `/metrics` and the publish API.
+    fn admin_routes(&self) -> Router {
+        let mut router = health::metrics_routes(self.registry.clone());
+        if let Some(token) = &self.config.publish_token {
+            router = router.merge(publish::routes(PublishState {
+                layer: self.layer.clone(),
+                token: Arc::from(token.as_str()),
+                max_body_bytes: self.config.max_frame_bytes,
+                metrics: self.metrics.clone(),
+            }));
+        }
+        router
+    }
+
+    /// The WebSocket routes with their middleware.
+    fn sockets(&self) -> Router {
         let settings = ConnectionSettings::default()
             .outbound_queue(self.config.outbound_queue)
             .idle_timeout(self.config.idle_timeout)
             .ping_interval(self.config.ping_interval)
+            .shutdown_close_code(self.config.shutdown_close_code)
             .stats(self.metrics.consumers.clone());
         let state = WsState {
             layer: self.layer.clone(),
@@ -153,7 +235,8 @@ impl App {
             shutdown: self.shutdown.clone(),
             max_frame_bytes: self.config.max_frame_bytes,
         };
-        // Layers run outside in: origin, then limit, then auth, then handler.
+        // Layers run outside in: client address, origin, rate, limit, auth,
+        // then the handler.
         let mut sockets = ws::routes(&state, &self.consumers);
         if let Some(authenticator) = &self.authenticator {
             let auth = AuthState {
@@ -170,44 +253,65 @@ impl App {
             limit,
             middleware::limit_connections,
         ));
+        if let Some(per_second) = self.config.connection_rate {
+            let rate = ConnectionRate::new(per_second, self.metrics.clone());
+            sockets = sockets.layer(axum::middleware::from_fn_with_state(rate, rate::limit_rate));
+        }
         let origins = OriginCheck::new(self.config.allowed_origins.clone(), self.metrics.clone());
         sockets = sockets.layer(axum::middleware::from_fn_with_state(
             origins,
             middleware::check_origin,
         ));
-
-        let mut router = Router::new()
-            .merge(sockets)
-            .merge(health::routes(HealthState {
-                layer: self.layer.clone(),
-                shutdown: self.shutdown.clone(),
-                metrics: self.metrics.clone(),
-            }))
-            .merge(self.extra.clone());
-        if let Some(token) = &self.config.publish_token {
-            router = router.merge(publish::routes(PublishState {
-                layer: self.layer.clone(),
-                token: Arc::from(token.as_str()),
-                max_body_bytes: self.config.max_frame_bytes,
-                metrics: self.metrics.clone(),
-            }));
+        let proxies = TrustedProxies::new(self.config.trusted_proxies.clone());
+        if !proxies.is_empty() {
+            sockets = sockets.layer(axum::middleware::from_fn_with_state(
+                proxies,
+                proxy::resolve_client,
+            ));
         }
-        router.layer(TraceLayer::new_for_http())
+        sockets
     }
 
-    /// Serves on `listener` until `shutdown` completes (or the handle is
-    /// triggered): stops accepting, closes every socket with 1001 (consumers
-    /// leave their groups and hear `disconnect`), waits up to the drain
-    /// timeout, then closes the layer.
+    /// Serves on `listener` (and, with [`ServerConfig::admin_bind`], the
+    /// admin routes on a listener bound there) until `shutdown` completes
+    /// (or the handle is triggered): stops accepting, closes every socket
+    /// with the shutdown close code (consumers leave their groups and hear
+    /// `disconnect`), waits up to the drain timeout, then closes the layer.
     ///
     /// # Errors
+    /// [`ServerError::Bind`] when the admin address cannot be bound;
     /// [`ServerError::Io`] when serving fails.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let router = self.router();
+        let admin = self.config.admin_bind.map(bind_listener).transpose()?;
+        self.serve_listeners(listener, admin, shutdown).await
+    }
+
+    /// Like [`App::serve`], with the admin routes on `admin` (an already
+    /// bound listener, e.g. on port 0 in tests) instead of the public port.
+    ///
+    /// # Errors
+    /// [`ServerError::Io`] when serving fails.
+    pub async fn serve_with_admin(
+        self,
+        listener: TcpListener,
+        admin: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        self.serve_listeners(listener, Some(admin), shutdown).await
+    }
+
+    async fn serve_listeners(
+        self,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let router = self.public_router(admin.is_some());
+        let admin_router = admin.as_ref().map(|_| self.admin_router());
         let handle = self.shutdown.clone();
         for start in self.workers {
             let token = handle.connection_token();
@@ -222,15 +326,35 @@ impl App {
                 }
             }
         };
+        let watcher = tokio::spawn(signal);
         if let Ok(address) = listener.local_addr() {
-            tracing::info!(%address, "listening");
+            tracing::info!(%address, "listening on {address}");
         }
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal)
-        .await;
+        let public = {
+            let handle = handle.clone();
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { handle.triggered().await })
+        };
+        let admin = async {
+            let (Some(admin), Some(admin_router)) = (admin, admin_router) else {
+                return Ok(());
+            };
+            if let Ok(address) = admin.local_addr() {
+                tracing::info!(%address, "admin listener on {address}");
+            }
+            let handle = handle.clone();
+            axum::serve(
+                admin,
+                admin_router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { handle.triggered().await })
+            .await
+        };
+        let (served, admin_served) = tokio::join!(public.into_future(), admin);
+        watcher.abort();
         let remaining = handle.drain(self.config.drain_timeout).await;
         if remaining > 0 {
             tracing::warn!(
@@ -242,7 +366,7 @@ impl App {
             tracing::warn!(%error, "closing the channel layer failed");
         }
         tracing::info!("stopped");
-        served.map_err(ServerError::Io)
+        served.and(admin_served).map_err(ServerError::Io)
     }
 }
 
@@ -251,7 +375,7 @@ impl App {
 /// `shutdown` completes. This is what the `channels-server` binary runs.
 ///
 /// # Errors
-/// [`ServerError::Io`] when serving fails.
+/// As [`App::serve`].
 ///
 /// # Examples
 /// ```no_run

@@ -13,6 +13,27 @@ pub enum ServerError {
         reason: String,
     },
 
+    /// The config file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    ConfigRead {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The config file is not valid TOML or has a key or value the server
+    /// does not know (the message names it, with its line).
+    #[error("config file {}: {source}", path.display())]
+    ConfigFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong, and where.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+
     /// The listen address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {

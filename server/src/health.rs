@@ -1,7 +1,8 @@
 //! `GET /healthz` (the process is up), `GET /readyz` (the layer answers and
-//! the server is not shutting down) and `GET /metrics` (Prometheus).
+//! the server is not shutting down) and `GET /metrics` (Prometheus, from the
+//! app's registry).
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -10,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use channels_core::{Message, SharedLayer};
+use prometheus_client::registry::Registry;
 
-use crate::metrics::Metrics;
 use crate::middleware::json_error;
 use crate::shutdown::Shutdown;
 
@@ -27,15 +28,21 @@ const PROBE_GROUP: &str = "channels-server.readyz";
 pub(crate) struct HealthState {
     pub(crate) layer: SharedLayer,
     pub(crate) shutdown: Shutdown,
-    pub(crate) metrics: Arc<Metrics>,
 }
 
+/// `/healthz` and `/readyz`.
 pub(crate) fn routes(state: HealthState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// `/metrics`, rendering `registry` on every scrape.
+pub(crate) fn metrics_routes(registry: Arc<RwLock<Registry>>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(registry)
 }
 
 async fn healthz() -> Response {
@@ -62,13 +69,8 @@ async fn readyz(State(state): State<HealthState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<HealthState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+async fn metrics(State(registry): State<Arc<RwLock<Registry>>>) -> Response {
+    // Encoding is synchronous; the lock is not held across an await.
+    let text = crate::metrics::render(&registry.read().unwrap_or_else(PoisonError::into_inner));
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }

@@ -4,7 +4,7 @@
 //! [`channels_core::consumer`] consumers, middleware (allowed origins,
 //! authentication, connection limit, tracing), the HTTP publish API, health
 //! and Prometheus metrics, graceful shutdown, and the `channels-server` binary
-//! with its shared clap [`Args`].
+//! with its shared clap [`Args`] and TOML config file.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -39,9 +39,11 @@ mod error;
 mod health;
 pub mod metrics;
 mod middleware;
+mod proxy;
 mod publish;
-mod redis;
+mod rate;
 pub mod shutdown;
+mod telemetry;
 mod ws;
 
 pub use app::{App, run};
@@ -52,8 +54,16 @@ pub use app::{App, run};
 pub struct ReadmeDoctests;
 pub use config::{
     Args, DEFAULT_BIND, DEFAULT_CHANNEL_CAPACITY, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_FRAME_BYTES, DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_URL, LISTEN_BACKLOG, LayerKind,
-    LogFormat, ServerConfig,
+    DEFAULT_MAX_FRAME_BYTES, DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_URL, DEFAULT_SHUTDOWN_CLOSE_CODE,
+    LISTEN_BACKLOG, LayerKind, LayerSettings, LogFormat, REGEX_PATTERN_PREFIX, ServerConfig,
+    Settings,
 };
 pub use error::ServerError;
 pub use middleware::{AuthRejection, Authenticator, TokenAuthenticator};
+pub use telemetry::Telemetry;
+
+/// The Redis host type of [`LayerSettings::hosts`].
+pub use channels_redis::{RedisHost, SentinelHost};
+
+/// Re-exported so embedders register metrics with the same version.
+pub use prometheus_client;

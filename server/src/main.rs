@@ -1,16 +1,37 @@
 //! `channels-server`: serves the chat demo, the publish API, health and
-//! metrics over the channel layer the flags choose. `--help` lists every flag.
+//! metrics over the channel layer the flags (or `--config FILE`) choose.
+//! `--help` lists every flag.
 
 use std::process::ExitCode;
 
-use channels_server::{Args, ServerError, shutdown};
+use channels_server::{Args, ServerError, Settings, shutdown};
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
-    args.init_logging();
-    match serve(&args).await {
+    let settings = match args.load() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("channels-server: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    // Outside the runtime: the OTLP exporter (feature `otel`) flushes with
+    // blocking I/O when this guard drops at the end of `main`.
+    let _telemetry = settings.init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("channels-server: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(serve(&settings));
+    drop(runtime);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "channels-server failed");
@@ -20,8 +41,11 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: &Args) -> Result<(), ServerError> {
-    let layer = args.build_layer().await?;
-    let listener = args.listen()?;
-    channels_server::run(listener, layer, args.server_config(), shutdown::signal()).await
+async fn serve(settings: &Settings) -> Result<(), ServerError> {
+    if let Some(file) = &settings.config_file {
+        tracing::info!(file = %file.display(), "configuration loaded");
+    }
+    let layer = settings.build_layer().await?;
+    let listener = settings.listen()?;
+    channels_server::run(listener, layer, settings.server.clone(), shutdown::signal()).await
 }

@@ -24,6 +24,16 @@ pub(crate) fn json_error(status: StatusCode, message: impl Into<String>) -> Resp
         .into_response()
 }
 
+/// The token of an `Authorization: Bearer <token>` header value; the scheme
+/// is case-insensitive (RFC 7235: `bearer`, `Bearer`, `BEARER`).
+pub(crate) fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
 /// Allowed origins, Django's `OriginValidator` rules: empty allows all; `*`
 /// allows all; `https://*.example.com` allows subdomains; otherwise exact.
 /// With a list, a request without `Origin` is refused, as Django does.
@@ -188,7 +198,7 @@ impl Authenticator for TokenAuthenticator {
         }
         let token = scope
             .header("authorization")
-            .and_then(|h| h.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .map(str::to_owned)
             .or_else(|| scope.cookie(&self.cookie_name).map(str::to_owned))
             .or_else(|| scope.query("token"));
@@ -244,6 +254,16 @@ mod tests {
             allowed.iter().map(|s| (*s).to_owned()).collect(),
             Arc::default(),
         )
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc "), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearer "), None);
     }
 
     #[test]

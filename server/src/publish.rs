@@ -7,15 +7,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use channels_core::{LayerError, Message, SharedLayer, validate_channel_name, validate_group_name};
+use subtle::ConstantTimeEq as _;
 
 use crate::metrics::Metrics;
-use crate::middleware::json_error;
+use crate::middleware::{bearer_token, json_error};
 
 #[derive(Debug, Clone)]
 pub(crate) struct PublishState {
@@ -26,11 +28,18 @@ pub(crate) struct PublishState {
 }
 
 pub(crate) fn routes(state: PublishState) -> Router {
+    let limit = state.max_body_bytes;
     Router::new()
         .route("/api/groups/{group}", post(publish_group))
         .route("/api/channels/{channel}", post(publish_channel))
+        // A bigger body is refused while it is read (413, see `handle`).
+        .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
+
+/// The publish handlers' body: the bytes, or why they could not be read
+/// (413 past the limit).
+type Body = Result<Bytes, BytesRejection>;
 
 #[derive(Debug, Clone, Copy)]
 enum Target {
@@ -79,20 +88,13 @@ async fn publish(
     response
 }
 
+/// Checks the bearer token in constant time, so timing does not reveal it.
 fn is_authorized(state: &PublishState, headers: &HeaderMap) -> bool {
-    let Some(given) = headers
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    constant_time_eq(given.trim().as_bytes(), state.token.as_bytes())
-}
-
-/// Compares without an early exit, so timing does not reveal the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        .and_then(bearer_token)
+        .is_some_and(|given| bool::from(given.as_bytes().ct_eq(state.token.as_bytes())))
 }
 
 async fn handle(
@@ -108,27 +110,17 @@ async fn handle(
             "missing or wrong `Authorization: Bearer <token>`".to_owned(),
         ));
     }
-    let limit = state.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > limit) {
-        return Err((
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body larger than {limit} bytes"),
-        ));
-    }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|error| {
-        if error.to_string().contains("length limit") {
+    let bytes = body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
             (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body larger than {limit} bytes"),
+                status,
+                format!("body larger than {} bytes", state.max_body_bytes),
             )
         } else {
             (
-                StatusCode::BAD_REQUEST,
-                format!("cannot read body: {error}"),
+                status,
+                format!("cannot read body: {}", rejection.body_text()),
             )
         }
     })?;
@@ -163,16 +155,4 @@ async fn handle(
             (StatusCode::SERVICE_UNAVAILABLE, other.to_string())
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-    }
 }

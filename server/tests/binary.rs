@@ -41,10 +41,7 @@ async fn binary_serves_chat_and_publish_then_stops_on_sigterm() {
     common::sigterm(&child);
     assert_eq!(u16::from(expect_close(&mut alice).await.code), 1001);
     assert_eq!(u16::from(expect_close(&mut bob).await.code), 1001);
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("channels-server did not exit after SIGTERM")
-        .expect("wait");
+    let status = common::wait_exit(&mut child);
     assert!(status.success(), "exit status {status}");
 }
 
@@ -81,6 +78,12 @@ async fn help_lists_every_flag() {
         "--publish-token",
         "--allowed-origin",
         "--idle-timeout",
+        "--config",
+        "--admin-bind",
+        "--drain-timeout",
+        "--shutdown-close-code",
+        "--trusted-proxy",
+        "--connection-rate",
     ] {
         assert!(help.contains(flag), "{flag} missing:\n{help}");
     }

@@ -78,10 +78,7 @@ async fn two_processes_share_rooms(layer: &str) {
     for (child, client) in [(&mut one, &mut alice), (&mut two, &mut bob)] {
         sigterm(child);
         assert_eq!(u16::from(expect_close(client).await.code), 1001);
-        let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-            .await
-            .expect("server exits after SIGTERM")
-            .expect("wait");
+        let status = common::wait_exit(child);
         assert!(status.success(), "exit status {status}");
     }
     drop(redis);

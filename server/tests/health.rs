@@ -101,12 +101,76 @@ async fn metrics_count_connections_frames_and_layer_ops() {
         2.0
     );
     assert_eq!(metric(body, "channels_queue_drops_total"), 0.0);
-    assert_eq!(metric(body, "channels_handle_duration_seconds_count"), 3.0);
-    assert!(metric(body, "channels_layer_op_duration_seconds_count") >= 5.0);
+    // Every client frame is timed; layer messages are sampled (1 in 16 per
+    // connection), so the two broadcast deliveries add nothing here.
+    assert_eq!(metric(body, "channels_handle_duration_seconds_count"), 1.0);
+    assert_eq!(
+        metric(
+            body,
+            "channels_layer_op_duration_seconds_count{op=\"group_add\"}"
+        ),
+        2.0
+    );
     assert!(
-        body.contains("channels_handle_duration_seconds_bucket{le=\"+Inf\"} 3"),
+        metric(
+            body,
+            "channels_layer_op_duration_seconds_count{op=\"new_channel\"}"
+        ) >= 2.0
+    );
+    assert_eq!(
+        metric(body, "channels_layer_dropped_total{reason=\"full\"}"),
+        0.0
+    );
+    assert!(metric(body, "process_resident_memory_bytes") > 0.0);
+    assert!(metric(body, "process_open_fds") > 0.0);
+    assert!(metric(body, "process_start_time_seconds") > 1e9);
+    body.lines()
+        .find(|line| line.starts_with("process_cpu_seconds_total "))
+        .unwrap_or_else(|| panic!("process_cpu_seconds_total missing:\n{body}"));
+    assert!(
+        body.contains(&format!(
+            "channels_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains("channels_handle_duration_seconds_bucket{le=\"+Inf\"} 1"),
         "{body}"
     );
     drop((alice, bob));
     server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn embedders_register_their_own_metrics_and_apps_share_nothing() {
+    use channels_server::prometheus_client::metrics::counter::Counter;
+
+    let layer: SharedLayer = Arc::new(channels_memory::InMemoryChannelLayer::new());
+    let mut one = App::new(layer.clone(), ServerConfig::default());
+    let orders: Counter = Counter::default();
+    one.registry_mut()
+        .register("shop_orders", "Orders placed", orders.clone());
+    orders.inc_by(3);
+    let two = App::new(layer.clone(), ServerConfig::default());
+    let server_one = Server::start_app(layer.clone(), one).await;
+    let server_two = Server::start_app(layer, two).await;
+
+    // A refusal counted by one app only.
+    let refused = http(server_one.address, "POST", "/api/groups/x", &[], b"{}").await;
+    assert_eq!(refused.status, 404, "no publish token, no publish API");
+    let page_one = http(server_one.address, "GET", "/metrics", &[], b"")
+        .await
+        .body;
+    let page_two = http(server_two.address, "GET", "/metrics", &[], b"")
+        .await
+        .body;
+    assert_eq!(metric(&page_one, "shop_orders_total"), 3.0);
+    assert!(!page_two.contains("shop_orders"), "{page_two}");
+    assert_eq!(
+        metric(&page_two, "channels_connections_accepted_total"),
+        0.0
+    );
+    server_one.stop().await.unwrap();
+    server_two.stop().await.unwrap();
 }

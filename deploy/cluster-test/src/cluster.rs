@@ -10,7 +10,6 @@ use anyhow::{Context, bail};
 use tokio::process::Command;
 use tokio::time::timeout;
 
-use crate::ports::free_port_block;
 use crate::server_bin::channels_server_bin;
 
 /// `start` waits up to 20 s per process; a restart drains for up to 15 s.
@@ -87,7 +86,8 @@ impl LocalCluster {
     pub async fn start(options: ClusterOptions) -> anyhow::Result<Self> {
         let bin = channels_server_bin()?;
         // nginx, redis, then the servers: one block.
-        let first = free_port_block(options.servers + 2)?;
+        let first =
+            test_support::free_port_block(options.servers + 2).map_err(anyhow::Error::msg)?;
         // A run killed before its Drop left processes behind: stop what its
         // state directory recorded, then start clean.
         if options.state_dir.join("cluster.env").exists() {

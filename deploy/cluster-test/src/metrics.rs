@@ -5,26 +5,7 @@ use std::net::SocketAddr;
 use anyhow::{Context, bail};
 
 use crate::http::http_get;
-
-/// The value of the first sample of metric `name` (with or without labels)
-/// in a Prometheus text exposition, if there is one.
-pub fn metric_value(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let rest = if let Some(labelled) = rest.strip_prefix('{') {
-                labelled.split_once('}')?.1
-            } else {
-                rest
-            };
-            rest.strip_prefix(' ')?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-}
+pub use test_support::metric_value;
 
 /// The `channels_connections_open` gauge of the server at `addr` (its own
 /// port, not the load balancer's).
@@ -44,19 +25,4 @@ pub async fn connections_open(addr: SocketAddr) -> anyhow::Result<u64> {
     }
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // checked just above
     Ok(value as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_plain_and_labelled_samples() {
-        let text = "# HELP channels_connections_open x\n# TYPE channels_connections_open gauge\n\
-                    channels_connections_open 4\nchannels_connections_open_total 9\n\
-                    channels_layer_ops_total{op=\"send\"} 12\n";
-        assert_eq!(metric_value(text, "channels_connections_open"), Some(4.0));
-        assert_eq!(metric_value(text, "channels_layer_ops_total"), Some(12.0));
-        assert_eq!(metric_value(text, "channels_missing"), None);
-    }
 }

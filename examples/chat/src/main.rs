@@ -26,7 +26,7 @@ use std::process::ExitCode;
 
 use axum::Router;
 use axum::routing::get;
-use channels_server::{App, Args, ServerError, chat, shutdown};
+use channels_server::{App, Args, ServerError, Settings, chat, shutdown};
 use clap::Parser;
 
 /// Your own axum app, with the rust-channels chat mounted in it.
@@ -50,9 +50,9 @@ async fn rooms() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "rooms": SUGGESTED_ROOMS }))
 }
 
-async fn serve(args: &Args) -> Result<(), ServerError> {
-    let layer = args.build_layer().await?;
-    let config = args.server_config();
+async fn serve(settings: &Settings) -> Result<(), ServerError> {
+    let layer = settings.build_layer().await?;
+    let config = settings.server.clone();
     let drain_timeout = config.drain_timeout;
     // rust-channels' part: consumers, the page, health, metrics, publish API.
     let channels = App::new(layer.clone(), config)
@@ -65,7 +65,7 @@ async fn serve(args: &Args) -> Result<(), ServerError> {
         .route("/api/rooms", get(rooms))
         .merge(channels.router());
 
-    let listener = args.listen()?;
+    let listener = settings.listen()?;
     println!("listening on {}", listener.local_addr()?);
     let stop = {
         let sockets = sockets.clone();
@@ -95,8 +95,15 @@ async fn serve(args: &Args) -> Result<(), ServerError> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli.server.init_logging();
-    match serve(&cli.server).await {
+    let settings = match cli.server.load() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("chat: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let _telemetry = settings.init_logging();
+    match serve(&settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("chat: {error}");

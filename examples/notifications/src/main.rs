@@ -35,7 +35,7 @@ use axum::routing::{get, post};
 use channels_core::consumer::{ConsumerRouter, Identity, Json};
 use channels_core::{Message, SharedLayer};
 use channels_server::{
-    App, Args, DEFAULT_REDIS_URL, LayerKind, ServerError, TokenAuthenticator, shutdown,
+    App, Args, LayerKind, RedisHost, ServerError, Settings, TokenAuthenticator, shutdown,
 };
 use clap::Parser;
 
@@ -151,23 +151,27 @@ fn routes(state: Notify, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
-async fn serve(cli: &Cli) -> Result<(), ServerError> {
-    let args = &cli.server;
-    let layer = args.build_layer().await?;
-    let store = match args.layer {
+async fn serve(cli: &Cli, settings: &Settings) -> Result<(), ServerError> {
+    let layer = settings.build_layer().await?;
+    let store = match settings.layer.kind {
         LayerKind::Memory => UnreadStore::memory(),
         // Unread sets live on the first Redis (the layer may shard over several).
         LayerKind::Redis | LayerKind::RedisPubsub => {
-            let url = args
-                .redis_url
-                .first()
-                .map_or(DEFAULT_REDIS_URL, String::as_str);
-            UnreadStore::redis(url, &args.redis_prefix)
+            let url = match settings.layer.hosts.first() {
+                Some(RedisHost::Url(url)) => url.clone(),
+                Some(RedisHost::Address { host, port }) => format!("redis://{host}:{port}"),
+                _ => {
+                    return Err(ServerError::config(
+                        "the unread store needs a Redis URL as the first host",
+                    ));
+                }
+            };
+            UnreadStore::redis(&url, &settings.layer.prefix)
                 .await
                 .map_err(|e| ServerError::config(format!("cannot reach Redis at {url}: {e}")))?
         }
     };
-    let listener = args.listen()?;
+    let listener = settings.listen()?;
     println!("listening on {}", listener.local_addr()?);
 
     let authenticator = USERS
@@ -176,7 +180,7 @@ async fn serve(cli: &Cli) -> Result<(), ServerError> {
             auth.token(*token, Identity::new(*id))
         });
     let socket_store = store.clone();
-    let app = App::new(layer, args.server_config())
+    let app = App::new(layer, settings.server.clone())
         .authenticator(authenticator)
         .consumers(
             ConsumerRouter::new().route("/ws/notifications", move |scope| {
@@ -188,7 +192,7 @@ async fn serve(cli: &Cli) -> Result<(), ServerError> {
         store,
         admin_token: cli.admin_token.clone(),
     };
-    app.merge(routes(state, args.max_frame_bytes))
+    app.merge(routes(state, settings.server.max_frame_bytes))
         .serve(listener, shutdown::signal())
         .await
 }
@@ -196,8 +200,15 @@ async fn serve(cli: &Cli) -> Result<(), ServerError> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli.server.init_logging();
-    match serve(&cli).await {
+    let settings = match cli.server.load() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("notifications: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let _telemetry = settings.init_logging();
+    match serve(&cli, &settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("notifications: {error}");

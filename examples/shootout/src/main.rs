@@ -34,7 +34,7 @@ use channels_core::consumer::{
     ConsumerContext, ConsumerError, ConsumerRouter, Frame, WebsocketConsumer,
 };
 use channels_core::{Message, Value, async_trait};
-use channels_server::{App, Args, ServerError, shutdown};
+use channels_server::{App, Args, ServerError, Settings, shutdown};
 use clap::Parser;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -147,11 +147,11 @@ impl WebsocketConsumer for Shootout {
     }
 }
 
-async fn serve(args: &Args) -> Result<(), ServerError> {
-    let layer = args.build_layer().await?;
-    let listener = args.listen()?;
+async fn serve(settings: &Settings) -> Result<(), ServerError> {
+    let layer = settings.build_layer().await?;
+    let listener = settings.listen()?;
     println!("listening on {}", listener.local_addr()?);
-    App::new(layer, args.server_config())
+    App::new(layer, settings.server.clone())
         .consumers(ConsumerRouter::new().route("/ws", |_| Shootout))
         .serve(listener, shutdown::signal())
         .await
@@ -160,8 +160,15 @@ async fn serve(args: &Args) -> Result<(), ServerError> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli.server.init_logging();
-    match serve(&cli.server).await {
+    let settings = match cli.server.load() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("shootout: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let _telemetry = settings.init_logging();
+    match serve(&settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("shootout: {error}");

@@ -1,13 +1,18 @@
 //! Shared helpers: start a server on 127.0.0.1:0, connect real
-//! tokio-tungstenite clients, and speak minimal HTTP/1.1. Every wait has a
-//! timeout.
+//! tokio-tungstenite clients; binaries, ports and HTTP come from the
+//! `test-support` crate. Every wait has a timeout.
 
 // Not every test file uses every helper; a panic is how tests report failure.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    unused_imports,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,16 +20,17 @@ use channels_core::SharedLayer;
 use channels_memory::InMemoryChannelLayer;
 use channels_server::{App, ServerConfig, ServerError};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub use test_support::ServerProcess;
+pub use test_support::http::HttpResponse;
+pub use test_support::metric_value;
 
 /// How long any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -197,69 +203,25 @@ pub async fn expect_quiet(client: &mut Client, wait: Duration) {
 
 /// Starts the binary with `args` and `envs`; returns it and the address it
 /// logged.
-pub async fn start_binary(args: &[&str], envs: &[(&str, &str)]) -> (Child, SocketAddr) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_channels-server"));
-    command
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    for (name, value) in envs {
-        command.env(name, value);
-    }
-    let mut child = command.spawn().expect("spawn channels-server");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let find = async {
-        while let Some(line) = lines.next_line().await.expect("read stdout") {
-            if !line.contains("listening") {
-                continue;
-            }
-            let start = line
-                .find("127.0.0.1:")
-                .expect("address in the listening line");
-            let address: String = line[start..]
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                .collect();
-            return address.parse::<SocketAddr>().expect("parse address");
-        }
-        panic!("channels-server exited before listening");
-    };
-    let address = tokio::time::timeout(Duration::from_secs(10), find)
-        .await
-        .expect("channels-server did not start listening");
-    // Keep draining stdout so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, address)
+pub async fn start_binary(args: &[&str], envs: &[(&str, &str)]) -> (ServerProcess, SocketAddr) {
+    let server = ServerProcess::start(env!("CARGO_BIN_EXE_channels-server"), args, envs);
+    let address = server.addr();
+    (server, address)
 }
 
-pub fn sigterm(child: &Child) {
-    let pid = child.id().expect("child still running");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+/// Sends SIGTERM to a server started by [`start_binary`].
+pub fn sigterm(child: &ServerProcess) {
+    child.sigterm();
 }
 
-/// A minimal HTTP/1.1 response.
-#[derive(Debug)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
+/// Waits up to 15 s for a server to exit after SIGTERM.
+pub fn wait_exit(child: &mut ServerProcess) -> std::process::ExitStatus {
+    child
+        .wait(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("the server did not exit; its output:\n{}", child.output()))
 }
 
-impl HttpResponse {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("body {:?} is not JSON: {e}", self.body))
-    }
-}
-
-/// Sends one HTTP/1.1 request with `Connection: close` and reads the answer.
+/// Sends one HTTP request and reads the whole answer.
 pub async fn http(
     address: SocketAddr,
     method: &str,
@@ -267,63 +229,5 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
-    let exchange = async {
-        let mut stream = TcpStream::connect(address).await.unwrap();
-        let mut request =
-            format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-        stream.write_all(request.as_bytes()).await.unwrap();
-        stream.write_all(body).await.unwrap();
-        let mut raw = Vec::new();
-        // The server may answer early (413) and close while we still write;
-        // what it sent is still readable.
-        let _ = stream.read_to_end(&mut raw).await;
-        raw
-    };
-    let raw = tokio::time::timeout(WAIT, exchange)
-        .await
-        .expect("http request timed out");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    HttpResponse {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
+    test_support::http::request(address, method, path, headers, body.to_vec()).await
 }

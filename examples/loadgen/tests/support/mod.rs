@@ -1,18 +1,20 @@
-//! Real child processes for the integration tests: ceiling servers, a private redis-server and
-//! the loadgen binary. Every wait has a deadline; every child is killed on drop.
+//! Real child processes for the integration tests: ceiling servers and a private redis-server
+//! (from `test-support`), and the loadgen binary. Every wait has a deadline; every child is
+//! killed on drop.
 
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::Read;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// A running `ceiling-server` process.
+use test_support::ServerProcess;
+
+/// A running `ceiling-server` process (killed on drop).
 pub(crate) struct CeilingServer {
-    child: Child,
+    process: ServerProcess,
     /// `ws://127.0.0.1:PORT/ws`.
     pub(crate) url: String,
 }
@@ -20,55 +22,26 @@ pub(crate) struct CeilingServer {
 impl CeilingServer {
     /// Starts `ceiling-server --bind 127.0.0.1:0 <extra>` and waits for its `listening on` line.
     pub(crate) fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ceiling-server"))
-            .args(["--bind", "127.0.0.1:0"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("ceiling-server starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let read = BufReader::new(stdout).read_line(&mut line);
-            let _sent = tx.send(read.map(|_| line));
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(line)) => line,
-            other => {
-                let _killed = child.kill();
-                panic!("ceiling-server did not report its address: {other:?}");
-            }
-        };
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Self {
-            child,
-            url: format!("ws://{addr}/ws"),
-        }
+        let mut args = vec!["--bind", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let process = ServerProcess::start(
+            env!("CARGO_BIN_EXE_ceiling-server"),
+            &args,
+            &[("RUST_LOG", "warn")],
+        );
+        let url = format!("ws://{}/ws", process.addr());
+        Self { process, url }
     }
 
     /// The server's process id, for `--pid`.
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 }
 
-impl Drop for CeilingServer {
-    fn drop(&mut self) {
-        let _killed = self.child.kill();
-        let _reaped = self.child.wait();
-    }
-}
-
-/// A private `redis-server` on a free port, without persistence.
+/// A private `redis-server` on a free port (the shared fixture).
 pub(crate) struct RedisServer {
-    child: Child,
+    _server: test_support::redis::RedisServer,
     /// `redis://127.0.0.1:PORT`.
     pub(crate) url: String,
 }
@@ -76,51 +49,14 @@ pub(crate) struct RedisServer {
 impl RedisServer {
     /// Starts redis-server and waits until it answers PING.
     pub(crate) fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
+        let server = test_support::redis::RedisServer::start()
             .expect("redis-server is installed (apt-get install redis-server)");
-        let server = Self {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(port) {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let url = server.url();
+        Self {
+            _server: server,
+            url,
         }
-        server
     }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _killed = self.child.kill();
-        let _reaped = self.child.wait();
-    }
-}
-
-fn ping(port: u16) -> bool {
-    use std::io::Write;
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let timeout = Some(Duration::from_millis(500));
-    if stream.set_read_timeout(timeout).is_err() || stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut reply = [0u8; 7];
-    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
 }
 
 /// Output of one `loadgen` run.

@@ -1,16 +1,13 @@
-//! The real `notifications` binary, real WebSocket clients and a minimal HTTP client. Every
-//! wait has a deadline; the server is killed on drop.
+//! The real `notifications` binary (started through `test-support`), real WebSocket clients
+//! and `test-support`'s HTTP client. Every wait has a deadline; the server is killed on drop.
 
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use test_support::ServerProcess;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -23,9 +20,9 @@ pub(crate) const WAIT: Duration = Duration::from_secs(5);
 /// A client socket.
 pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// A running `notifications` process.
+/// A running `notifications` process (killed on drop).
 pub(crate) struct Server {
-    child: Child,
+    _process: ServerProcess,
     /// `127.0.0.1:PORT`.
     pub(crate) addr: String,
 }
@@ -33,33 +30,18 @@ pub(crate) struct Server {
 impl Server {
     /// Starts `notifications --bind 127.0.0.1:0 --admin-token ADMIN <args>`.
     pub(crate) fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_notifications"))
-            .args(["--bind", "127.0.0.1:0", "--admin-token", ADMIN])
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the notifications binary starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            for line in lines.by_ref() {
-                let Ok(line) = line else { return };
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _sent = tx.send(addr.to_owned());
-                    break;
-                }
-            }
-            // Keep draining, so logs never block the server on a full pipe.
-            for _ in lines {}
-        });
-        let Ok(addr) = rx.recv_timeout(Duration::from_secs(20)) else {
-            let _killed = child.kill();
-            panic!("notifications {args:?} did not print `listening on ADDR` within 20 s");
-        };
-        Self { child, addr }
+        let mut all = vec!["--bind", "127.0.0.1:0", "--admin-token", ADMIN];
+        all.extend_from_slice(args);
+        let process = ServerProcess::start(
+            env!("CARGO_BIN_EXE_notifications"),
+            &all,
+            &[("RUST_LOG", "warn")],
+        );
+        let addr = process.addr().to_string();
+        Self {
+            _process: process,
+            addr,
+        }
     }
 
     /// Opens a user socket with `?token=`.
@@ -100,7 +82,7 @@ impl Server {
         (status, json)
     }
 
-    /// One HTTP/1.1 exchange; returns the status and the body.
+    /// One HTTP exchange; returns the status and the body.
     pub(crate) async fn request(
         &self,
         method: &str,
@@ -108,33 +90,15 @@ impl Server {
         token: Option<&str>,
         body: &str,
     ) -> (u16, String) {
-        let exchange = async {
-            let mut stream = TcpStream::connect(&self.addr).await?;
-            let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-            let request = format!(
-                "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-                 Content-Length: {}\r\n{auth}Connection: close\r\n\r\n{body}",
-                self.addr,
-                body.len()
-            );
-            stream.write_all(request.as_bytes()).await?;
-            let mut response = Vec::new();
-            stream.read_to_end(&mut response).await?;
-            Ok::<_, std::io::Error>(String::from_utf8_lossy(&response).into_owned())
-        };
-        let response = tokio::time::timeout(WAIT, exchange)
-            .await
-            .expect("the HTTP exchange finishes in time")
-            .expect("the HTTP exchange works");
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no status in {response:?}"));
-        let (_, body) = response
-            .split_once("\r\n\r\n")
-            .unwrap_or_else(|| panic!("no body in {response:?}"));
-        (status, body.to_owned())
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth.as_str()));
+        }
+        let addr = self.addr.parse().expect("the server address parses");
+        let response =
+            test_support::http::request(addr, method, path, &headers, body.to_owned()).await;
+        (response.status, response.body)
     }
 
     /// Sends a notification to user `id` and returns its id.
@@ -145,13 +109,6 @@ impl Server {
             .await;
         assert_eq!(status, 202, "{answer}");
         answer["id"].as_str().expect("an id").to_owned()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _killed = self.child.kill();
-        let _reaped = self.child.wait();
     }
 }
 

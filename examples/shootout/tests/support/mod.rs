@@ -1,15 +1,17 @@
 //! Real child processes for the tests: the shootout server and the loadgen binary (built from
 //! the workspace on first use). Every wait has a deadline; every child is killed on drop.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-/// A running `shootout` process.
+use test_support::ServerProcess;
+
+/// A running `shootout` process (killed on drop).
 pub(crate) struct Shootout {
-    child: Child,
+    _process: ServerProcess,
     /// `ws://127.0.0.1:PORT/ws`.
     pub(crate) url: String,
 }
@@ -17,43 +19,18 @@ pub(crate) struct Shootout {
 impl Shootout {
     /// Starts `shootout --bind 127.0.0.1:0 <args>` and waits for its `listening on` line.
     pub(crate) fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shootout"))
-            .args(["--bind", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the shootout binary starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            for line in lines.by_ref() {
-                let Ok(line) = line else { return };
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _sent = tx.send(addr.to_owned());
-                    break;
-                }
-            }
-            // Keep draining, so logs never block the server on a full pipe.
-            for _ in lines {}
-        });
-        let Ok(addr) = rx.recv_timeout(Duration::from_secs(20)) else {
-            let _killed = child.kill();
-            panic!("shootout {args:?} did not print `listening on ADDR` within 20 s");
-        };
+        let mut all = vec!["--bind", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let process = ServerProcess::start(
+            env!("CARGO_BIN_EXE_shootout"),
+            &all,
+            &[("RUST_LOG", "warn")],
+        );
+        let url = format!("ws://{}/ws", process.addr());
         Self {
-            child,
-            url: format!("ws://{addr}/ws"),
+            _process: process,
+            url,
         }
-    }
-}
-
-impl Drop for Shootout {
-    fn drop(&mut self) {
-        let _killed = self.child.kill();
-        let _reaped = self.child.wait();
     }
 }
 

@@ -1,27 +1,35 @@
-//! Free loopback ports for a cluster.
+//! Free loopback ports.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::bail;
-
-/// Ports are taken below Linux's ephemeral range (32768 and up), so outgoing
-/// connections of the tests themselves never occupy them.
+/// Ports for blocks are taken below Linux's ephemeral range (32768 and up),
+/// so outgoing connections of the tests themselves never occupy them.
 const LOW: u32 = 20_000;
 const HIGH: u32 = 32_000;
 
 /// Moves each call of this process to a different block.
 static CALLS: AtomicU32 = AtomicU32::new(0);
 
-/// Returns the first of `count` consecutive ports on 127.0.0.1 that are free
-/// now (each one could be bound). Two processes racing for the same block is
-/// unlikely (the start point depends on the process id and the clock) and is
-/// caught by `local-cluster.sh start`, which refuses ports in use.
+/// A free TCP port on 127.0.0.1 (bound and released; fine for tests).
+///
+/// # Panics
+/// When the OS has no free port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap_or_else(|error| panic!("no free port on 127.0.0.1: {error}"))
+        .port()
+}
+
+/// The first of `count` consecutive ports on 127.0.0.1 that are free now
+/// (each one could be bound). Two processes racing for the same block is
+/// unlikely (the start point depends on the process id and the clock).
 ///
 /// # Errors
 /// When no free block is found after 200 tries.
-pub fn free_port_block(count: u16) -> anyhow::Result<u16> {
+pub fn free_port_block(count: u16) -> Result<u16, String> {
     let count = u32::from(count.max(1));
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -35,10 +43,12 @@ pub fn free_port_block(count: u16) -> anyhow::Result<u16> {
     for attempt in 0..200u32 {
         let base = LOW + seed.wrapping_add(attempt.wrapping_mul(count + 7)) % span;
         if (base..base + count).all(port_is_free) {
-            return u16::try_from(base).map_err(anyhow::Error::from);
+            return u16::try_from(base).map_err(|e| e.to_string());
         }
     }
-    bail!("no {count} consecutive free ports between {LOW} and {HIGH} on 127.0.0.1")
+    Err(format!(
+        "no {count} consecutive free ports between {LOW} and {HIGH} on 127.0.0.1"
+    ))
 }
 
 fn port_is_free(port: u32) -> bool {
@@ -51,8 +61,8 @@ mod tests {
 
     #[test]
     fn a_block_is_free_and_the_next_call_picks_another() {
-        let first = free_port_block(5).unwrap();
-        let second = free_port_block(5).unwrap();
+        let first = free_port_block(5).expect("a block");
+        let second = free_port_block(5).expect("a block");
         assert_ne!(first, second);
         for port in first..first + 5 {
             assert!(
@@ -60,5 +70,6 @@ mod tests {
                 "port {port} busy"
             );
         }
+        assert_ne!(free_port(), 0);
     }
 }

@@ -1,0 +1,142 @@
+//! [`Args`]: the command line every binary shares. Each flag is optional so
+//! the config file can fill what flags and env vars leave out;
+//! [`Args::load`] applies the precedence and the defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+use super::{LayerKind, LogFormat, Settings};
+use crate::error::ServerError;
+
+/// The server's command line. Every flag can also be set by the environment
+/// variable `CHANNELS_<FLAG>` (e.g. `CHANNELS_LAYER=redis`); repeatable flags
+/// take a comma-separated list there. A flag or env var wins over the config
+/// file (`--config`), which wins over the default shown.
+///
+/// Examples reuse it with `#[command(flatten)] server: channels_server::Args`,
+/// then call [`Args::load`].
+#[derive(Debug, Clone, Default, clap::Parser)]
+#[command(
+    name = "channels-server",
+    version,
+    about = "A Django-Channels-style WebSocket server over a channel layer"
+)]
+pub struct Args {
+    /// TOML config file: `[server]` settings and a `[layer]` mirroring Django's CHANNEL_LAYERS.
+    #[arg(long, env = "CHANNELS_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on [default: 127.0.0.1:8000].
+    #[arg(long, env = "CHANNELS_BIND", value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+
+    /// Separate listener for /metrics and the publish API, which then leave the
+    /// public port (/healthz and /readyz stay on both) [default: none].
+    #[arg(long, env = "CHANNELS_ADMIN_BIND", value_name = "ADDR")]
+    pub admin_bind: Option<SocketAddr>,
+
+    /// Channel layer backend [default: memory].
+    #[arg(long, env = "CHANNELS_LAYER", value_enum)]
+    pub layer: Option<LayerKind>,
+
+    /// Redis URL; repeat for sharding [default: redis://127.0.0.1:6379].
+    #[arg(
+        long = "redis-url",
+        env = "CHANNELS_REDIS_URL",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub redis_url: Vec<String>,
+
+    /// Prefix of every Redis key (channels_redis's `prefix`) [default: asgi].
+    #[arg(long, env = "CHANNELS_REDIS_PREFIX", value_name = "PREFIX")]
+    pub redis_prefix: Option<String>,
+
+    /// Bearer token of the HTTP publish API; the API is off when unset.
+    #[arg(
+        long,
+        env = "CHANNELS_PUBLISH_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub publish_token: Option<String>,
+
+    /// Origin allowed to open WebSockets (repeatable; `*` for any, `https://*.example.com`
+    /// for subdomains). None given: every origin is allowed.
+    #[arg(
+        long = "allowed-origin",
+        env = "CHANNELS_ALLOWED_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_origin: Vec<String>,
+
+    /// Messages a channel holds before sends to it fail (group sends skip it).
+    /// The Redis core layer counts all of one process's connections together
+    /// [default: 1000].
+    #[arg(long, env = "CHANNELS_CHANNEL_CAPACITY", value_name = "N")]
+    pub channel_capacity: Option<usize>,
+
+    /// Most WebSocket connections open at once; more get HTTP 503 [default: 10000].
+    #[arg(long, env = "CHANNELS_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Largest frame (and publish body) in bytes; a bigger frame closes with 1009
+    /// [default: 65536].
+    #[arg(long, env = "CHANNELS_MAX_FRAME_BYTES", value_name = "BYTES")]
+    pub max_frame_bytes: Option<usize>,
+
+    /// Frames queued per client; a client that lets it fill is closed with 1013
+    /// [default: 1024].
+    #[arg(long, env = "CHANNELS_OUTBOUND_QUEUE", value_name = "FRAMES")]
+    pub outbound_queue: Option<usize>,
+
+    /// Seconds a silent connection lives (pinged at a third of it); 0 disables
+    /// [default: 60].
+    #[arg(long, env = "CHANNELS_IDLE_TIMEOUT", value_name = "SECONDS")]
+    pub idle_timeout: Option<u64>,
+
+    /// Seconds shutdown waits for connections to close before dropping them
+    /// [default: 10].
+    #[arg(long, env = "CHANNELS_DRAIN_TIMEOUT", value_name = "SECONDS")]
+    pub drain_timeout: Option<u64>,
+
+    /// Close code sent to every socket on shutdown: 1001 going away, or 1012
+    /// service restart for rolling deploys [default: 1001].
+    #[arg(long, env = "CHANNELS_SHUTDOWN_CLOSE_CODE", value_name = "CODE")]
+    pub shutdown_close_code: Option<u16>,
+
+    /// Proxy network whose `X-Forwarded-For` is believed (repeatable CIDR, e.g.
+    /// 10.0.0.0/8); the client is the right-most address not in one [default: none].
+    #[arg(
+        long = "trusted-proxy",
+        env = "CHANNELS_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxy: Vec<IpNet>,
+
+    /// New WebSocket connections per second per client address; more get HTTP
+    /// 429; 0 disables [default: 0].
+    #[arg(long, env = "CHANNELS_CONNECTION_RATE", value_name = "N")]
+    pub connection_rate: Option<u32>,
+
+    /// Log format [default: text].
+    #[arg(long, env = "CHANNELS_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Args {
+    /// Reads the config file, if one is named, and resolves every setting:
+    /// flag > env var > file > default.
+    ///
+    /// # Errors
+    /// [`ServerError::ConfigRead`] / [`ServerError::ConfigFile`] when the file
+    /// cannot be read or parsed (an unknown key is named with its line);
+    /// [`ServerError::Config`] for values that do not fit together.
+    pub fn load(&self) -> Result<Settings, ServerError> {
+        Settings::resolve(self)
+    }
+}

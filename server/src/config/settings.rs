@@ -1,0 +1,513 @@
+//! [`Settings`]: flags, env vars and the config file resolved into what a
+//! process runs with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use channels_core::{LayerConfig, SharedLayer};
+use channels_redis::{RedisHost, SerializerFormat};
+
+use super::args::Args;
+use super::file::FileConfig;
+use super::layer::{self, FileLayer, LayerSettings};
+use super::{
+    DEFAULT_BIND, DEFAULT_CHANNEL_CAPACITY, DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT_SECS,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_URL,
+    DEFAULT_SHUTDOWN_CLOSE_CODE, LISTEN_BACKLOG, LayerKind, LogFormat, ServerConfig,
+    check_close_code,
+};
+use crate::error::ServerError;
+use crate::telemetry::Telemetry;
+
+/// Everything a server process runs with, resolved from [`Args`] and the
+/// config file.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Settings {
+    /// The public listen address.
+    pub bind: SocketAddr,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// The channel layer.
+    pub layer: LayerSettings,
+    /// What the [`crate::App`] runs with.
+    pub server: ServerConfig,
+    /// The config file these came from, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+impl Settings {
+    pub(crate) fn resolve(args: &Args) -> Result<Self, ServerError> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let origin = args
+            .config
+            .as_ref()
+            .map_or_else(|| "flags".to_owned(), |p| p.display().to_string());
+        let section = file.server;
+
+        let idle = args
+            .idle_timeout
+            .or(section.idle_timeout)
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS);
+        let idle_timeout = (idle > 0).then(|| Duration::from_secs(idle));
+        let shutdown_close_code = args
+            .shutdown_close_code
+            .or(section.shutdown_close_code)
+            .unwrap_or(DEFAULT_SHUTDOWN_CLOSE_CODE);
+        let shutdown_close_code = check_close_code(shutdown_close_code)
+            .map_err(|reason| ServerError::config(format!("{origin}: {reason}")))?;
+        let server = ServerConfig {
+            publish_token: args
+                .publish_token
+                .clone()
+                .or(section.publish_token)
+                .filter(|t| !t.is_empty()),
+            allowed_origins: non_empty(args.allowed_origin.clone())
+                .or(section.allowed_origins)
+                .unwrap_or_default(),
+            max_connections: args
+                .max_connections
+                .or(section.max_connections)
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_frame_bytes: args
+                .max_frame_bytes
+                .or(section.max_frame_bytes)
+                .unwrap_or(DEFAULT_MAX_FRAME_BYTES),
+            outbound_queue: args
+                .outbound_queue
+                .or(section.outbound_queue)
+                .unwrap_or(channels_core::consumer::DEFAULT_OUTBOUND_QUEUE),
+            idle_timeout,
+            ping_interval: idle_timeout.map(|idle| idle / 3),
+            drain_timeout: args
+                .drain_timeout
+                .or(section.drain_timeout)
+                .map_or(DEFAULT_DRAIN_TIMEOUT, Duration::from_secs),
+            shutdown_close_code,
+            admin_bind: args.admin_bind.or(section.admin_bind),
+            trusted_proxies: non_empty(args.trusted_proxy.clone())
+                .or(section.trusted_proxies)
+                .unwrap_or_default(),
+            connection_rate: args
+                .connection_rate
+                .or(section.connection_rate)
+                .filter(|rate| *rate > 0),
+        };
+        let bind = match args.bind.or(section.bind) {
+            Some(bind) => bind,
+            None => DEFAULT_BIND
+                .parse()
+                .expect("DEFAULT_BIND is a valid socket address"),
+        };
+        if server.admin_bind == Some(bind) && bind.port() != 0 {
+            return Err(ServerError::config(format!(
+                "{origin}: the admin listener ({bind}) must differ from the public one"
+            )));
+        }
+        let layer = resolve_layer(args, file.layer, &origin)?;
+        Ok(Self {
+            bind,
+            log_format: args
+                .log_format
+                .or(section.log_format)
+                .unwrap_or(LogFormat::Text),
+            layer,
+            server,
+            config_file: args.config.clone(),
+        })
+    }
+
+    /// Binds the public address with a [`LISTEN_BACKLOG`]-deep accept queue.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`] when the address cannot be bound.
+    pub fn listen(&self) -> Result<tokio::net::TcpListener, ServerError> {
+        bind_listener(self.bind)
+    }
+
+    /// Builds the channel layer.
+    ///
+    /// # Errors
+    /// [`ServerError::Layer`] when the layer rejects its settings.
+    pub async fn build_layer(&self) -> Result<SharedLayer, ServerError> {
+        self.layer.build().await
+    }
+
+    /// Installs the global tracing subscriber (`RUST_LOG` filters, default
+    /// `info`) in the configured format, plus OpenTelemetry export with the
+    /// `otel` feature when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Keep the
+    /// returned guard until exit: dropping it flushes the exporter. Does
+    /// nothing if a subscriber is installed already.
+    pub fn init_logging(&self) -> Telemetry {
+        crate::telemetry::init(self.log_format)
+    }
+}
+
+/// Binds `address` with a [`LISTEN_BACKLOG`]-deep accept queue.
+pub(crate) fn bind_listener(address: SocketAddr) -> Result<tokio::net::TcpListener, ServerError> {
+    let bind = || {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    bind().map_err(|source| ServerError::Bind { address, source })
+}
+
+fn non_empty<T>(values: Vec<T>) -> Option<Vec<T>> {
+    (!values.is_empty()).then_some(values)
+}
+
+fn resolve_layer(
+    args: &Args,
+    section: Option<super::file::LayerSection>,
+    origin: &str,
+) -> Result<LayerSettings, ServerError> {
+    let file = match section {
+        Some(section) => layer::check_section(section, origin)?,
+        None => FileLayer::default(),
+    };
+    let options = &file.options;
+    let kind = args.layer.or(file.kind).unwrap_or(LayerKind::Memory);
+    let hosts = if args.redis_url.is_empty() {
+        if file.hosts.is_empty() {
+            vec![RedisHost::Url(DEFAULT_REDIS_URL.to_owned())]
+        } else {
+            file.hosts.clone()
+        }
+    } else {
+        args.redis_url
+            .iter()
+            .map(|url| RedisHost::parse(url))
+            .collect::<Result<_, _>>()?
+    };
+    let mut config = LayerConfig::default().capacity(
+        args.channel_capacity
+            .or(options.capacity)
+            .unwrap_or(DEFAULT_CHANNEL_CAPACITY),
+    );
+    if let Some(expiry) = options.expiry {
+        config = config.expiry(layer::seconds(expiry));
+    }
+    if let Some(group_expiry) = options.group_expiry {
+        config = config.group_expiry(layer::seconds(group_expiry));
+    }
+    if let Some(rules) = &options.channel_capacity {
+        config = layer::capacity_rules(config, rules, origin)?;
+    }
+    let serializer_format = match &options.serializer_format {
+        Some(name) => layer::serializer_format(name, origin)?,
+        None => SerializerFormat::Msgpack,
+    };
+    Ok(LayerSettings {
+        kind,
+        hosts,
+        prefix: args
+            .redis_prefix
+            .clone()
+            .or_else(|| options.prefix.clone())
+            .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_owned()),
+        layer: config,
+        symmetric_encryption_keys: options
+            .symmetric_encryption_keys
+            .clone()
+            .unwrap_or_default(),
+        random_prefix_length: options.random_prefix_length,
+        serializer_format,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use clap::Parser;
+
+    use super::*;
+
+    fn load(argv: &[&str]) -> Result<Settings, ServerError> {
+        let mut full = vec!["channels-server"];
+        full.extend_from_slice(argv);
+        Args::try_parse_from(full).unwrap().load()
+    }
+
+    fn file(text: &str) -> tempfile_path::TempFile {
+        tempfile_path::TempFile::new(text)
+    }
+
+    /// A file removed on drop (no tempfile crate for one test helper).
+    mod tempfile_path {
+        use super::*;
+
+        pub(super) struct TempFile(pub(super) PathBuf);
+
+        impl TempFile {
+            pub(super) fn new(text: &str) -> Self {
+                static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let path = std::env::temp_dir()
+                    .join(format!("channels-config-{}-{n}.toml", std::process::id()));
+                let mut out = std::fs::File::create(&path).unwrap();
+                out.write_all(text.as_bytes()).unwrap();
+                Self(path)
+            }
+
+            pub(super) fn path(&self) -> &str {
+                self.0.to_str().unwrap()
+            }
+        }
+
+        impl Drop for TempFile {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(settings.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(settings.layer.kind, LayerKind::Memory);
+        assert_eq!(settings.layer.prefix, "asgi");
+        assert_eq!(settings.log_format, LogFormat::Text);
+        let config = &settings.server;
+        assert!(config.publish_token.is_none());
+        assert_eq!(config.idle_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(config.ping_interval, Some(Duration::from_secs(20)));
+        assert_eq!(config.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+        assert_eq!(config.shutdown_close_code, 1001);
+        assert_eq!(config.admin_bind, None);
+        assert_eq!(config.connection_rate, None);
+        assert_eq!(
+            settings.layer.layer.capacities.default_capacity(),
+            DEFAULT_CHANNEL_CAPACITY
+        );
+    }
+
+    #[test]
+    fn repeatable_flags_and_zero_idle() {
+        let settings = load(&[
+            "--layer",
+            "redis-pubsub",
+            "--redis-url",
+            "redis://a:1",
+            "--redis-url",
+            "redis://b:2",
+            "--allowed-origin",
+            "http://x",
+            "--idle-timeout",
+            "0",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--trusted-proxy",
+            "::1/128",
+        ])
+        .unwrap();
+        assert_eq!(settings.layer.kind, LayerKind::RedisPubsub);
+        assert_eq!(
+            settings.layer.hosts,
+            [
+                RedisHost::Url("redis://a:1".into()),
+                RedisHost::Url("redis://b:2".into())
+            ]
+        );
+        assert_eq!(settings.server.allowed_origins, ["http://x"]);
+        assert_eq!(settings.server.idle_timeout, None);
+        assert_eq!(settings.server.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let config = file(
+            r#"
+            [server]
+            bind = "127.0.0.1:9001"
+            max_connections = 7
+            drain_timeout = 3
+            shutdown_close_code = 1012
+            allowed_origins = ["http://file"]
+            connection_rate = 5
+
+            [layer]
+            backend = "channels_redis.pubsub.RedisPubSubChannelLayer"
+            [layer.config]
+            hosts = [["10.1.1.1", 6379]]
+            prefix = "fromfile"
+            capacity = 50
+            expiry = 30
+            "#,
+        );
+        let settings = load(&["--config", config.path()]).unwrap();
+        assert_eq!(settings.bind.to_string(), "127.0.0.1:9001");
+        assert_eq!(settings.server.max_connections, 7);
+        assert_eq!(settings.server.drain_timeout, Duration::from_secs(3));
+        assert_eq!(settings.server.shutdown_close_code, 1012);
+        assert_eq!(settings.server.connection_rate, Some(5));
+        assert_eq!(settings.layer.kind, LayerKind::RedisPubsub);
+        assert_eq!(settings.layer.prefix, "fromfile");
+        assert_eq!(settings.layer.layer.capacities.default_capacity(), 50);
+        assert_eq!(settings.layer.layer.expiry, Duration::from_secs(30));
+        assert_eq!(settings.layer.hosts, [RedisHost::from(("10.1.1.1", 6379))]);
+        // Untouched by the file: the default.
+        assert_eq!(settings.server.outbound_queue, 1024);
+
+        let settings = load(&[
+            "--config",
+            config.path(),
+            "--bind",
+            "127.0.0.1:9002",
+            "--max-connections",
+            "9",
+            "--allowed-origin",
+            "http://flag",
+            "--layer",
+            "redis",
+            "--redis-prefix",
+            "fromflag",
+            "--channel-capacity",
+            "77",
+        ])
+        .unwrap();
+        assert_eq!(settings.bind.to_string(), "127.0.0.1:9002");
+        assert_eq!(settings.server.max_connections, 9);
+        assert_eq!(settings.server.allowed_origins, ["http://flag"]);
+        assert_eq!(settings.layer.kind, LayerKind::Redis);
+        assert_eq!(settings.layer.prefix, "fromflag");
+        assert_eq!(settings.layer.layer.capacities.default_capacity(), 77);
+        // The file still fills what the flags leave out.
+        assert_eq!(settings.server.drain_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_key_and_the_file() {
+        let config = file("[server]\nmax_conections = 5\n");
+        let error = load(&["--config", config.path()]).unwrap_err().to_string();
+        assert!(error.contains("max_conections"), "{error}");
+        assert!(error.contains(config.path()), "{error}");
+
+        let config =
+            file("[layer]\nbackend = \"memory\"\n[layer.config]\nhosts = [\"redis://x\"]\n");
+        let error = load(&["--config", config.path()]).unwrap_err().to_string();
+        assert!(error.contains("layer.config.hosts"), "{error}");
+
+        let config = file(
+            "[layer]\nbackend = \"channels_redis.core.RedisChannelLayer\"\n[layer.config]\nhosts = [{ adress = \"redis://x\" }]\n",
+        );
+        let error = load(&["--config", config.path()]).unwrap_err().to_string();
+        assert!(error.contains("adress"), "{error}");
+        assert!(error.contains("hosts[0]"), "{error}");
+
+        let error = load(&["--config", "/nonexistent/channels.toml"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("/nonexistent/channels.toml"), "{error}");
+
+        let error = load(&["--shutdown-close-code", "1005"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("1005"), "{error}");
+    }
+
+    #[test]
+    fn the_readme_example_file_loads() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```toml\n[server]")
+            .expect("README has the example")
+            + 8;
+        let text = &readme[start..start + readme[start..].find("```").unwrap()];
+        let config = file(text);
+        let settings = load(&["--config", config.path()]).unwrap();
+        assert_eq!(settings.layer.kind, LayerKind::Redis);
+        assert_eq!(settings.layer.hosts.len(), 4);
+        assert_eq!(settings.server.shutdown_close_code, 1012);
+        let capacities = &settings.layer.layer.capacities;
+        assert_eq!(capacities.capacity_for("chat.42"), 50);
+        assert_eq!(capacities.capacity_for("websocket.send!x"), 20);
+        assert_eq!(capacities.capacity_for("other"), 100);
+        assert_eq!(
+            settings.layer.symmetric_encryption_keys,
+            ["a secret".to_owned()]
+        );
+    }
+
+    /// What an example does: its own flags next to the shared ones.
+    #[derive(Debug, clap::Parser)]
+    struct ExampleArgs {
+        #[command(flatten)]
+        server: Args,
+        #[arg(long, default_value_t = 3)]
+        rooms: usize,
+    }
+
+    #[test]
+    fn examples_can_flatten_the_shared_args() {
+        let args =
+            ExampleArgs::try_parse_from(["example", "--rooms", "5", "--bind", "0.0.0.0:9000"])
+                .unwrap();
+        assert_eq!(args.rooms, 5);
+        let settings = args.server.load().unwrap();
+        assert_eq!(settings.bind.to_string(), "0.0.0.0:9000");
+        assert_eq!(settings.layer.kind, LayerKind::Memory);
+    }
+
+    #[test]
+    fn help_lists_every_flag_with_its_env_var_and_default() {
+        use clap::CommandFactory;
+        let help = Args::command().render_long_help().to_string();
+        for flag in [
+            "config",
+            "bind",
+            "admin-bind",
+            "layer",
+            "redis-url",
+            "redis-prefix",
+            "publish-token",
+            "allowed-origin",
+            "channel-capacity",
+            "max-connections",
+            "max-frame-bytes",
+            "outbound-queue",
+            "idle-timeout",
+            "drain-timeout",
+            "shutdown-close-code",
+            "trusted-proxy",
+            "connection-rate",
+            "log-format",
+        ] {
+            assert!(
+                help.contains(&format!("--{flag}")),
+                "--{flag} missing from help"
+            );
+            let env = format!("CHANNELS_{}", flag.to_uppercase().replace('-', "_"));
+            assert!(help.contains(&env), "{env} missing from help");
+        }
+        // The defaults written in the help text are the constants'.
+        for default in [
+            format!("[default: {DEFAULT_BIND}]"),
+            format!("[default: {DEFAULT_REDIS_URL}]"),
+            format!("[default: {DEFAULT_REDIS_PREFIX}]"),
+            format!("[default: {DEFAULT_CHANNEL_CAPACITY}]"),
+            format!("[default: {DEFAULT_MAX_CONNECTIONS}]"),
+            format!("[default: {DEFAULT_MAX_FRAME_BYTES}]"),
+            format!(
+                "[default: {}]",
+                channels_core::consumer::DEFAULT_OUTBOUND_QUEUE
+            ),
+            format!("[default: {DEFAULT_IDLE_TIMEOUT_SECS}]"),
+            format!("[default: {}]", DEFAULT_DRAIN_TIMEOUT.as_secs()),
+            format!("[default: {DEFAULT_SHUTDOWN_CLOSE_CODE}]"),
+        ] {
+            assert!(help.contains(&default), "{default} missing from help");
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Test helpers shared by the workspace's integration tests (not published):
+//!
+//! - [`ServerProcess`]: start a binary and read the address from its
+//!   `listening on ADDR` line; SIGTERM it, wait for it, read its output.
+//! - [`free_port`], [`free_port_block`]: loopback ports for tests.
+//! - [`redis`]: the Redis fixture, `channels_redis::testing` re-exported.
+//! - [`http`]: an HTTP client (`reqwest` with rustls, no OpenSSL) and the
+//!   response type the tests assert on; [`metric_value`] reads `/metrics`.
+//!
+//! Every wait has a deadline; children are killed on drop.
+//!
+//! ```no_run
+//! use test_support::{ServerProcess, http};
+//! # async fn demo() {
+//! let server = ServerProcess::start(env!("CARGO_MANIFEST_DIR"), &["--bind", "127.0.0.1:0"], &[]);
+//! let ready = http::get(server.addr(), "/readyz").await;
+//! assert_eq!(ready.status, 200);
+//! # }
+//! ```
+
+pub mod http;
+mod metrics;
+mod ports;
+mod process;
+
+pub use metrics::metric_value;
+pub use ports::{free_port, free_port_block};
+pub use process::{START_TIMEOUT, ServerProcess, listening_addr};
+
+/// The Redis fixture: a real `redis-server` (and Sentinel) on a free port,
+/// and unique key prefixes (`channels_redis::testing`).
+pub mod redis {
+    pub use channels_redis::testing::{RedisSentinel, RedisServer, free_port, unique_prefix};
+}
