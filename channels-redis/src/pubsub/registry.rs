@@ -146,9 +146,16 @@ impl Registry {
         (name, entry)
     }
 
-    /// Finds or creates `channel`'s entry under the write lock, runs `with`
-    /// on it and reports what it found.
+    /// Finds or creates `channel`'s entry, pinning it if `pin`, runs `with`
+    /// on its mailbox under the lock and reports what it found. The write
+    /// lock only when something changes.
     fn upsert(&self, channel: &str, pin: bool, with: impl FnOnce(&Arc<Mailbox>)) -> Registered {
+        if let Some(entry) = self.read().channels.get(channel)
+            && (entry.pinned || !pin)
+        {
+            with(&entry.mailbox);
+            return entry.registered(false);
+        }
         let mut local = self.write();
         let created = !local.channels.contains_key(channel);
         if created {
@@ -161,11 +168,7 @@ impl Registry {
             .expect("the entry exists or was inserted just above");
         entry.pinned |= pin;
         with(&entry.mailbox);
-        Registered {
-            mailbox: Arc::clone(&entry.mailbox),
-            created,
-            confirmed: entry.confirmed.load(Ordering::Acquire),
-        }
+        entry.registered(created)
     }
 
     /// A receiver handle on `channel` (registered if new, not pinned), and
@@ -185,24 +188,22 @@ impl Registry {
     /// [`Mailbox::remove_holder`] and then [`Release::release`] when done);
     /// a name not registered yet is registered pinned.
     pub(super) fn hold(&self, channel: &str) -> Registered {
-        let mut local = self.write();
-        if let Some(entry) = local.channels.get(channel) {
+        if let Some(entry) = self.read().channels.get(channel) {
             entry.mailbox.add_holder();
-            return Registered {
-                mailbox: Arc::clone(&entry.mailbox),
-                created: false,
-                confirmed: entry.confirmed.load(Ordering::Acquire),
-            };
+            return entry.registered(false);
         }
-        let (name, entry) = self.new_entry(channel, true);
+        let mut local = self.write();
+        let created = !local.channels.contains_key(channel);
+        if created {
+            let (name, entry) = self.new_entry(channel, true);
+            local.channels.insert(name, entry);
+        }
+        let entry = local
+            .channels
+            .get(channel)
+            .expect("the entry exists or was inserted just above");
         entry.mailbox.add_holder();
-        let mailbox = Arc::clone(&entry.mailbox);
-        local.channels.insert(name, entry);
-        Registered {
-            mailbox,
-            created: true,
-            confirmed: false,
-        }
+        entry.registered(created)
     }
 
     /// Registers `channel` pinned (`new_channel`).
@@ -245,13 +246,27 @@ impl Registry {
     /// Forgets `mailbox`'s channel if it is still registered with it and,
     /// unless `force`, nothing holds it. Returns whether it did.
     fn forget(&self, mailbox: &Arc<Mailbox>, force: bool) -> bool {
+        let releasable = |entry: &Entry| {
+            Arc::ptr_eq(&entry.mailbox, mailbox)
+                && (force || (!entry.pinned && mailbox.holders() == 0))
+        };
+        // Most releases (the end of a receive on a pinned name) change
+        // nothing: look under the read lock first.
+        if !self
+            .read()
+            .channels
+            .get(mailbox.channel())
+            .is_some_and(releasable)
+        {
+            return false;
+        }
         let groups = {
             let mut local = self.write();
-            let Some(entry) = local.channels.get(mailbox.channel()) else {
-                return false;
-            };
-            let held = entry.pinned || mailbox.holders() > 0;
-            if !Arc::ptr_eq(&entry.mailbox, mailbox) || (held && !force) {
+            if !local
+                .channels
+                .get(mailbox.channel())
+                .is_some_and(releasable)
+            {
                 return false;
             }
             let entry = local
@@ -390,6 +405,16 @@ impl Registry {
                     "channel buffer full: dropped its oldest message; receive faster or raise the capacity"
                 );
             }
+        }
+    }
+}
+
+impl Entry {
+    fn registered(&self, created: bool) -> Registered {
+        Registered {
+            mailbox: Arc::clone(&self.mailbox),
+            created,
+            confirmed: self.confirmed.load(Ordering::Acquire),
         }
     }
 }
