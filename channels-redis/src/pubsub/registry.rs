@@ -71,6 +71,17 @@ struct Entry {
     groups: Vec<Arc<str>>,
 }
 
+/// Whether [`Registry::upsert`] pins the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pin {
+    /// Never (a receiver handle holds it instead).
+    Never,
+    /// Only a channel it registers (a `receive` by name).
+    IfCreated,
+    /// Always (`new_channel`).
+    Always,
+}
+
 /// A channel's mailbox as [`Registry::hold`] and [`Registry::pin`] found or
 /// created it.
 #[derive(Debug)]
@@ -146,12 +157,12 @@ impl Registry {
         (name, entry)
     }
 
-    /// Finds or creates `channel`'s entry, pinning it if `pin`, runs `with`
-    /// on its mailbox under the lock and reports what it found. The write
-    /// lock only when something changes.
-    fn upsert(&self, channel: &str, pin: bool, with: impl FnOnce(&Arc<Mailbox>)) -> Registered {
+    /// Finds or creates `channel`'s entry, pins it as `pin` says, runs
+    /// `with` on its mailbox under the lock and reports what it found. Takes
+    /// the write lock only when something changes.
+    fn upsert(&self, channel: &str, pin: Pin, with: impl FnOnce(&Arc<Mailbox>)) -> Registered {
         if let Some(entry) = self.read().channels.get(channel)
-            && (entry.pinned || !pin)
+            && (entry.pinned || pin != Pin::Always)
         {
             with(&entry.mailbox);
             return entry.registered(false);
@@ -159,14 +170,14 @@ impl Registry {
         let mut local = self.write();
         let created = !local.channels.contains_key(channel);
         if created {
-            let (name, entry) = self.new_entry(channel, pin);
+            let (name, entry) = self.new_entry(channel, pin != Pin::Never);
             local.channels.insert(name, entry);
         }
         let entry = local
             .channels
             .get_mut(channel)
             .expect("the entry exists or was inserted just above");
-        entry.pinned |= pin;
+        entry.pinned |= pin == Pin::Always;
         with(&entry.mailbox);
         entry.registered(created)
     }
@@ -176,7 +187,7 @@ impl Registry {
     /// the lock, so no release can forget the entry in between.
     pub(super) fn open(self: &Arc<Self>, channel: &str) -> (Receiver, Registered) {
         let mut receiver = None;
-        let registered = self.upsert(channel, false, |mailbox| {
+        let registered = self.upsert(channel, Pin::Never, |mailbox| {
             let owner: Arc<dyn Release> = Arc::clone(self) as Arc<dyn Release>;
             receiver = Some(Receiver::new(Arc::clone(mailbox), owner));
         });
@@ -188,27 +199,12 @@ impl Registry {
     /// [`Mailbox::remove_holder`] and then [`Release::release`] when done);
     /// a name not registered yet is registered pinned.
     pub(super) fn hold(&self, channel: &str) -> Registered {
-        if let Some(entry) = self.read().channels.get(channel) {
-            entry.mailbox.add_holder();
-            return entry.registered(false);
-        }
-        let mut local = self.write();
-        let created = !local.channels.contains_key(channel);
-        if created {
-            let (name, entry) = self.new_entry(channel, true);
-            local.channels.insert(name, entry);
-        }
-        let entry = local
-            .channels
-            .get(channel)
-            .expect("the entry exists or was inserted just above");
-        entry.mailbox.add_holder();
-        entry.registered(created)
+        self.upsert(channel, Pin::IfCreated, |mailbox| mailbox.add_holder())
     }
 
     /// Registers `channel` pinned (`new_channel`).
     pub(super) fn pin(&self, channel: &str) -> Registered {
-        self.upsert(channel, true, |_| {})
+        self.upsert(channel, Pin::Always, |_| {})
     }
 
     /// Undoes [`Registry::pin`] (the SUBSCRIBE failed): the channel is
