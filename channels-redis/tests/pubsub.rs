@@ -1,6 +1,8 @@
 //! `RedisPubSubChannelLayer` against real redis-servers: P1–P5 and L3 of
 //! CONFORMANCE.md, what it leaves on the wire (checked over raw Redis
-//! connections), sharding, encryption, buffers, and reconnects (P4).
+//! connections), sharding, encryption, buffers, reconnects (P4), and
+//! receiver handles: unsubscribed on drop, opened by the thousand in a few
+//! SUBSCRIBEs, resubscribed after a restart.
 
 mod support;
 
@@ -649,4 +651,205 @@ async fn close_wakes_receivers_and_releases_connections() {
         sleep(Duration::from_millis(20)).await;
     }
     layer.close().await.unwrap();
+}
+
+/// Polls `check` every 10 ms until it holds, failing after [`WAIT`].
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        tick.tick().await;
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {WAIT:?}"
+        );
+    }
+}
+
+/// `PUBSUB NUMSUB` of `topics`: how many connections subscribe each.
+async fn subscriber_counts(url: &str, topics: &[&str]) -> Vec<i64> {
+    let counts: std::collections::HashMap<String, i64> =
+        command(url, redis::cmd("PUBSUB").arg("NUMSUB").arg(topics)).await;
+    topics
+        .iter()
+        .map(|topic| counts.get(*topic).copied().unwrap_or_default())
+        .collect()
+}
+
+/// How many SUBSCRIBE commands a server has run (`INFO commandstats`).
+async fn subscribe_commands(url: &str) -> u64 {
+    let info: String = command(url, redis::cmd("INFO").arg("commandstats")).await;
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_subscribe:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| {
+            calls
+                .parse()
+                .unwrap_or_else(|error| panic!("bad SUBSCRIBE count {calls:?}: {error}"))
+        })
+}
+
+async fn recv_ok(receiver: &channels_core::Receiver) -> Message {
+    match timeout(WAIT, receiver.recv()).await {
+        Ok(Ok(message)) => message,
+        Ok(Err(error)) => panic!("recv on {} failed: {error}", receiver.channel()),
+        Err(_) => panic!("nothing arrived on {} within {WAIT:?}", receiver.channel()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_unsubscribes_its_channel_and_emptied_groups() {
+    let server = start_server();
+    let url = server.url();
+    let layer = layer(&server);
+    let gone = layer.new_receiver("specific").await.unwrap();
+    let second = layer.open(gone.channel()).await.unwrap();
+    let keep = layer.new_receiver("specific").await.unwrap();
+    let channel = gone.channel().to_owned();
+    layer.group_add("alone", &channel).await.unwrap();
+    layer.group_add("shared", &channel).await.unwrap();
+    layer.group_add("shared", keep.channel()).await.unwrap();
+    let topics = [
+        channel.as_str(),
+        "asgi__group__alone",
+        "asgi__group__shared",
+        keep.channel(),
+    ];
+    assert_eq!(subscriber_counts(&url, &topics).await, [1, 1, 1, 1]);
+    assert_eq!(layer.stats().channels, 2);
+
+    drop(gone);
+    assert_eq!(layer.stats().channels, 2, "a second handle still holds it");
+    drop(second);
+    assert_eq!(layer.stats().channels, 1, "released at once, in Drop");
+    eventually(
+        "UNSUBSCRIBE of the dropped channel and its emptied group",
+        || async { subscriber_counts(&url, &topics).await == [0, 0, 1, 1] },
+    )
+    .await;
+    let listed = subscribed_topics(&url).await;
+    assert!(
+        !listed.contains(&channel) && !listed.contains("asgi__group__alone"),
+        "{listed:?}"
+    );
+    // The group it shared still reaches the other member, and only it.
+    layer
+        .group_send("shared", Message::new("still"))
+        .await
+        .unwrap();
+    assert_eq!(recv_ok(&keep).await.message_type(), Some("still"));
+    assert!(timeout(NOTHING, keep.recv()).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_channel_names_stay_subscribed_when_their_handles_drop() {
+    let server = start_server();
+    let layer = layer(&server);
+    let channel = layer.new_channel("specific").await.unwrap();
+    let handle = layer.open(&channel).await.unwrap();
+    drop(handle);
+    assert_eq!(layer.stats().channels, 1, "new_channel names are pinned");
+    layer.send(&channel, Message::new("kept")).await.unwrap();
+    assert_eq!(
+        receive_ok(&layer, &channel).await.message_type(),
+        Some("kept")
+    );
+    layer.delete_channel(&channel).await.unwrap();
+    assert_eq!(layer.stats().channels, 0);
+    assert!(!subscribed_topics(&server.url()).await.contains(&channel));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_handles_opened_at_once_subscribe_in_few_round_trips() {
+    const CLIENTS: usize = 1_000;
+    let server = start_server();
+    let url = server.url();
+    let layer = layer(&server);
+    let before = subscribe_commands(&url).await;
+    let opens = (0..CLIENTS).map(|_| layer.new_receiver("specific"));
+    let handles: Vec<_> = futures::future::join_all(opens)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let joins = handles
+        .iter()
+        .map(|handle| layer.group_add("crowd", handle.channel()));
+    for joined in futures::future::join_all(joins).await {
+        joined.unwrap();
+    }
+    let commands = subscribe_commands(&url).await - before;
+    assert!(
+        commands <= 20,
+        "{CLIENTS} handles and their group took {commands} SUBSCRIBE commands"
+    );
+    assert_eq!(subscribed_topics(&url).await.len(), CLIENTS + 1);
+    assert_eq!(layer.stats().channels, CLIENTS as u64);
+
+    layer
+        .group_send("crowd", Message::new("to.all"))
+        .await
+        .unwrap();
+    let received = futures::future::join_all(handles.iter().map(recv_ok)).await;
+    assert!(
+        received
+            .iter()
+            .all(|message| message.message_type() == Some("to.all"))
+    );
+    assert!(
+        received
+            .iter()
+            .all(|message| message.shares_storage_with(&received[0])),
+        "a group payload is decoded once and shared by every member"
+    );
+    drop(handles);
+    assert_eq!(layer.stats().channels, 0);
+    eventually("UNSUBSCRIBE of 1,001 topics", || async {
+        subscribed_topics(&url).await.is_empty()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handles_are_resubscribed_after_a_restart() {
+    let mut server = start_server();
+    let url = server.url();
+    let layer = layer(&server);
+    let member = layer.new_receiver("specific").await.unwrap();
+    let direct = layer.new_receiver("specific").await.unwrap();
+    layer.group_add("again", member.channel()).await.unwrap();
+    server.restart().unwrap();
+    let topics = [member.channel(), direct.channel(), "asgi__group__again"];
+    eventually(
+        "resubscribing every handle on the restarted server",
+        || async { layer.is_subscribed() && subscriber_counts(&url, &topics).await == [1, 1, 1] },
+    )
+    .await;
+    layer
+        .group_send("again", Message::new("group.after"))
+        .await
+        .unwrap();
+    layer
+        .send(direct.channel(), Message::new("direct.after"))
+        .await
+        .unwrap();
+    assert_eq!(recv_ok(&member).await.message_type(), Some("group.after"));
+    assert_eq!(recv_ok(&direct).await.message_type(), Some("direct.after"));
+    // A handle opened after the restart joins the same connection.
+    let late = layer.new_receiver("specific").await.unwrap();
+    layer.group_add("again", late.channel()).await.unwrap();
+    layer
+        .group_send("again", Message::new("both"))
+        .await
+        .unwrap();
+    assert_eq!(recv_ok(&member).await.message_type(), Some("both"));
+    assert_eq!(recv_ok(&late).await.message_type(), Some("both"));
+    assert_eq!(subscriber_connections(&url).await, 1);
 }

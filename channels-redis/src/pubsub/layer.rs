@@ -4,19 +4,19 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use channels_core::{
-    ChannelCapacities, ChannelLayer, LayerError, Message, validate_channel_name,
-    validate_group_name,
+    ChannelLayer, DropCounters, LayerError, LayerStats, Mailbox, Message, Receiver, Release,
+    validate_channel_name, validate_group_name,
 };
 
 use crate::config::RedisConfig;
 use crate::serializer::Serializer;
 use crate::shard::consistent_hash;
+use crate::target::Target;
 use crate::wire::Route;
 
 use super::backoff::BACKOFF_MAX;
-use super::registry::Joined;
+use super::registry::Registry;
 use super::shard::{Shard, Shared, Timeouts};
-use crate::target::Target;
 
 /// A channel layer compatible with Python's
 /// `channels_redis.pubsub.RedisPubSubChannelLayer` (channels_redis 4.3).
@@ -27,19 +27,30 @@ use crate::target::Target;
 ///   for the default `"specific"`; a `p` ending in `.` gets no second dot, so
 ///   Python's `"specific."` gives the same name).
 /// - Membership is process-local: `group_add` accepts only channels this
-///   instance created or receives on; each instance SUBSCRIBEs the group's
-///   topic once per shard connection and fans messages out to its members.
-/// - One subscriber connection per shard (SUBSCRIBE, never PSUBSCRIBE), kept
-///   up by a background worker that reconnects with capped exponential
-///   backoff and resubscribes every channel and group.
-/// - Each channel buffers at most its capacity (`RedisConfig::capacity` and
-///   patterns); when full, the oldest message is dropped, counted
-///   ([`Self::dropped_messages`]) and logged. A cancelled `receive` loses
-///   nothing and keeps the subscription (Python drops both).
+///   instance created, opened or receives on; each instance SUBSCRIBEs the
+///   group's topic once per shard connection and pushes each arriving
+///   message, decoded once and shared, into every local member's mailbox.
+/// - One subscriber connection per shard (SUBSCRIBE, never PSUBSCRIBE),
+///   owned by a worker that takes SUBSCRIBE requests as commands (coalescing
+///   concurrent ones), UNSUBSCRIBEs what is no longer wanted, and reconnects
+///   with capped exponential backoff, resubscribing every channel and group
+///   before the link counts as up.
+/// - Each channel's messages wait in a [`Mailbox`] of its capacity
+///   (`RedisConfig::capacity` and patterns); when full, the oldest message is
+///   dropped, counted ([`Self::dropped_messages`], [`ChannelLayer::stats`])
+///   and logged. A cancelled `receive` loses nothing and keeps the
+///   subscription (Python drops both).
+///
+/// Receiving: a handle from [`ChannelLayer::open`] or
+/// [`ChannelLayer::new_receiver`] subscribes its channel, and dropping the
+/// last handle unsubscribes it (and leaves its groups), unless the name is
+/// also pinned: names from `new_channel` and names first registered by a
+/// `receive` stay subscribed until [`Self::delete_channel`], `flush` (groups
+/// only) or `close`, as in channels_redis. A handle and a `receive` on one
+/// channel share its mailbox.
 ///
 /// A message nobody is subscribed to is lost, as with any Redis pub/sub; there
-/// is no expiry and no `ChannelFull`. Channels stay subscribed until
-/// [`Self::delete_channel`], `flush` (groups only) or `close`.
+/// is no expiry and no `ChannelFull`.
 ///
 /// # Examples
 /// ```no_run
@@ -48,11 +59,12 @@ use crate::target::Target;
 ///
 /// # async fn demo() -> Result<(), channels_core::LayerError> {
 /// let layer = RedisPubSubChannelLayer::new(RedisConfig::new().host("redis://127.0.0.1:6379"))?;
-/// let channel = layer.new_channel("specific").await?; // "asgispecific.<hex>"
-/// layer.group_add("chat", &channel).await?;
+/// let inbox = layer.new_receiver("specific").await?; // subscribes "asgispecific.<hex>"
+/// layer.group_add("chat", inbox.channel()).await?;
 /// layer.group_send("chat", Message::new("chat.message").with("text", "hi")).await?;
-/// let message = layer.receive(&channel).await?;
+/// let message = inbox.recv().await?;
 /// assert_eq!(message.message_type(), Some("chat.message"));
+/// drop(inbox); // unsubscribes the channel and the group's topic
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -63,7 +75,6 @@ pub struct RedisPubSubChannelLayer {
 #[derive(Debug)]
 struct Inner {
     prefix: String,
-    capacities: ChannelCapacities,
     shared: Arc<Shared>,
     shards: Vec<Shard>,
 }
@@ -98,15 +109,18 @@ impl RedisPubSubChannelLayer {
                 ))
             })
             .collect::<Result<Vec<_>, LayerError>>()?;
+        let registry = Registry::new(
+            shards.len(),
+            config.layer.capacities.clone(),
+            Arc::new(DropCounters::default()),
+        );
         let shared = Arc::new(Shared {
-            registry: super::registry::Registry::default(),
+            registry: Arc::new(registry),
             serializer: serializer(&config)?,
-            shard_count: shards.len(),
         });
         Ok(Self {
             inner: Arc::new(Inner {
                 prefix: config.prefix,
-                capacities: config.layer.capacities,
                 shared,
                 shards,
             }),
@@ -118,15 +132,17 @@ impl RedisPubSubChannelLayer {
         format!("{}__group__{group}", self.inner.prefix)
     }
 
-    /// Messages dropped so far because a channel's buffer was full.
+    /// Messages dropped so far because a channel's buffer was full (the
+    /// `dropped_full` of [`ChannelLayer::stats`]).
     pub fn dropped_messages(&self) -> u64 {
-        self.inner.shared.registry.dropped()
+        self.registry().drops().full()
     }
 
     /// Payloads dropped so far because they could not be decoded (wrong
-    /// encryption key, not msgpack, no `type`).
+    /// encryption key, not msgpack, no `type`; the `undecodable` of
+    /// [`ChannelLayer::stats`]).
     pub fn undecodable_messages(&self) -> u64 {
-        self.inner.shared.registry.undecodable()
+        self.registry().drops().undecodable()
     }
 
     /// Whether every shard's subscriber connection is up (false before the
@@ -135,23 +151,25 @@ impl RedisPubSubChannelLayer {
         self.inner.shards.iter().all(Shard::is_subscribed)
     }
 
-    /// Stops listening on `channel`: drops its buffer (pending receives get
-    /// [`LayerError::Closed`]), removes it from its groups and UNSUBSCRIBEs
-    /// what is no longer needed. The counterpart of `new_channel`, for
-    /// consumers that end (Python does this when a receive is cancelled).
+    /// Stops listening on `channel`, whoever holds it: drops its buffer
+    /// (pending receives and its handles get [`LayerError::Closed`]), removes
+    /// it from its groups and UNSUBSCRIBEs what is no longer needed before
+    /// it returns. The counterpart of `new_channel` and of `receive` by name,
+    /// for consumers that end (Python does this when a receive is cancelled).
     ///
     /// # Errors
     /// [`LayerError::InvalidChannelName`], [`LayerError::Backend`] when an
-    /// UNSUBSCRIBE fails (local state is already updated).
+    /// UNSUBSCRIBE is not confirmed in time (local state is already updated).
     pub async fn delete_channel(&self, channel: &str) -> Result<(), LayerError> {
         validate_channel_name(channel)?;
-        let emptied = self.inner.shared.registry.remove_channel(channel);
-        let mut result = self.unsubscribe(channel).await;
-        for topic in emptied {
-            let unsubscribed = self.unsubscribe(&topic).await;
-            result = result.and(unsubscribed);
+        if self.registry().remove_channel(channel) {
+            self.reconcile().await?;
         }
-        result
+        Ok(())
+    }
+
+    fn registry(&self) -> &Arc<Registry> {
+        &self.inner.shared.registry
     }
 
     fn shard(&self, topic: &str) -> &Shard {
@@ -159,14 +177,38 @@ impl RedisPubSubChannelLayer {
         &self.inner.shards[index]
     }
 
-    async fn subscribe(&self, topic: &str) -> Result<(), LayerError> {
+    async fn subscribe(&self, topic: &Arc<str>) -> Result<(), LayerError> {
         self.shard(topic).subscribe(topic, &self.inner.shared).await
     }
 
-    async fn unsubscribe(&self, topic: &str) -> Result<(), LayerError> {
-        self.shard(topic)
-            .unsubscribe(topic, &self.inner.shared)
-            .await
+    /// Has every shard's worker UNSUBSCRIBE what is no longer wanted.
+    async fn reconcile(&self) -> Result<(), LayerError> {
+        let mut result = Ok(());
+        for shard in &self.inner.shards {
+            result = result.and(shard.reconcile().await);
+        }
+        result
+    }
+
+    /// Whether a topic known to be subscribed (`confirmed`) is heard now:
+    /// its shard's link is up (a new link resubscribes every wanted topic
+    /// before it counts as up). Otherwise the worker is asked, which waits
+    /// (bounded) for the link to come back.
+    fn is_heard(&self, topic: &str, confirmed: bool) -> bool {
+        confirmed && self.shard(topic).is_subscribed()
+    }
+
+    /// SUBSCRIBEs `mailbox`'s channel unless `heard`.
+    async fn subscribe_channel(
+        &self,
+        mailbox: &Arc<Mailbox>,
+        heard: bool,
+    ) -> Result<(), LayerError> {
+        if !heard {
+            self.subscribe(mailbox.channel_arc()).await?;
+            self.registry().confirm(mailbox);
+        }
+        Ok(())
     }
 
     async fn publish(&self, topic: &str, message: &Message) -> Result<(), LayerError> {
@@ -179,18 +221,36 @@ impl RedisPubSubChannelLayer {
         self.shard(topic).publish(topic, &payload).await
     }
 
-    /// Registers `channel` and SUBSCRIBEs it; forgets it again on failure.
-    async fn listen(&self, channel: &str) -> Result<(), LayerError> {
-        let capacity = self.inner.capacities.capacity_for(channel);
-        self.inner.shared.registry.add_channel(channel, capacity);
-        if let Err(error) = self.subscribe(channel).await {
-            self.inner.shared.registry.remove_channel(channel);
-            if let Err(cleanup) = self.unsubscribe(channel).await {
-                tracing::debug!(%channel, error = %cleanup, "UNSUBSCRIBE after a failed SUBSCRIBE failed");
-            }
-            return Err(error);
+    /// A fresh channel name: `{prefix}{prefix_arg}[.]{32 hex}`.
+    fn fresh_name(&self, prefix: &str) -> Result<String, LayerError> {
+        let separator = if prefix.is_empty() || prefix.ends_with('.') {
+            ""
+        } else {
+            "."
+        };
+        let channel = format!(
+            "{}{prefix}{separator}{}",
+            self.inner.prefix,
+            uuid::Uuid::new_v4().simple()
+        );
+        validate_channel_name(&channel)?;
+        Ok(channel)
+    }
+}
+
+/// Pins a channel's mailbox while a `receive` waits on it, and releases the
+/// channel afterwards if nothing else holds it (also when the receive is
+/// cancelled).
+struct Receiving<'a> {
+    registry: &'a Registry,
+    mailbox: Arc<Mailbox>,
+}
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        if self.mailbox.remove_holder() {
+            self.registry.release(&self.mailbox);
         }
-        Ok(())
     }
 }
 
@@ -216,44 +276,44 @@ impl ChannelLayer for RedisPubSubChannelLayer {
         self.publish(channel, &message).await
     }
 
+    /// Like channels_redis, receiving on a name subscribes to it; a name not
+    /// registered yet stays subscribed afterwards (see the type's docs).
     async fn receive(&self, channel: &str) -> Result<Message, LayerError> {
         validate_channel_name(channel)?;
-        let mailbox = match self.inner.shared.registry.channel(channel) {
-            Some(mailbox) => mailbox,
-            None => {
-                // Like channels_redis: receiving on a name subscribes to it.
-                self.listen(channel).await?;
-                self.inner
-                    .shared
-                    .registry
-                    .channel(channel)
-                    .ok_or(LayerError::Closed)?
-            }
+        let registered = self.registry().hold(channel);
+        let receiving = Receiving {
+            registry: self.registry(),
+            mailbox: registered.mailbox,
         };
-        mailbox.recv().await
+        // Known to be subscribed is enough here: the receive waits anyway,
+        // and a reconnecting link resubscribes the channel.
+        let subscribed = self
+            .subscribe_channel(&receiving.mailbox, registered.confirmed)
+            .await;
+        if let Err(error) = subscribed {
+            if registered.created {
+                self.registry().unpin(&receiving.mailbox);
+            }
+            return Err(error);
+        }
+        receiving.mailbox.recv().await
     }
 
     async fn new_channel(&self, prefix: &str) -> Result<String, LayerError> {
-        let separator = if prefix.is_empty() || prefix.ends_with('.') {
-            ""
-        } else {
-            "."
-        };
-        let channel = format!(
-            "{}{prefix}{separator}{}",
-            self.inner.prefix,
-            uuid::Uuid::new_v4().simple()
-        );
-        validate_channel_name(&channel)?;
-        self.listen(&channel).await?;
+        let channel = self.fresh_name(prefix)?;
+        let registered = self.registry().pin(&channel);
+        if let Err(error) = self.subscribe_channel(&registered.mailbox, false).await {
+            self.registry().unpin(&registered.mailbox);
+            return Err(error);
+        }
         Ok(channel)
     }
 
     async fn group_add(&self, group: &str, channel: &str) -> Result<(), LayerError> {
         validate_group_name(group)?;
         validate_channel_name(channel)?;
-        let topic = self.group_topic(group);
-        if self.inner.shared.registry.join(&topic, channel) == Joined::NotOwned {
+        let topic: Arc<str> = Arc::from(self.group_topic(group));
+        let Some(joined) = self.registry().join(&topic, channel) else {
             return Err(LayerError::Unsupported {
                 operation: "group_add",
                 reason: format!(
@@ -262,17 +322,20 @@ impl ChannelLayer for RedisPubSubChannelLayer {
                      owns the channel; call group_add from that process"
                 ),
             });
+        };
+        if !self.is_heard(&topic, joined.is_confirmed()) {
+            self.subscribe(&topic).await?;
+            joined.confirm();
         }
-        self.subscribe(&topic).await
+        Ok(())
     }
 
+    /// Leaves the group here; its topic is UNSUBSCRIBEd by the shard's worker
+    /// soon after the last local member leaves (this call does not wait).
     async fn group_discard(&self, group: &str, channel: &str) -> Result<(), LayerError> {
         validate_group_name(group)?;
         validate_channel_name(channel)?;
-        let topic = self.group_topic(group);
-        if self.inner.shared.registry.leave(&topic, channel) {
-            self.unsubscribe(&topic).await?;
-        }
+        self.registry().leave(&self.group_topic(group), channel);
         Ok(())
     }
 
@@ -284,41 +347,53 @@ impl ChannelLayer for RedisPubSubChannelLayer {
 
     /// Empties every local buffer, including messages published before the
     /// call that are still on their way, and forgets every group membership
-    /// (UNSUBSCRIBEing the groups). Channels stay subscribed, so names used
-    /// before keep working. Nothing is stored in Redis, so nothing is deleted.
+    /// (UNSUBSCRIBEing the groups). Channels and handles stay subscribed, so
+    /// names used before keep working. Nothing is stored in Redis, so
+    /// nothing is deleted.
     async fn flush(&self) -> Result<(), LayerError> {
         // First let in-flight messages (published before this call) land, so
         // that flushing really drops them.
         for shard in &self.inner.shards {
             shard.sync().await?;
         }
-        let topics = self.inner.shared.registry.flush();
-        let mut result = Ok(());
-        for topic in topics {
-            let unsubscribed = self.unsubscribe(&topic).await;
-            result = result.and(unsubscribed);
-        }
-        result
+        self.registry().flush();
+        self.reconcile().await
     }
 
     /// Stops the subscriber workers, closes the connections and forgets
-    /// every channel and group (pending receives get [`LayerError::Closed`]).
-    /// The layer reconnects when used again.
-    // TEMPORARY while the receive-handle port is under way.
-    async fn open(&self, channel: &str) -> Result<channels_core::Receiver, LayerError> {
-        validate_channel_name(channel)?;
-        Err(LayerError::Unsupported {
-            operation: "open",
-            reason: "not ported yet".to_owned(),
-        })
-    }
-
+    /// every channel and group (pending receives and handles get
+    /// [`LayerError::Closed`]). The layer reconnects when used again.
     async fn close(&self) -> Result<(), LayerError> {
-        self.inner.shared.registry.close();
+        self.registry().close();
         for shard in &self.inner.shards {
             shard.close().await;
         }
         Ok(())
+    }
+
+    /// A handle on `channel`, SUBSCRIBEd before it is returned (several
+    /// handles, and `receive` calls, share the channel's mailbox). Dropping
+    /// the last handle unsubscribes the channel and takes it out of its local
+    /// groups, unless its name is pinned (see the type's docs).
+    async fn open(&self, channel: &str) -> Result<Receiver, LayerError> {
+        validate_channel_name(channel)?;
+        let (receiver, registered) = self.registry().open(channel);
+        let heard = self.is_heard(channel, registered.confirmed);
+        // On failure the handle is dropped, which releases the channel.
+        self.subscribe_channel(&registered.mailbox, heard).await?;
+        Ok(receiver)
+    }
+
+    /// A fresh channel (named like [`ChannelLayer::new_channel`]) and a
+    /// handle on it; not pinned, so dropping the handle releases it.
+    async fn new_receiver(&self, prefix: &str) -> Result<Receiver, LayerError> {
+        let channel = self.fresh_name(prefix)?;
+        self.open(&channel).await
+    }
+
+    fn stats(&self) -> LayerStats {
+        let registry = self.registry();
+        LayerStats::new(registry.channel_count(), registry.drops())
     }
 }
 

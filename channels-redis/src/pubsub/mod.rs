@@ -1,19 +1,22 @@
 //! The pub/sub layer: [`RedisPubSubChannelLayer`], byte-compatible with
 //! Python's `channels_redis.pubsub.RedisPubSubChannelLayer` 4.3 (WIRE.md §3).
 //!
-//! Layout: `layer.rs` (the `ChannelLayer`), `registry.rs` (local channels and
-//! group memberships, fan-out), `mailbox.rs` (bounded per-channel buffers),
-//! `shard.rs` (one Redis server: publishing connection, subscriber link),
-//! `subscriber.rs` (the worker keeping a shard's subscriber connection up),
-//! `target.rs` (a fixed server or the master Sentinel names), `backoff.rs`,
-//! `error.rs`.
+//! Layout: `layer.rs` (the `ChannelLayer`), `registry.rs` (local channels,
+//! each a `channels_core::Mailbox`, and group memberships; fan-out) with
+//! `group.rs` (one group's members) and `dirty.rs` (topics a release may
+//! have left unwanted); `shard.rs` (one Redis server: publishing connection,
+//! the handle of its worker), `command.rs` (what callers ask the worker),
+//! `worker.rs` (owns the subscriber connection: SUBSCRIBE, UNSUBSCRIBE,
+//! delivery, reconnects); `backoff.rs`, `error.rs`.
 
 mod backoff;
+mod command;
+mod dirty;
 mod error;
+mod group;
 mod layer;
-mod mailbox;
 mod registry;
 mod shard;
-mod subscriber;
+mod worker;
 
 pub use layer::RedisPubSubChannelLayer;

@@ -1,294 +1,434 @@
-//! [`Registry`]: what this layer instance listens to (its channels and local
-//! group memberships) and the fan-out of arriving payloads to mailboxes.
+//! [`Registry`]: what this layer instance listens to (its channels, each a
+//! [`Mailbox`], and its local group memberships) and the fan-out of arriving
+//! payloads into those mailboxes.
 //!
 //! Group membership is process-local, as in channels_redis: Redis only knows
 //! that this process SUBSCRIBEd to `{prefix}__group__{group}`; which local
-//! channels belong to the group lives here.
+//! channels belong to the group lives here. The registry is the one list of
+//! topics this instance wants: a topic is wanted while a channel of that
+//! name or a group of that topic is registered. Changes that may leave a
+//! topic unwanted mark it in its shard's [`DirtyTopics`], and the shard's
+//! worker UNSUBSCRIBEs it if it is still unwanted when it looks.
+//!
+//! A channel lives while something holds it: a receiver handle, a `receive`
+//! in progress, or a pin (`new_channel`, or a `receive` that registered the
+//! name: Django's names stay subscribed until `delete_channel` or `close`).
+//! Releasing it takes it out of its groups too.
+//!
+//! Locks: one read-write lock over the maps (writes are short map updates;
+//! a delivery holds it for reading only to look its topic up), then each
+//! group's own (see `group.rs`), then a mailbox's.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use channels_core::{ChannelCapacities, DropCounters, Mailbox, Message, Receiver, Release};
+use tokio::time::Instant;
 
 use crate::serializer::Serializer;
 use crate::shard::consistent_hash;
 
-use super::mailbox::{Mailbox, Pushed};
+use super::dirty::DirtyTopics;
+use super::group::Group;
+
+/// Pub/sub messages never expire locally (channels_redis keeps them until
+/// read); mailboxes get an expiry this far away.
+const NO_EXPIRY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Channels and groups of one layer instance, keyed by Redis pub/sub topic.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Registry {
-    local: Mutex<Local>,
-    dropped: AtomicU64,
-    undecodable: AtomicU64,
+    local: RwLock<Local>,
+    capacities: ChannelCapacities,
+    drops: Arc<DropCounters>,
+    /// The expiry given to every queued message: never, in practice.
+    no_expiry: Instant,
+    /// Per shard: topics to look at again, and its worker's wake-up.
+    dirty: Box<[DirtyTopics]>,
 }
 
 #[derive(Debug, Default)]
 struct Local {
-    /// Channel name (= its topic) → its buffer.
-    channels: HashMap<String, Arc<Mailbox>>,
-    /// Group topic (`{prefix}__group__{group}`) → member channel names.
-    groups: HashMap<String, HashSet<String>>,
+    /// Channel name (= its topic) → what is kept for it.
+    channels: HashMap<Arc<str>, Entry>,
+    /// Group topic (`{prefix}__group__{group}`) → its local members.
+    groups: HashMap<Arc<str>, Arc<Group>>,
 }
 
-/// The outcome of [`Registry::join`].
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Joined {
-    /// The channel is now a member.
-    Member,
-    /// The channel is not one of ours, so it cannot join.
-    NotOwned,
+/// One registered channel.
+#[derive(Debug)]
+struct Entry {
+    mailbox: Arc<Mailbox>,
+    /// Kept with no holder (until `delete_channel` or `close`).
+    pinned: bool,
+    /// A SUBSCRIBE of the channel succeeded while this entry lived (see
+    /// [`Group`]'s flag of the same name).
+    confirmed: AtomicBool,
+    /// The group topics it is a member of, kept in step with the groups so
+    /// a release can leave them without scanning every group.
+    groups: Vec<Arc<str>>,
+}
+
+/// Whether [`Registry::upsert`] pins the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pin {
+    /// Never (a receiver handle holds it instead).
+    Never,
+    /// Only a channel it registers (a `receive` by name).
+    IfCreated,
+    /// Always (`new_channel`).
+    Always,
+}
+
+/// A channel's mailbox as [`Registry::hold`] and [`Registry::pin`] found or
+/// created it.
+#[derive(Debug)]
+pub(super) struct Registered {
+    /// The channel's mailbox.
+    pub(super) mailbox: Arc<Mailbox>,
+    /// Whether it was created by this call.
+    pub(super) created: bool,
+    /// Whether its topic is known to be subscribed already.
+    pub(super) confirmed: bool,
 }
 
 impl Registry {
-    fn lock(&self) -> MutexGuard<'_, Local> {
-        // Every critical section leaves the maps consistent, so a lock
-        // poisoned by a panicking thread is still safe to use.
-        self.local.lock().unwrap_or_else(PoisonError::into_inner)
+    /// An empty registry for a layer of `shards` shards; mailboxes get their
+    /// capacity from `capacities` and count their drops in `drops`.
+    pub(super) fn new(
+        shards: usize,
+        capacities: ChannelCapacities,
+        drops: Arc<DropCounters>,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            local: RwLock::new(Local::default()),
+            capacities,
+            drops,
+            no_expiry: now.checked_add(NO_EXPIRY).unwrap_or(now),
+            dirty: (0..shards.max(1)).map(|_| DirtyTopics::default()).collect(),
+        }
     }
 
-    /// The mailbox of `channel`, if this instance listens to it.
-    pub(super) fn channel(&self, channel: &str) -> Option<Arc<Mailbox>> {
-        self.lock().channels.get(channel).cloned()
+    // Every critical section leaves the maps consistent (single map
+    // operations), so a lock poisoned by a panic elsewhere is still usable.
+    fn read(&self) -> RwLockReadGuard<'_, Local> {
+        self.local.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Returns the mailbox of `channel`, creating it with `capacity` if needed.
-    pub(super) fn add_channel(&self, channel: &str, capacity: usize) -> Arc<Mailbox> {
-        let mut local = self.lock();
-        Arc::clone(
-            local
+    fn write(&self) -> RwLockWriteGuard<'_, Local> {
+        self.local.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The marks and wake-up of shard `index`'s worker.
+    pub(super) fn dirty(&self, index: usize) -> &DirtyTopics {
+        &self.dirty[index]
+    }
+
+    fn mark_dirty(&self, topic: &Arc<str>) {
+        self.dirty[consistent_hash(topic, self.dirty.len())].mark(topic);
+    }
+
+    /// The layer's drop counters.
+    pub(super) fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    /// How many channels are registered.
+    pub(super) fn channel_count(&self) -> usize {
+        self.read().channels.len()
+    }
+
+    fn new_entry(&self, channel: &str, pinned: bool) -> (Arc<str>, Entry) {
+        let name: Arc<str> = Arc::from(channel);
+        let mailbox = Mailbox::new(
+            Arc::clone(&name),
+            self.capacities.capacity_for(channel),
+            Arc::clone(&self.drops),
+        );
+        let entry = Entry {
+            mailbox: Arc::new(mailbox),
+            pinned,
+            confirmed: AtomicBool::new(false),
+            groups: Vec::new(),
+        };
+        (name, entry)
+    }
+
+    /// Finds or creates `channel`'s entry, pins it as `pin` says, runs
+    /// `with` on its mailbox under the lock and reports what it found. Takes
+    /// the write lock only when something changes.
+    fn upsert(&self, channel: &str, pin: Pin, with: impl FnOnce(&Arc<Mailbox>)) -> Registered {
+        if let Some(entry) = self.read().channels.get(channel)
+            && (entry.pinned || pin != Pin::Always)
+        {
+            with(&entry.mailbox);
+            return entry.registered(false);
+        }
+        let mut local = self.write();
+        let created = !local.channels.contains_key(channel);
+        if created {
+            let (name, entry) = self.new_entry(channel, pin != Pin::Never);
+            local.channels.insert(name, entry);
+        }
+        let entry = local
+            .channels
+            .get_mut(channel)
+            .expect("the entry exists or was inserted just above");
+        entry.pinned |= pin == Pin::Always;
+        with(&entry.mailbox);
+        entry.registered(created)
+    }
+
+    /// A receiver handle on `channel` (registered if new, not pinned), and
+    /// whether its topic is known to be subscribed. The handle is made under
+    /// the lock, so no release can forget the entry in between.
+    pub(super) fn open(self: &Arc<Self>, channel: &str) -> (Receiver, Registered) {
+        let mut receiver = None;
+        let registered = self.upsert(channel, Pin::Never, |mailbox| {
+            let owner: Arc<dyn Release> = Arc::clone(self) as Arc<dyn Release>;
+            receiver = Some(Receiver::new(Arc::clone(mailbox), owner));
+        });
+        let receiver = receiver.expect("upsert runs its closure");
+        (receiver, registered)
+    }
+
+    /// Holds `channel`'s mailbox for a `receive` (the caller must call
+    /// [`Mailbox::remove_holder`] and then [`Release::release`] when done);
+    /// a name not registered yet is registered pinned.
+    pub(super) fn hold(&self, channel: &str) -> Registered {
+        self.upsert(channel, Pin::IfCreated, |mailbox| mailbox.add_holder())
+    }
+
+    /// Registers `channel` pinned (`new_channel`).
+    pub(super) fn pin(&self, channel: &str) -> Registered {
+        self.upsert(channel, Pin::Always, |_| {})
+    }
+
+    /// Undoes [`Registry::pin`] (the SUBSCRIBE failed): the channel is
+    /// released unless something else holds it.
+    pub(super) fn unpin(&self, mailbox: &Arc<Mailbox>) {
+        if let Some(entry) = self.write().channels.get_mut(mailbox.channel())
+            && Arc::ptr_eq(&entry.mailbox, mailbox)
+        {
+            entry.pinned = false;
+        }
+        self.forget(mailbox, false);
+    }
+
+    /// Records that `mailbox`'s channel was subscribed.
+    pub(super) fn confirm(&self, mailbox: &Arc<Mailbox>) {
+        if let Some(entry) = self.read().channels.get(mailbox.channel())
+            && Arc::ptr_eq(&entry.mailbox, mailbox)
+        {
+            entry.confirmed.store(true, Ordering::Release);
+        }
+    }
+
+    /// Forgets `channel` whoever holds it (`delete_channel`): its mailbox is
+    /// closed (handles and pending receives get `Closed`) and it leaves its
+    /// groups. Returns whether it was registered.
+    pub(super) fn remove_channel(&self, channel: &str) -> bool {
+        let mailbox = self
+            .read()
+            .channels
+            .get(channel)
+            .map(|entry| Arc::clone(&entry.mailbox));
+        mailbox.is_some_and(|mailbox| self.forget(&mailbox, true))
+    }
+
+    /// Forgets `mailbox`'s channel if it is still registered with it and,
+    /// unless `force`, nothing holds it. Returns whether it did.
+    fn forget(&self, mailbox: &Arc<Mailbox>, force: bool) -> bool {
+        let releasable = |entry: &Entry| {
+            Arc::ptr_eq(&entry.mailbox, mailbox)
+                && (force || (!entry.pinned && mailbox.holders() == 0))
+        };
+        // Most releases (the end of a receive on a pinned name) change
+        // nothing: look under the read lock first.
+        if !self
+            .read()
+            .channels
+            .get(mailbox.channel())
+            .is_some_and(releasable)
+        {
+            return false;
+        }
+        let groups = {
+            let mut local = self.write();
+            if !local
                 .channels
-                .entry(channel.to_owned())
-                .or_insert_with(|| Arc::new(Mailbox::new(channel.to_owned(), capacity))),
-        )
-    }
-
-    /// Forgets `channel` and its memberships; closes its mailbox. Returns the
-    /// group topics left without members (to UNSUBSCRIBE).
-    pub(super) fn remove_channel(&self, channel: &str) -> Vec<String> {
-        let (mailbox, emptied) = {
-            let mut local = self.lock();
-            let mailbox = local.channels.remove(channel);
-            let mut emptied = Vec::new();
-            local.groups.retain(|topic, members| {
-                if members.remove(channel) && members.is_empty() {
-                    emptied.push(topic.clone());
-                    return false;
-                }
-                true
-            });
-            (mailbox, emptied)
+                .get(mailbox.channel())
+                .is_some_and(releasable)
+            {
+                return false;
+            }
+            let entry = local
+                .channels
+                .remove(mailbox.channel())
+                .expect("the entry was found just above");
+            entry
+                .groups
+                .into_iter()
+                .filter_map(|topic| {
+                    let group = local.groups.get(&topic).map(Arc::clone)?;
+                    Some((topic, group))
+                })
+                .collect::<Vec<_>>()
         };
-        if let Some(mailbox) = mailbox {
-            mailbox.close();
+        // Closed: a delivery that looked the channel up before it was
+        // forgotten now pushes into nothing.
+        mailbox.close();
+        self.mark_dirty(mailbox.channel_arc());
+        for (topic, group) in groups {
+            if let Some((_, true)) = group.remove(mailbox.channel(), Some(mailbox)) {
+                self.retire_group(&topic, &group);
+            }
         }
-        emptied
-    }
-
-    /// Adds `channel` to the group listening on `topic`.
-    pub(super) fn join(&self, topic: &str, channel: &str) -> Joined {
-        let mut local = self.lock();
-        if !local.channels.contains_key(channel) {
-            return Joined::NotOwned;
-        }
-        local
-            .groups
-            .entry(topic.to_owned())
-            .or_default()
-            .insert(channel.to_owned());
-        Joined::Member
-    }
-
-    /// Removes `channel` from the group on `topic`; returns whether the group
-    /// is now empty here (so its topic can be UNSUBSCRIBEd).
-    pub(super) fn leave(&self, topic: &str, channel: &str) -> bool {
-        let mut local = self.lock();
-        let Some(members) = local.groups.get_mut(topic) else {
-            return false;
-        };
-        if !members.remove(channel) || !members.is_empty() {
-            return false;
-        }
-        local.groups.remove(topic);
         true
     }
 
-    /// Whether this instance still needs to be subscribed to `topic`.
-    pub(super) fn wants(&self, topic: &str) -> bool {
-        let local = self.lock();
-        local.channels.contains_key(topic) || local.groups.contains_key(topic)
+    /// Keeps only the topics this instance wants.
+    pub(super) fn retain_wanted(&self, topics: &mut Vec<Arc<str>>) {
+        let local = self.read();
+        topics.retain(|topic| local.wants(topic));
     }
 
-    /// Every topic living on shard `index` of `shards` (for resubscribing).
-    pub(super) fn topics_on_shard(&self, index: usize, shards: usize) -> Vec<String> {
-        let local = self.lock();
+    /// Keeps only the topics this instance does not want.
+    pub(super) fn retain_unwanted(&self, topics: &mut Vec<Arc<str>>) {
+        let local = self.read();
+        topics.retain(|topic| !local.wants(topic));
+    }
+
+    /// Every wanted topic living on shard `index` (to subscribe a new
+    /// connection).
+    pub(super) fn topics_on_shard(&self, index: usize) -> Vec<Arc<str>> {
+        let shards = self.dirty.len();
+        let local = self.read();
         local
             .channels
             .keys()
             .chain(local.groups.keys())
             .filter(|topic| consistent_hash(topic, shards) == index)
-            .cloned()
+            .map(Arc::clone)
             .collect()
     }
 
-    /// Empties every mailbox and forgets every group; returns the group
-    /// topics that are no longer needed.
-    pub(super) fn flush(&self) -> Vec<String> {
-        let (mailboxes, topics) = {
-            let mut local = self.lock();
+    /// Empties every mailbox and dissolves every group (marking its topic);
+    /// channels and handles stay.
+    pub(super) fn flush(&self) {
+        let groups = {
+            let mut local = self.write();
+            for entry in local.channels.values_mut() {
+                entry.groups = Vec::new();
+                entry.mailbox.clear();
+            }
             let groups = std::mem::take(&mut local.groups);
-            let topics = groups
-                .into_keys()
-                .filter(|topic| !local.channels.contains_key(topic))
-                .collect::<Vec<_>>();
-            (local.channels.values().cloned().collect::<Vec<_>>(), topics)
+            for group in groups.values() {
+                group.dissolve();
+            }
+            groups
         };
-        for mailbox in mailboxes {
-            mailbox.clear();
+        for topic in groups.keys() {
+            self.mark_dirty(topic);
         }
-        topics
     }
 
-    /// Forgets everything and closes every mailbox (pending receives get
-    /// `LayerError::Closed`).
+    /// Forgets everything and closes every mailbox (handles and pending
+    /// receives get `LayerError::Closed`).
     pub(super) fn close(&self) {
-        let channels = {
-            let mut local = self.lock();
-            local.groups.clear();
-            std::mem::take(&mut local.channels)
+        let (channels, groups) = {
+            let mut local = self.write();
+            (
+                std::mem::take(&mut local.channels),
+                std::mem::take(&mut local.groups),
+            )
         };
-        for mailbox in channels.into_values() {
-            mailbox.close();
+        for group in groups.values() {
+            group.dissolve();
+        }
+        for entry in channels.into_values() {
+            entry.mailbox.close();
         }
     }
 
     /// Delivers a payload that arrived on `topic` to the channel of that name
-    /// and to every local member of the group of that topic. Decodes it once.
+    /// and to every local member of the group of that topic: decoded once,
+    /// the same message (shared, not copied) pushed into each mailbox, with
+    /// no allocation per member.
     pub(super) fn deliver(&self, topic: &str, payload: &[u8], serializer: &Serializer) {
-        let targets = {
-            let local = self.lock();
-            let mut targets: Vec<Arc<Mailbox>> = Vec::new();
-            if let Some(mailbox) = local.channels.get(topic) {
-                targets.push(Arc::clone(mailbox));
-            }
-            if let Some(members) = local.groups.get(topic) {
-                targets.extend(
-                    members
-                        .iter()
-                        .filter_map(|member| local.channels.get(member).cloned()),
-                );
-            }
-            targets
+        let (channel, group) = {
+            let local = self.read();
+            (
+                local
+                    .channels
+                    .get(topic)
+                    .map(|entry| Arc::clone(&entry.mailbox)),
+                local.groups.get(topic).map(Arc::clone),
+            )
         };
-        if targets.is_empty() {
+        if channel.is_none() && group.is_none() {
             return;
         }
         let message = match serializer.deserialize(payload) {
             Ok(unpacked) => unpacked.message,
             Err(error) => {
-                self.undecodable.fetch_add(1, Ordering::Relaxed);
+                self.drops.count_undecodable();
                 tracing::warn!(%topic, %error, bytes = payload.len(), "dropping an undecodable pub/sub message");
                 return;
             }
         };
-        for mailbox in targets {
-            if let Pushed::DroppedOldest(count) = mailbox.push(message.clone()) {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                // Log the first drop and then every 1,000th, not a line per message.
-                if count == 1 || count.is_multiple_of(1_000) {
-                    tracing::warn!(
-                        channel = mailbox.channel(),
-                        dropped = count,
-                        "channel buffer full: dropped its oldest message; receive faster or raise the capacity"
-                    );
-                }
+        if let Some(mailbox) = channel {
+            self.push(&mailbox, &message);
+        }
+        if let Some(group) = group {
+            group.for_each_member(|mailbox| self.push(mailbox, &message));
+        }
+    }
+
+    /// Queues `message`, evicting the oldest when the mailbox is full (it was
+    /// published already; channels_redis keeps the newest too).
+    fn push(&self, mailbox: &Mailbox, message: &Message) {
+        if mailbox.push_evicting(message.clone(), self.no_expiry) {
+            let dropped = self.drops.full();
+            // Log the first drop and then every 1,000th, not a line per message.
+            if dropped == 1 || dropped.is_multiple_of(1_000) {
+                tracing::warn!(
+                    channel = mailbox.channel(),
+                    dropped,
+                    "channel buffer full: dropped its oldest message; receive faster or raise the capacity"
+                );
             }
         }
     }
-
-    /// Messages dropped because a channel's buffer was full.
-    pub(super) fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    /// Payloads that could not be decoded (wrong key, not msgpack, ...).
-    pub(super) fn undecodable(&self) -> u64 {
-        self.undecodable.load(Ordering::Relaxed)
-    }
 }
 
-#[cfg(test)]
-mod tests {
-    use channels_core::Message;
-
-    use super::*;
-    use crate::serializer::SerializerFormat;
-    use crate::wire::{Route, pack};
-
-    fn payload(message_type: &str) -> Vec<u8> {
-        pack(&Message::new(message_type), Route::None).unwrap()
-    }
-
-    #[test]
-    fn group_payload_fans_out_to_local_members_only() {
-        let registry = Registry::default();
-        let serializer = Serializer::new(SerializerFormat::Msgpack, 0);
-        let a = registry.add_channel("asgispecific.a", 10);
-        let b = registry.add_channel("asgispecific.b", 10);
-        let c = registry.add_channel("asgispecific.c", 10);
-        assert_eq!(
-            registry.join("asgi__group__g", "asgispecific.a"),
-            Joined::Member
-        );
-        assert_eq!(
-            registry.join("asgi__group__g", "asgispecific.b"),
-            Joined::Member
-        );
-        assert_eq!(
-            registry.join("asgi__group__g", "asgispecific.zz"),
-            Joined::NotOwned
-        );
-        registry.deliver("asgi__group__g", &payload("m.1"), &serializer);
-        assert_eq!((a.len(), b.len(), c.len()), (1, 1, 0));
-        assert!(!registry.leave("asgi__group__g", "asgispecific.a"));
-        assert!(registry.leave("asgi__group__g", "asgispecific.b"));
-        assert!(!registry.wants("asgi__group__g"));
-        registry.deliver("asgi__group__g", &payload("m.2"), &serializer);
-        assert_eq!((a.len(), b.len()), (1, 1));
-    }
-
-    #[test]
-    fn full_buffers_count_drops_and_bad_payloads_are_counted() {
-        let registry = Registry::default();
-        let serializer = Serializer::new(SerializerFormat::Msgpack, 0);
-        registry.add_channel("ch", 2);
-        for _ in 0..5 {
-            registry.deliver("ch", &payload("m"), &serializer);
+impl Entry {
+    fn registered(&self, created: bool) -> Registered {
+        Registered {
+            mailbox: Arc::clone(&self.mailbox),
+            created,
+            confirmed: self.confirmed.load(Ordering::Acquire),
         }
-        assert_eq!(registry.dropped(), 3);
-        registry.deliver("ch", b"\xc1 not msgpack", &serializer);
-        assert_eq!(registry.undecodable(), 1);
-    }
-
-    #[test]
-    fn removing_a_channel_empties_its_groups() {
-        let registry = Registry::default();
-        registry.add_channel("x", 1);
-        registry.join("t1", "x");
-        assert_eq!(registry.remove_channel("x"), vec!["t1".to_owned()]);
-        assert!(!registry.wants("x"));
-        assert!(!registry.wants("t1"));
-    }
-
-    #[test]
-    fn topics_are_split_by_the_consistent_hash() {
-        let registry = Registry::default();
-        registry.add_channel("asgi__group__chat", 1);
-        registry.add_channel("chat", 1);
-        // WIRE §5: `asgi__group__chat` → shard 1 of 2, `chat` → shard 0.
-        assert_eq!(
-            registry.topics_on_shard(1, 2),
-            vec!["asgi__group__chat".to_owned()]
-        );
-        assert_eq!(registry.topics_on_shard(0, 2), vec!["chat".to_owned()]);
     }
 }
+
+impl Local {
+    fn wants(&self, topic: &str) -> bool {
+        self.channels.contains_key(topic) || self.groups.contains_key(topic)
+    }
+}
+
+impl Release for Registry {
+    /// The last holder of a channel let go: forget it unless it is pinned or
+    /// was held again meanwhile; its topics are unsubscribed by the worker.
+    fn release(&self, mailbox: &Arc<Mailbox>) {
+        self.forget(mailbox, false);
+    }
+}
+
+mod membership;
+#[cfg(test)]
+mod tests;

@@ -1,43 +1,34 @@
-//! One Redis server (shard) of the pub/sub layer: a publishing connection and
-//! the subscriber link kept up by its worker ([`super::subscriber`]).
-//!
-//! Subscriptions are driven by the [`Registry`]: it is the one list of topics
-//! this instance wants. A caller first changes the registry, then asks the
-//! shard to (UN)SUBSCRIBE; the worker, after every (re)connect, subscribes to
-//! the registry's topics of this shard before it announces the link as up.
-//! Every SUBSCRIBE/UNSUBSCRIBE runs under `ops`, so a discard racing an add
-//! of the same group cannot leave Redis in the wrong state.
+//! One Redis server (shard) of the pub/sub layer, the handle side of its
+//! worker (`worker.rs`): callers PUBLISH on a shared connection here and ask
+//! the worker, which owns the subscriber connection, to SUBSCRIBE, sync or
+//! UNSUBSCRIBE through [`Commands`]. Every wait is bounded by the layer's
+//! timeouts.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use channels_core::LayerError;
-use redis::aio::{MultiplexedConnection, PubSubSink};
+use channels_core::{LayerError, lock};
+use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client};
-use tokio::sync::watch;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::sync::oneshot;
+use tokio::time::{Instant, timeout_at};
 
 use crate::serializer::Serializer;
-
-use super::error::ShardError;
-use super::registry::Registry;
-use super::subscriber::{self, WorkerGuard};
 use crate::target::Target;
 
-/// SUBSCRIBE at most this many topics per command when resubscribing.
-pub(super) const SUBSCRIBE_BATCH: usize = 1_000;
+use super::command::{Command, Commands, NotSent};
+use super::error::ShardError;
+use super::registry::Registry;
+use super::worker::{self, WorkerGuard};
 
 /// What every shard and worker of one layer instance share.
 #[derive(Debug)]
 pub(super) struct Shared {
     /// Local channels and group memberships.
-    pub(super) registry: Registry,
+    pub(super) registry: Arc<Registry>,
     /// Payload codec (msgpack or JSON, optional Fernet, no random prefix).
     pub(super) serializer: Serializer,
-    /// How many shards there are (for the consistent hash).
-    pub(super) shard_count: usize,
 }
 
 /// Time limits of the pub/sub connections.
@@ -47,75 +38,36 @@ pub(super) struct Timeouts {
     pub(super) connect: Duration,
     /// One command (PUBLISH, SUBSCRIBE, PING).
     pub(super) command: Duration,
-    /// How long an operation waits for a lost subscriber link to come back.
+    /// How long a SUBSCRIBE waits for a lost subscriber link to come back.
     pub(super) link_wait: Duration,
 }
 
-/// The subscriber connection as seen by callers.
-#[derive(Debug, Clone)]
-pub(super) enum Link {
-    /// Not connected (never yet, reconnecting, or closed).
-    Down,
-    /// Connected and resubscribed to everything wanted at connect time.
-    Up {
-        /// Counts connections, so a confirmation is tied to one of them.
-        generation: u64,
-        /// Sends (UN)SUBSCRIBE on this connection.
-        sink: PubSubSink,
-    },
-}
-
-/// Topics SUBSCRIBEd on the connection of `generation`.
-#[derive(Debug, Default)]
-struct Confirmed {
-    generation: u64,
-    topics: HashSet<String>,
-}
-
-/// The connection side of a shard, shared with its worker.
-pub(super) struct ShardConn {
-    index: usize,
-    host: String,
+/// Where a shard's server is and whether its subscriber link is up; shared
+/// with the worker.
+pub(super) struct Endpoint {
+    /// The shard's index in the hosts list.
+    pub(super) index: usize,
+    /// The host, for messages (no password).
+    pub(super) host: String,
     target: Target,
-    timeouts: Timeouts,
-    publisher: Mutex<Option<MultiplexedConnection>>,
-    link: watch::Sender<Link>,
-    ops: tokio::sync::Mutex<()>,
-    confirmed: Mutex<Confirmed>,
-    generations: AtomicU64,
+    /// The time limits.
+    pub(super) timeouts: Timeouts,
+    /// Whether the worker has a connection with every wanted topic
+    /// subscribed.
+    up: AtomicBool,
 }
 
-impl std::fmt::Debug for ShardConn {
+impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShardConn")
+        f.debug_struct("Endpoint")
             .field("index", &self.index)
             .field("host", &self.host)
-            .field("up", &matches!(*self.link.borrow(), Link::Up { .. }))
+            .field("up", &self.is_up())
             .finish_non_exhaustive()
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded values stay consistent even if a holder panicked.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl ShardConn {
-    /// The shard's index in the hosts list.
-    pub(super) fn index(&self) -> usize {
-        self.index
-    }
-
-    /// The host, for messages (no password).
-    pub(super) fn host(&self) -> &str {
-        &self.host
-    }
-
-    /// The time limits.
-    pub(super) fn timeouts(&self) -> Timeouts {
-        self.timeouts
-    }
-
+impl Endpoint {
     /// A client for this shard's server (for Sentinel: the current master).
     pub(super) async fn client(&self) -> Result<Client, String> {
         self.target
@@ -124,138 +76,165 @@ impl ShardConn {
             .map_err(|error| format!("finding the server failed: {error}"))
     }
 
-    /// Marks the link down (connection lost or closed).
-    pub(super) fn set_down(&self) {
-        self.link.send_replace(Link::Down);
+    /// Whether the subscriber link is up.
+    pub(super) fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
     }
 
-    /// Takes the lock every SUBSCRIBE/UNSUBSCRIBE runs under.
-    pub(super) async fn ops_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.ops.lock().await
+    /// Records whether the subscriber link is up.
+    pub(super) fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Release);
     }
+}
 
-    /// A fresh generation number for a new connection.
-    pub(super) fn next_generation(&self) -> u64 {
-        self.generations.fetch_add(1, Ordering::Relaxed) + 1
-    }
+/// A running worker: its guard and where to send it commands.
+#[derive(Debug)]
+struct Running {
+    guard: WorkerGuard,
+    commands: Commands,
+}
 
-    /// Announces a connection on which `topics` are subscribed. Call with the
-    /// ops lock held.
-    pub(super) fn set_up(&self, generation: u64, sink: PubSubSink, topics: HashSet<String>) {
-        *lock(&self.confirmed) = Confirmed { generation, topics };
-        self.link.send_replace(Link::Up { generation, sink });
-    }
+/// A shard: its publishing connection and its subscriber worker.
+#[derive(Debug)]
+pub(super) struct Shard {
+    endpoint: Arc<Endpoint>,
+    publisher: Mutex<Option<MultiplexedConnection>>,
+    worker: Mutex<Option<Running>>,
+}
 
-    fn is_confirmed(&self, topic: &str, generation: u64) -> bool {
-        let confirmed = lock(&self.confirmed);
-        confirmed.generation == generation && confirmed.topics.contains(topic)
-    }
-
-    fn confirm(&self, topic: &str, generation: u64) {
-        let mut confirmed = lock(&self.confirmed);
-        if confirmed.generation == generation {
-            confirmed.topics.insert(topic.to_owned());
+impl Shard {
+    /// A shard for host `index`; connects lazily.
+    pub(super) fn new(index: usize, host: String, target: Target, timeouts: Timeouts) -> Self {
+        Self {
+            endpoint: Arc::new(Endpoint {
+                index,
+                host,
+                target,
+                timeouts,
+                up: AtomicBool::new(false),
+            }),
+            publisher: Mutex::new(None),
+            worker: Mutex::new(None),
         }
     }
 
-    fn unconfirm(&self, topic: &str) {
-        lock(&self.confirmed).topics.remove(topic);
+    /// The worker's commands, starting the worker unless it runs.
+    fn commands(&self, shared: &Arc<Shared>) -> Commands {
+        let mut worker = lock(&self.worker);
+        if let Some(running) = worker.as_ref().filter(|running| running.guard.is_running()) {
+            return running.commands.clone();
+        }
+        let (guard, commands) = worker::spawn(Arc::clone(&self.endpoint), Arc::clone(shared));
+        *worker = Some(Running {
+            guard,
+            commands: commands.clone(),
+        });
+        commands
     }
 
-    /// Waits for the link to change, until `deadline`.
-    async fn link_changed(
+    /// The worker's commands if it runs with its link up.
+    fn commands_if_up(&self) -> Option<Commands> {
+        if !self.endpoint.is_up() {
+            return None;
+        }
+        lock(&self.worker)
+            .as_ref()
+            .filter(|running| running.guard.is_running())
+            .map(|running| running.commands.clone())
+    }
+
+    /// Makes sure this instance hears `topic` (the registry already wants
+    /// it): asks the worker, waiting up to the link wait for a lost
+    /// connection to come back.
+    ///
+    /// # Errors
+    /// [`LayerError::Backend`] when Redis refuses or cannot be reached in
+    /// time; [`LayerError::Closed`] when the layer was closed meanwhile.
+    pub(super) async fn subscribe(
         &self,
-        link: &mut watch::Receiver<Link>,
-        deadline: Instant,
-        topic: &str,
-        last_error: Option<LayerError>,
+        topic: &Arc<str>,
+        shared: &Arc<Shared>,
     ) -> Result<(), LayerError> {
-        match timeout_at(deadline, link.changed()).await {
-            Ok(Ok(())) => Ok(()),
-            // The sender lives in `self`, so it cannot be gone; treat it as a timeout anyway.
-            Ok(Err(_)) | Err(_) => Err(last_error.unwrap_or_else(|| {
-                ShardError::backend(
-                    format!("SUBSCRIBE `{topic}`"),
-                    &self.host,
-                    format!(
-                        "no connection to Redis within {:?}; is the server up?",
-                        self.timeouts.link_wait
-                    ),
-                )
-            })),
+        let link_wait = self.endpoint.timeouts.link_wait;
+        let deadline = Instant::now() + link_wait;
+        let unreachable = || {
+            ShardError::backend(
+                format!("SUBSCRIBE `{topic}`"),
+                &self.endpoint.host,
+                format!("no connection to Redis within {link_wait:?}; is the server up?"),
+            )
+        };
+        let commands = self.commands(shared);
+        let answer = match commands.subscribe(Arc::clone(topic), deadline).await {
+            Ok(answer) => answer,
+            Err(NotSent::Busy) => return Err(unreachable()),
+            Err(NotSent::Stopped) => return Err(LayerError::Closed),
+        };
+        drop(commands);
+        match timeout_at(deadline, answer).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(refused))) => Err(ShardError::backend(
+                format!("SUBSCRIBE `{topic}`"),
+                &self.endpoint.host,
+                refused,
+            )),
+            // The worker stopped without answering: the layer was closed.
+            Ok(Err(_dropped)) => Err(LayerError::Closed),
+            Err(_elapsed) => Err(unreachable()),
         }
     }
 
-    /// Makes sure `topic` is SUBSCRIBEd on the live connection, waiting up to
-    /// `link_wait` for a lost connection to come back.
-    async fn subscribe(&self, topic: &str, registry: &Registry) -> Result<(), LayerError> {
-        let deadline = Instant::now() + self.timeouts.link_wait;
-        let mut link = self.link.subscribe();
-        let mut last_error = None;
-        loop {
-            {
-                // The worker announces a link only while holding `ops`, so
-                // under it the link and its confirmations agree.
-                let _ops = self.ops.lock().await;
-                let current = link.borrow_and_update().clone();
-                if let Link::Up {
-                    generation,
-                    mut sink,
-                } = current
-                {
-                    if self.is_confirmed(topic, generation) || !registry.wants(topic) {
-                        return Ok(());
-                    }
-                    let failure = match timeout(self.timeouts.command, sink.subscribe(topic)).await
-                    {
-                        Ok(Ok(())) => {
-                            self.confirm(topic, generation);
-                            return Ok(());
-                        }
-                        Ok(Err(error)) => error.into(),
-                        Err(elapsed) => channels_core::BoxError::from(elapsed),
-                    };
-                    last_error = Some(ShardError::backend(
-                        format!("SUBSCRIBE `{topic}`"),
-                        &self.host,
-                        failure,
-                    ));
-                }
-            }
-            // Not connected, or the connection failed under us: the worker
-            // reconnects and resubscribes; wait for that and check again.
-            self.link_changed(&mut link, deadline, topic, last_error.take())
-                .await?;
+    /// Sends `make(reply)` to a worker whose link is up and waits for the
+    /// answer, within one command timeout. Without a link there is nothing
+    /// to do (nothing is in flight, nothing is subscribed).
+    async fn ask(
+        &self,
+        operation: &str,
+        make: impl FnOnce(oneshot::Sender<()>) -> Command,
+    ) -> Result<(), LayerError> {
+        let Some(commands) = self.commands_if_up() else {
+            return Ok(());
+        };
+        let wait = self.endpoint.timeouts.command;
+        let deadline = Instant::now() + wait;
+        let (reply, answer) = oneshot::channel();
+        let timed_out = || {
+            ShardError::backend(
+                operation,
+                &self.endpoint.host,
+                format!("no answer within {wait:?}"),
+            )
+        };
+        match commands.send(make(reply), deadline).await {
+            Ok(()) => {}
+            Err(NotSent::Busy) => return Err(timed_out()),
+            Err(NotSent::Stopped) => return Ok(()),
+        }
+        drop(commands);
+        match timeout_at(deadline, answer).await {
+            // A dropped answer means the connection went away, and with it
+            // what was in flight and every subscription.
+            Ok(_) => Ok(()),
+            Err(_elapsed) => Err(timed_out()),
         }
     }
 
-    /// UNSUBSCRIBEs `topic` unless the registry wants it again by now.
-    async fn unsubscribe(&self, topic: &str, registry: &Registry) -> Result<(), LayerError> {
-        let _ops = self.ops.lock().await;
-        let current = self.link.borrow().clone();
-        let Link::Up { mut sink, .. } = current else {
-            // Not connected: the next connection subscribes only wanted topics.
-            return Ok(());
-        };
-        if registry.wants(topic) {
-            return Ok(());
-        }
-        self.unconfirm(topic);
-        let failure = match timeout(self.timeouts.command, sink.unsubscribe(topic)).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(error)) => error.into(),
-            Err(elapsed) => channels_core::BoxError::from(elapsed),
-        };
-        if matches!(*self.link.borrow(), Link::Up { .. }) {
-            Err(ShardError::backend(
-                format!("UNSUBSCRIBE `{topic}`"),
-                &self.host,
-                failure,
-            ))
-        } else {
-            // The connection died meanwhile: the topic is gone with it.
-            Ok(())
-        }
+    /// Waits until every message Redis pushed to this shard's subscriber
+    /// connection before now has been delivered to the mailboxes.
+    ///
+    /// # Errors
+    /// [`LayerError::Backend`] when the worker does not answer in time.
+    pub(super) async fn sync(&self) -> Result<(), LayerError> {
+        self.ask("PING (flush)", Command::Sync).await
+    }
+
+    /// Waits until the worker has UNSUBSCRIBEd every marked topic nobody
+    /// wants any more.
+    ///
+    /// # Errors
+    /// [`LayerError::Backend`] when the worker does not answer in time.
+    pub(super) async fn reconcile(&self) -> Result<(), LayerError> {
+        self.ask("UNSUBSCRIBE", Command::Reconcile).await
     }
 
     /// The publishing connection, opened if needed.
@@ -263,24 +242,27 @@ impl ShardConn {
         if let Some(connection) = lock(&self.publisher).clone() {
             return Ok(connection);
         }
+        let host = &self.endpoint.host;
+        let timeouts = self.endpoint.timeouts;
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeouts.connect))
-            .set_response_timeout(Some(self.timeouts.command));
+            .set_connection_timeout(Some(timeouts.connect))
+            .set_response_timeout(Some(timeouts.command));
         let client = self
+            .endpoint
             .client()
             .await
-            .map_err(|reason| ShardError::backend("connect", &self.host, reason))?;
+            .map_err(|reason| ShardError::backend("connect", host, reason))?;
         let connection = client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(|error| ShardError::backend("connect", &self.host, error))?;
+            .map_err(|error| ShardError::backend("connect", host, error))?;
         *lock(&self.publisher) = Some(connection.clone());
         Ok(connection)
     }
 
     /// `PUBLISH topic payload`. A connection found broken is replaced and
     /// the command tried once more (it cannot have reached the server).
-    async fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), LayerError> {
+    pub(super) async fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), LayerError> {
         let mut retried = false;
         loop {
             let mut connection = self.publisher().await?;
@@ -289,134 +271,41 @@ impl ShardConn {
                 .arg(payload)
                 .query_async(&mut connection)
                 .await;
-            match result {
+            let error = match result {
                 Ok(_receivers) => return Ok(()),
-                Err(error) => {
-                    let broken = error.is_connection_dropped()
-                        || error.is_io_error()
-                        || error.is_unrecoverable_error();
-                    if broken {
-                        *lock(&self.publisher) = None;
-                    }
-                    if broken && !retried && !error.is_timeout() {
-                        retried = true;
-                        continue;
-                    }
-                    return Err(ShardError::backend(
-                        format!("PUBLISH to `{topic}`"),
-                        &self.host,
-                        error,
-                    ));
-                }
+                Err(error) => error,
+            };
+            let broken = error.is_connection_dropped()
+                || error.is_io_error()
+                || error.is_unrecoverable_error();
+            if broken {
+                *lock(&self.publisher) = None;
             }
+            if broken && !retried && !error.is_timeout() {
+                retried = true;
+                continue;
+            }
+            return Err(ShardError::backend(
+                format!("PUBLISH to `{topic}`"),
+                &self.endpoint.host,
+                error,
+            ));
         }
-    }
-
-    /// Drops the publishing connection.
-    fn drop_publisher(&self) {
-        *lock(&self.publisher) = None;
-    }
-}
-
-/// A shard: its connections and the guard owning its subscriber worker.
-#[derive(Debug)]
-pub(super) struct Shard {
-    conn: Arc<ShardConn>,
-    worker: Mutex<Option<WorkerGuard>>,
-}
-
-impl Shard {
-    /// A shard for host `index`; connects lazily.
-    pub(super) fn new(index: usize, host: String, target: Target, timeouts: Timeouts) -> Self {
-        let (link, _) = watch::channel(Link::Down);
-        Self {
-            conn: Arc::new(ShardConn {
-                index,
-                host,
-                target,
-                timeouts,
-                publisher: Mutex::new(None),
-                link,
-                ops: tokio::sync::Mutex::new(()),
-                confirmed: Mutex::new(Confirmed::default()),
-                generations: AtomicU64::new(0),
-            }),
-            worker: Mutex::new(None),
-        }
-    }
-
-    /// Starts the subscriber worker unless it runs.
-    fn ensure_worker(&self, shared: &Arc<Shared>) {
-        let mut worker = lock(&self.worker);
-        if worker.as_ref().is_some_and(WorkerGuard::is_running) {
-            return;
-        }
-        *worker = Some(subscriber::spawn(
-            Arc::clone(&self.conn),
-            Arc::clone(shared),
-        ));
-    }
-
-    /// Makes sure this instance hears `topic` (see [`ShardConn::subscribe`]).
-    pub(super) async fn subscribe(
-        &self,
-        topic: &str,
-        shared: &Arc<Shared>,
-    ) -> Result<(), LayerError> {
-        self.ensure_worker(shared);
-        self.conn.subscribe(topic, &shared.registry).await
-    }
-
-    /// Stops hearing `topic` if nothing here needs it any more.
-    pub(super) async fn unsubscribe(&self, topic: &str, shared: &Shared) -> Result<(), LayerError> {
-        self.conn.unsubscribe(topic, &shared.registry).await
-    }
-
-    /// Publishes `payload` on `topic`.
-    pub(super) async fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), LayerError> {
-        self.conn.publish(topic, payload).await
     }
 
     /// Stops the worker, drops both connections. The shard reconnects when
     /// used again.
     pub(super) async fn close(&self) {
-        let worker = lock(&self.worker).take();
-        if let Some(worker) = worker {
-            worker.stop().await;
+        let running = lock(&self.worker).take();
+        if let Some(running) = running {
+            running.guard.stop().await;
         }
-        self.conn.set_down();
-        self.conn.drop_publisher();
-    }
-
-    /// Waits until every message Redis pushed to this shard's subscriber
-    /// connection before now has been delivered to the mailboxes.
-    pub(super) async fn sync(&self) -> Result<(), LayerError> {
-        if !self.is_subscribed() {
-            // No connection: whatever was in flight is lost with it.
-            return Ok(());
-        }
-        let syncs = lock(&self.worker)
-            .as_ref()
-            .filter(|worker| worker.is_running())
-            .map(WorkerGuard::syncs);
-        let Some(syncs) = syncs else {
-            return Ok(());
-        };
-        let (done, finished) = tokio::sync::oneshot::channel();
-        let wait = self.conn.timeouts.command;
-        let synced = timeout(wait, async {
-            if syncs.send(done).await.is_ok() {
-                // An error means the worker dropped the request: its
-                // connection went away, and with it what was in flight.
-                let _ = finished.await;
-            }
-        })
-        .await;
-        synced.map_err(|elapsed| ShardError::backend("PING (flush)", &self.conn.host, elapsed))
+        self.endpoint.set_up(false);
+        *lock(&self.publisher) = None;
     }
 
     /// Whether the subscriber link is up (for tests and health checks).
     pub(super) fn is_subscribed(&self) -> bool {
-        matches!(*self.conn.link.borrow(), Link::Up { .. })
+        self.endpoint.is_up()
     }
 }
