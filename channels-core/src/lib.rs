@@ -32,6 +32,7 @@ mod mailbox;
 mod message;
 mod names;
 mod receiver;
+pub mod sync;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -45,13 +46,14 @@ pub use config::{
 };
 pub use error::{BoxError, CHANNEL_NAME_RULE, GROUP_NAME_RULE, LayerError, NameProblem};
 pub use layer::{ChannelLayer, LayerStats, SharedLayer};
-pub use mailbox::{DropCounters, Mailbox, Offered, OutageError, lock};
+pub use mailbox::{DropCounters, Mailbox, Offered, OutageError};
 pub use message::{Message, RESERVED_CHANNEL_KEY, TYPE_KEY, Value};
 pub use names::{
     LOCAL_SEPARATOR, MAX_NAME_LENGTH, is_process_local, non_local_name, validate_channel_name,
     validate_group_name,
 };
 pub use receiver::{Receiver, Release};
+pub use sync::lock;
 
 /// Re-exported so implementors use the same `async_trait` as the trait.
 pub use async_trait::async_trait;

@@ -21,7 +21,9 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::sync::lock;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -514,13 +516,6 @@ impl Drop for Parked<'_> {
             }
         }
     }
-}
-
-/// Locks a mutex, recovering from poisoning: every critical section in this
-/// crate and its layers leaves the data consistent (single pushes, pops and
-/// assignments), so a panic elsewhere does not make it unusable.
-pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use channels_core::{Mailbox, Message, Offered, lock};
 use foldhash::fast::RandomState;
@@ -45,11 +45,11 @@ pub(crate) struct Group {
 
 impl Group {
     fn read(&self) -> RwLockReadGuard<'_, Members> {
-        self.members.read().unwrap_or_else(PoisonError::into_inner)
+        channels_core::sync::read(&self.members)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Members> {
-        self.members.write().unwrap_or_else(PoisonError::into_inner)
+        channels_core::sync::write(&self.members)
     }
 }
 

@@ -48,7 +48,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        crate::mailbox::lock(&self.state)
+        crate::sync::lock(&self.state)
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock};
 
 use channels_core::Mailbox;
 
@@ -31,15 +31,7 @@ struct Members {
     removed: bool,
 }
 
-/// Every critical section below leaves the members consistent (single map
-/// operations), so a lock poisoned by a panic elsewhere is still usable.
-fn read(lock: &RwLock<Members>) -> RwLockReadGuard<'_, Members> {
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write(lock: &RwLock<Members>) -> RwLockWriteGuard<'_, Members> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
-}
+use channels_core::sync::{read, write};
 
 impl Group {
     /// Whether the topic is known to be subscribed.

@@ -14,9 +14,9 @@ use crate::shard::consistent_hash;
 use crate::target::Target;
 use crate::wire::Route;
 
-use super::backoff::BACKOFF_MAX;
 use super::registry::Registry;
 use super::shard::{Shard, Shared, Timeouts};
+use super::worker::BACKOFF_MAX;
 
 /// A channel layer compatible with Python's
 /// `channels_redis.pubsub.RedisPubSubChannelLayer` (channels_redis 4.3).

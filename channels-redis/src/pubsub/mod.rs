@@ -7,9 +7,8 @@
 //! have left unwanted); `shard.rs` (one Redis server: publishing connection,
 //! the handle of its worker), `command.rs` (what callers ask the worker),
 //! `worker.rs` (owns the subscriber connection: SUBSCRIBE, UNSUBSCRIBE,
-//! delivery, reconnects); `backoff.rs`, `error.rs`.
+//! delivery, reconnects); `error.rs`.
 
-mod backoff;
 mod command;
 mod dirty;
 mod error;

@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use channels_core::{ChannelCapacities, DropCounters, Mailbox, Message, Receiver, Release};
@@ -112,14 +112,12 @@ impl Registry {
         }
     }
 
-    // Every critical section leaves the maps consistent (single map
-    // operations), so a lock poisoned by a panic elsewhere is still usable.
     fn read(&self) -> RwLockReadGuard<'_, Local> {
-        self.local.read().unwrap_or_else(PoisonError::into_inner)
+        channels_core::sync::read(&self.local)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Local> {
-        self.local.write().unwrap_or_else(PoisonError::into_inner)
+        channels_core::sync::write(&self.local)
     }
 
     /// The marks and wake-up of shard `index`'s worker.

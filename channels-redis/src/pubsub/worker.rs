@@ -26,10 +26,18 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, interval_at, sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::Backoff;
 use super::command::{Command, Commands, SubscribeBatch, SubscribeReply};
 use super::dirty::DirtyTopics;
 use super::shard::{Endpoint, Shared};
+use channels_core::Backoff;
+
+/// First pause before reconnecting the subscriber connection.
+pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(50);
+
+/// Longest pause between reconnect attempts. Short: while the subscriber is
+/// away, this instance hears nothing (a 2 s cap lost 1.45 s of messages
+/// after Redis returned).
+pub(super) const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 /// How often an idle subscriber connection is PINGed.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -147,7 +155,7 @@ impl Worker {
 
     #[tracing::instrument(skip_all, fields(shard = self.endpoint.index, host = %self.endpoint.host))]
     async fn run(mut self) {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         loop {
             let attempt = tokio::select! {
                 biased;
