@@ -685,3 +685,63 @@ fn runtime_futures_are_send(connection: channels_core::consumer::Connection) {
         ConnectionSettings::default(),
     ));
 }
+
+/// Closes with 4002 when its timer fires, unless `refresh` frames push it
+/// back (what the gateway does with token expiry).
+struct Expiring {
+    lifetime: Duration,
+}
+
+#[async_trait]
+impl WebsocketConsumer for Expiring {
+    async fn connect(&mut self, ctx: &mut ConsumerContext) -> Result<Connect, ConsumerError> {
+        ctx.wake_at(tokio::time::Instant::now() + self.lifetime);
+        Ok(Connect::accept())
+    }
+
+    async fn receive(
+        &mut self,
+        ctx: &mut ConsumerContext,
+        frame: Frame,
+    ) -> Result<(), ConsumerError> {
+        match frame.as_text() {
+            Some("refresh") => ctx.wake_at(tokio::time::Instant::now() + self.lifetime),
+            Some("forever") => ctx.cancel_wake(),
+            _ => {}
+        }
+        ctx.send_text("ok")
+    }
+
+    async fn wake(&mut self, ctx: &mut ConsumerContext) -> Result<(), ConsumerError> {
+        ctx.close(4002, "expired");
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_consumer_timer_fires_can_be_moved_and_cancelled() {
+    let layer: SharedLayer = Arc::new(InMemoryChannelLayer::new());
+    // Shorter than the communicator's 1 s wait, so waits end on the timer.
+    let lifetime = Duration::from_millis(400);
+
+    let mut expiring = connected(&layer, Expiring { lifetime }).await;
+    assert_eq!(expiring.receive_close().await.unwrap().code, 4002);
+
+    let mut refreshed = connected(&layer, Expiring { lifetime }).await;
+    tokio::time::advance(Duration::from_millis(300)).await;
+    refreshed.send_text("refresh").await.unwrap();
+    assert_eq!(refreshed.receive_text().await.unwrap(), "ok");
+    tokio::time::advance(Duration::from_millis(300)).await;
+    refreshed
+        .receive_nothing(Duration::from_millis(50))
+        .await
+        .expect("the refresh moved the deadline");
+    assert_eq!(refreshed.receive_close().await.unwrap().code, 4002);
+
+    let mut kept = connected(&layer, Expiring { lifetime }).await;
+    kept.send_text("forever").await.unwrap();
+    assert_eq!(kept.receive_text().await.unwrap(), "ok");
+    kept.receive_nothing(Duration::from_secs(2))
+        .await
+        .expect("a cancelled timer never fires");
+}

@@ -31,6 +31,16 @@ pub struct ConsumerContext {
     groups: Vec<String>,
     outbox: Outbox,
     close_request: Option<CloseFrame>,
+    /// When the consumer asked to be woken (`wake_at`), until the runtime
+    /// takes the request.
+    wake_request: Option<WakeRequest>,
+}
+
+/// A change to the consumer's one timer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum WakeRequest {
+    At(tokio::time::Instant),
+    Cancel,
 }
 
 impl ConsumerContext {
@@ -47,6 +57,7 @@ impl ConsumerContext {
             groups: Vec::new(),
             outbox,
             close_request: None,
+            wake_request: None,
         }
     }
 
@@ -131,6 +142,23 @@ impl ConsumerContext {
 
     pub(crate) fn take_close_request(&mut self) -> Option<CloseFrame> {
         self.close_request.take()
+    }
+
+    /// Asks the runtime to call the consumer's
+    /// [`wake`](super::WebsocketConsumer::wake) at `at` (a deadline: a token
+    /// expiry, a handshake timeout). One timer per connection: a later call
+    /// replaces the earlier one. It costs nothing until it is used.
+    pub fn wake_at(&mut self, at: tokio::time::Instant) {
+        self.wake_request = Some(WakeRequest::At(at));
+    }
+
+    /// Cancels the timer set with [`ConsumerContext::wake_at`].
+    pub fn cancel_wake(&mut self) {
+        self.wake_request = Some(WakeRequest::Cancel);
+    }
+
+    pub(crate) fn take_wake_request(&mut self) -> Option<WakeRequest> {
+        self.wake_request.take()
     }
 
     pub(crate) fn outbox_mut(&mut self) -> &mut Outbox {

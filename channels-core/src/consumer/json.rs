@@ -90,6 +90,15 @@ pub trait JsonConsumer: Send + 'static {
         Ok(())
     }
 
+    /// As [`WebsocketConsumer::wake`].
+    ///
+    /// # Errors
+    /// Any error closes the connection with 1011.
+    async fn wake(&mut self, ctx: &mut ConsumerContext) -> Result<(), ConsumerError> {
+        let _ = ctx;
+        Ok(())
+    }
+
     /// As [`WebsocketConsumer::disconnect`].
     ///
     /// # Errors
@@ -159,6 +168,10 @@ impl<C: JsonConsumer> WebsocketConsumer for Json<C> {
         error: &LayerError,
     ) -> Result<(), ConsumerError> {
         self.0.layer_error(ctx, error).await
+    }
+
+    async fn wake(&mut self, ctx: &mut ConsumerContext) -> Result<(), ConsumerError> {
+        self.0.wake(ctx).await
     }
 
     async fn disconnect(

@@ -276,6 +276,15 @@ pub trait WebsocketConsumer: Send + 'static {
         Ok(())
     }
 
+    /// The time asked for with [`ConsumerContext::wake_at`] has come.
+    ///
+    /// # Errors
+    /// Any error is logged and closes the connection with 1011.
+    async fn wake(&mut self, ctx: &mut ConsumerContext) -> Result<(), ConsumerError> {
+        let _ = ctx;
+        Ok(())
+    }
+
     /// The connection ended with `code` (the client's close code, 1006 when
     /// the socket dropped without one, or the code the server closed with).
     /// Group memberships were already discarded.
@@ -325,6 +334,10 @@ impl WebsocketConsumer for Box<dyn WebsocketConsumer> {
         error: &LayerError,
     ) -> Result<(), ConsumerError> {
         (**self).layer_error(ctx, error).await
+    }
+
+    async fn wake(&mut self, ctx: &mut ConsumerContext) -> Result<(), ConsumerError> {
+        (**self).wake(ctx).await
     }
 
     async fn disconnect(

@@ -14,7 +14,7 @@ use tokio::time::{Instant, MissedTickBehavior, Sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::context::ConsumerContext;
+use super::context::{ConsumerContext, WakeRequest};
 use super::error::ConsumerError;
 use super::frame::{Inbound, Outbound, close_code};
 use super::outbox::{Outbox, OutboxReceiver};
@@ -399,6 +399,9 @@ async fn serve_events(
     // Boxed and only while paused: an idle connection should not carry a
     // timer it does not use.
     let mut pause: Option<Pin<Box<Sleep>>> = None;
+    // The consumer's own timer (`ConsumerContext::wake_at`), boxed and only
+    // while set.
+    let mut wake: Option<Pin<Box<Sleep>>> = None;
     let mut dispatched: u32 = 0;
 
     let tick_period = match (settings.ping_interval, settings.idle_timeout) {
@@ -414,6 +417,14 @@ async fn serve_events(
 
     loop {
         ctx.outbox_mut().publish_counts();
+        match ctx.take_wake_request() {
+            Some(WakeRequest::At(at)) => match &mut wake {
+                Some(sleep) => sleep.as_mut().reset(at),
+                None => wake = Some(Box::pin(tokio::time::sleep_until(at))),
+            },
+            Some(WakeRequest::Cancel) => wake = None,
+            None => {}
+        }
         if let Some(frame) = ctx.take_close_request() {
             let code = frame.code;
             ctx.outbox_mut().close(frame);
@@ -489,6 +500,11 @@ async fn serve_events(
                 }
             }
             () = wait_pause(&mut pause), if pause.is_some() => pause = None,
+            () = wait_pause(&mut wake), if wake.is_some() => {
+                wake = None;
+                let result = consumer.wake(ctx).await;
+                handle_result(ctx, stats, "wake", result);
+            }
             _ = ticker.tick(), if tick_period.is_some() => {
                 let silent = last_seen.elapsed();
                 if settings.idle_timeout.is_some_and(|idle| silent >= idle) {
@@ -502,7 +518,7 @@ async fn serve_events(
     }
 }
 
-/// Completes when the receive pause is over (never, when there is none).
+/// Completes when the timer is over (never, when there is none).
 async fn wait_pause(pause: &mut Option<Pin<Box<Sleep>>>) {
     match pause {
         Some(sleep) => sleep.as_mut().await,
