@@ -35,6 +35,7 @@ mod app;
 pub mod chat;
 mod config;
 mod connection;
+pub mod control;
 mod error;
 mod health;
 pub mod metrics;
