@@ -442,6 +442,15 @@ impl Mailbox {
         state.queue = VecDeque::new();
     }
 
+    /// Gives back the queue's buffer if it is empty (an idle receiver's
+    /// periodic tidy-up: a drained queue otherwise keeps a few slots).
+    pub fn shrink_if_empty(&self) {
+        let mut state = self.lock();
+        if state.queue.is_empty() && state.queue.capacity() > 0 {
+            state.queue = VecDeque::new();
+        }
+    }
+
     /// Drops expired messages now (layers call it from their periodic sweep,
     /// so a channel nobody reads does not hold them until its next use).
     pub fn purge(&self) {

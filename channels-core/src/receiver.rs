@@ -87,6 +87,14 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// Gives back the mailbox's buffer if nothing waits in it (call it now and
+    /// then on an idle connection; a drained mailbox keeps a few slots).
+    pub fn shrink_if_empty(&self) {
+        self.mailbox.shrink_if_empty();
+    }
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
         if self.mailbox.remove_holder() {

@@ -637,7 +637,7 @@ async fn a_connection_dropped_before_it_runs_still_leaves_its_groups() {
         layer.clone(),
         Scope::new("/ws"),
         Box::new(room("dropped", &log)),
-        ConnectionSettings::default(),
+        Arc::new(ConnectionSettings::default()),
     )
     .await
     .unwrap();
@@ -682,7 +682,7 @@ fn runtime_futures_are_send(connection: channels_core::consumer::Connection) {
         memory_layer(),
         Scope::new("/"),
         Box::new(ScopeReporter),
-        ConnectionSettings::default(),
+        Arc::new(ConnectionSettings::default()),
     ));
 }
 

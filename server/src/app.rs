@@ -231,7 +231,7 @@ impl App {
             .stats(self.metrics.consumers.clone());
         let state = WsState {
             layer: self.layer.clone(),
-            settings,
+            settings: Arc::new(settings),
             shutdown: self.shutdown.clone(),
             max_frame_bytes: self.config.max_frame_bytes,
         };

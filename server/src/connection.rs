@@ -29,12 +29,18 @@ const WRITE_BATCH: usize = 32;
 /// close reply (RFC 6455 7.1.1) before dropping the TCP connection.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Runs `connection` on `socket` until it ends and its last frames (the close
-/// included) are written, or the hard-stop token fires.
+/// Runs `connection` on a socket (split by the caller) until it ends and its
+/// last frames (the close included) are written, or the hard-stop token
+/// fires.
+///
+/// The arguments of an async fn stay in its state for its whole life, so
+/// they are kept small: the socket comes already split, the connection boxed
+/// (moving it out frees the box).
 #[allow(clippy::too_many_arguments)] // one call site, each argument a different concern
 pub(crate) async fn serve(
-    socket: WebSocket,
-    connection: Connection,
+    sink: SplitSink<WebSocket, WsMessage>,
+    stream: SplitStream<WebSocket>,
+    connection: Box<Connection>,
     outbox: OutboxReceiver,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
@@ -43,7 +49,11 @@ pub(crate) async fn serve(
 ) {
     // Holds a slot of the connection limit until the connection is over.
     let _permit = permit;
-    let (sink, stream) = socket.split();
+    // Out of its box at once: the box is freed now, not when this ends.
+    let connection: Connection = {
+        let boxed = connection;
+        *boxed
+    };
     // Set when the writer gives up on the socket, so the reader stops too.
     let writer_gone = AtomicBool::new(false);
     let mut inbound = SocketInbound {
@@ -69,21 +79,27 @@ pub(crate) async fn serve(
         clean
     });
     if clean && !inbound.ended {
-        // We closed: read (and discard) until the client's close reply, so the
-        // client sees a clean close handshake rather than a reset.
-        let reply = async {
-            while let Some(event) = next_inbound(&mut inbound).await {
-                if matches!(event, Inbound::Close(_) | Inbound::Invalid(_)) {
-                    break;
-                }
-            }
-        };
-        tokio::select! {
-            () = hard_stop.cancelled() => {}
-            _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, reply) => {}
-        }
+        // Boxed: needed once, at the end, so the connection's state does not
+        // carry its timers while it lives.
+        Box::pin(await_close_reply(&mut inbound, &hard_stop)).await;
     }
     tracing::debug!(code, "websocket finished");
+}
+
+/// We closed: reads (and discards) until the client's close reply, so the
+/// client sees a clean close handshake rather than a reset; bounded.
+async fn await_close_reply(inbound: &mut SocketInbound<'_>, hard_stop: &CancellationToken) {
+    let reply = async {
+        while let Some(event) = next_inbound(inbound).await {
+            if matches!(event, Inbound::Close(_) | Inbound::Invalid(_)) {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        () = hard_stop.cancelled() => {}
+        _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, reply) => {}
+    }
 }
 
 /// Reads the socket, mapping axum's messages and errors to [`Inbound`].
@@ -200,10 +216,13 @@ async fn write_loop(
         let mut write = std::pin::pin!(write);
         let written = match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
             Poll::Ready(written) => Ok(written),
+            // The socket is backed up: only now arm a timer (boxed, so an
+            // idle connection's state does not carry one).
             Poll::Pending => {
+                let timed = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, write));
                 tokio::select! {
                     () = hard_stop.cancelled() => return false,
-                    written = tokio::time::timeout(WRITE_TIMEOUT, write) => written,
+                    written = timed => written,
                 }
             }
         };
@@ -223,10 +242,12 @@ async fn write_loop(
         }
     }
     // Flush a close reply tungstenite may have queued, then end the stream;
-    // bounded, since the client may have stopped reading.
+    // bounded, since the client may have stopped reading. Boxed: once per
+    // connection.
+    let closed = Box::pin(tokio::time::timeout(Duration::from_secs(1), sink.close()));
     tokio::select! {
         () = hard_stop.cancelled() => {}
-        _ = tokio::time::timeout(Duration::from_secs(1), sink.close()) => {}
+        _ = closed => {}
     }
     true
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::connect_info::ConnectInfo;
@@ -16,11 +16,12 @@ use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use channels_core::SharedLayer;
 use channels_core::consumer::{
     Accepted, Connection, ConnectionSettings, ConsumerFactory, ConsumerRouter, Handshake, Identity,
     Scope,
 };
+use channels_core::{SharedLayer, lock};
+use futures_util::StreamExt as _;
 
 use crate::connection;
 use crate::middleware::{ConnectionPermit, json_error};
@@ -30,7 +31,7 @@ use crate::shutdown::Shutdown;
 /// idle connection's memory; tungstenite grows the buffer to fit a larger
 /// frame when one comes. (Measured: 15.4 KB of RSS per idle connection
 /// before this and the other per-connection trims, 7.9 KB after.)
-const READ_BUFFER_BYTES: usize = 512;
+const READ_BUFFER_BYTES: usize = 256;
 
 /// Bytes of frames collected before a socket write. The writer flushes after
 /// each batch anyway; this only lets a batch of small frames go out in one
@@ -41,7 +42,7 @@ const WRITE_BUFFER_BYTES: usize = 4 * 1024;
 #[derive(Debug, Clone)]
 pub(crate) struct WsState {
     pub(crate) layer: SharedLayer,
-    pub(crate) settings: ConnectionSettings,
+    pub(crate) settings: Arc<ConnectionSettings>,
     pub(crate) shutdown: Shutdown,
     pub(crate) max_frame_bytes: usize,
 }
@@ -131,7 +132,9 @@ async fn upgrade(state: WsState, factory: ConsumerFactory, request: Request) -> 
 
     // If the upgrade fails after `connect` accepted, the connection must still
     // leave its groups and hear `disconnect`: whichever callback runs takes it.
-    let slot = Arc::new(Mutex::new(Some(connection)));
+    // Boxed: axum keeps the failure callback (and so this slot) alive for the
+    // connection's whole life, so the slot itself must stay small.
+    let slot = Arc::new(Mutex::new(Some(Box::new(connection))));
     let failed_slot = slot.clone();
     let tracker = state.shutdown.tracker().clone();
     let failed_tracker = tracker.clone();
@@ -141,28 +144,29 @@ async fn upgrade(state: WsState, factory: ConsumerFactory, request: Request) -> 
     let mut response = ws
         .on_failed_upgrade(move |error| {
             tracing::debug!(%error, "websocket upgrade failed");
-            let connection = failed_slot
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
+            let connection = lock(&failed_slot).take();
             if let Some(connection) = connection {
                 failed_tracker.spawn(connection.abandon());
             }
         })
         .on_upgrade(move |socket| {
-            let connection = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            let connection = lock(&slot).take();
             // Boxed on its own: axum's upgrade task then holds only a pointer,
             // and the connection's state is allocated once, at its exact size.
             let serving: Pin<Box<dyn Future<Output = ()> + Send>> = match connection {
-                Some(connection) => Box::pin(connection::serve(
-                    socket,
-                    connection,
-                    outbox,
-                    token,
-                    hard_stop,
-                    max_frame_bytes,
-                    permit,
-                )),
+                Some(connection) => {
+                    let (sink, stream) = socket.split();
+                    Box::pin(connection::serve(
+                        sink,
+                        stream,
+                        connection,
+                        outbox,
+                        token,
+                        hard_stop,
+                        max_frame_bytes,
+                        permit,
+                    ))
+                }
                 None => Box::pin(std::future::ready(())),
             };
             tracker.track_future(serving)

@@ -201,7 +201,9 @@ mod tests {
             "sh",
             &[
                 "-c",
-                "echo booting; echo 'listening on 127.0.0.1:4321'; echo ready >&2; sleep 30",
+                // `ready` on the same pipe as `listening on`, so it comes after
+                // it; the stderr line may come at any point.
+                "echo booting; echo 'listening on 127.0.0.1:4321'; echo ready; echo oops >&2; sleep 30",
             ],
             &[],
         );
@@ -212,6 +214,11 @@ mod tests {
                 .is_some()
         );
         assert!(server.output().contains("booting"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !server.output().contains("oops") {
+            assert!(Instant::now() < deadline, "stderr is captured too");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         server.sigterm();
         assert!(server.wait(Duration::from_secs(5)).is_some());
     }

@@ -112,7 +112,7 @@ pub use runtime::{
     DEFAULT_OUTBOUND_QUEUE, DEFAULT_PING_INTERVAL, Handshake, InboundStream, check_message_type,
     next_inbound,
 };
-pub use scope::{Identity, Scope};
+pub use scope::{Headers, Identity, Scope};
 pub use stats::{ConsumerStats, Histogram, LATENCY_BUCKETS};
 pub use testing::{Communicator, CommunicatorError, Connected};
 pub use worker::{Worker, WorkerContext, run_worker};

@@ -148,6 +148,15 @@ impl Outbox {
         Ok(())
     }
 
+    /// Gives back the queue's buffer if it is empty (the runtime calls it on
+    /// its periodic tick; a drained queue otherwise keeps a few slots).
+    pub(crate) fn shrink_if_empty(&self) {
+        let mut state = self.shared.lock();
+        if state.queue.is_empty() && state.queue.capacity() > 0 {
+            state.queue = VecDeque::new();
+        }
+    }
+
     /// Adds the frames queued since the last call to the shared counter.
     pub(crate) fn publish_counts(&mut self) {
         if self.uncounted > 0 {

@@ -220,7 +220,8 @@ pub struct Accepted {
 pub struct Connection {
     consumer: Box<dyn WebsocketConsumer>,
     ctx: ConsumerContext,
-    settings: ConnectionSettings,
+    /// Shared by every connection of a server (one `Arc`, not a copy each).
+    settings: Arc<ConnectionSettings>,
     /// The connection's channel; dropping it releases the channel.
     receiver: Receiver,
 }
@@ -245,7 +246,7 @@ impl Connection {
         layer: SharedLayer,
         scope: Scope,
         mut consumer: Box<dyn WebsocketConsumer>,
-        settings: ConnectionSettings,
+        settings: Arc<ConnectionSettings>,
     ) -> Result<Handshake, ConsumerError> {
         let stats = settings.stats.clone();
         let receiver = layer.new_receiver(&settings.channel_prefix).await?;
@@ -342,7 +343,7 @@ impl Connection {
 async fn run_connection(
     mut consumer: Box<dyn WebsocketConsumer>,
     mut ctx: ConsumerContext,
-    settings: ConnectionSettings,
+    settings: Arc<ConnectionSettings>,
     receiver: Receiver,
     mut inbound: impl InboundStream,
     shutdown: CancellationToken,
@@ -359,15 +360,27 @@ async fn run_connection(
         &shutdown,
     )
     .await;
-    discard_groups(&mut ctx, &stats).await;
-    if let Err(error) = consumer.disconnect(&mut ctx, code).await {
-        ConsumerStats::incr(&stats.consumer_errors);
-        tracing::error!(%error, "consumer disconnect failed");
-    }
+    // Boxed: the way out runs once, and its timeouts would otherwise sit in
+    // every live connection's state.
+    Box::pin(leave(&mut *consumer, &mut ctx, &stats, code)).await;
     // Releases the channel.
     drop(receiver);
     tracing::debug!(code, "connection ended");
     code
+}
+
+/// Leaves every group, then tells the consumer.
+async fn leave(
+    consumer: &mut dyn WebsocketConsumer,
+    ctx: &mut ConsumerContext,
+    stats: &ConsumerStats,
+    code: u16,
+) {
+    discard_groups(ctx, stats).await;
+    if let Err(error) = consumer.disconnect(ctx, code).await {
+        ConsumerStats::incr(&stats.consumer_errors);
+        tracing::error!(%error, "consumer disconnect failed");
+    }
 }
 
 /// The connection's event loop; returns the close code it ended with.
@@ -392,7 +405,8 @@ async fn serve_events(
     let mut receive = std::pin::pin!(receiver.recv());
     let mut shutting_down = std::pin::pin!(shutdown.cancelled());
     let mut shutdown_seen = false;
-    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    // Only made when receiving fails: an idle connection carries no backoff.
+    let mut backoff: Option<Box<Backoff>> = None;
     // When the last receive error happened: errors closer together than
     // `OUTAGE_GAP` belong to one outage, which the consumer hears about once.
     let mut last_error: Option<Instant> = None;
@@ -462,7 +476,7 @@ async fn serve_events(
                 receive.set(receiver.recv());
                 match result {
                     Ok(message) => {
-                        backoff.reset();
+                        backoff = None;
                         last_error = None;
                         let mut handled = 1;
                         dispatch(consumer, ctx, stats, message, &mut dispatched).await;
@@ -486,6 +500,8 @@ async fn serve_events(
                     Err(error) => {
                         ConsumerStats::incr(&stats.layer_errors);
                         let now = Instant::now();
+                        let backoff =
+                            backoff.get_or_insert_with(|| Box::new(Backoff::new(BACKOFF_MIN, BACKOFF_MAX)));
                         if last_error.is_none_or(|at| now - at > OUTAGE_GAP) {
                             // A new outage: start the backoff over and tell
                             // the consumer, once.
@@ -506,6 +522,9 @@ async fn serve_events(
                 handle_result(ctx, stats, "wake", result);
             }
             _ = ticker.tick(), if tick_period.is_some() => {
+                // Idle memory: drained queues give their buffers back.
+                receiver.shrink_if_empty();
+                ctx.outbox_mut().shrink_if_empty();
                 let silent = last_seen.elapsed();
                 if settings.idle_timeout.is_some_and(|idle| silent >= idle) {
                     ctx.close(close_code::GOING_AWAY, "idle timeout");

@@ -228,7 +228,7 @@ impl Communicator {
             self.layer.clone(),
             self.scope.clone(),
             consumer,
-            self.settings.clone(),
+            std::sync::Arc::new(self.settings.clone()),
         )
         .await?;
         let accepted = match handshake {
