@@ -4,7 +4,8 @@
 #   - chromium (+ a font) for the headless browser test of the chat page,
 #   - nginx for the local-cluster test of deploy/,
 #   - a Python venv with the real channels_redis from PyPI for the interop tests
-#     (target/interop-venv, pinned by interop/requirements.txt).
+#     and schemathesis for the HTTP API's contract test (target/interop-venv,
+#     pinned by interop/requirements.txt and interop/requirements-api.txt).
 # Safe to run again: it only installs what is not there yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,10 +29,12 @@ fi
 
 venv=target/interop-venv
 stamp="$venv/.requirements"
-if ! cmp -s interop/requirements.txt "$stamp" 2>/dev/null; then
+requirements=(interop/requirements.txt interop/requirements-api.txt)
+if ! cat "${requirements[@]}" | cmp -s - "$stamp" 2>/dev/null; then
     echo "install-deps: creating the Python interop venv in $venv"
     mkdir -p target
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r interop/requirements.txt
-    cp interop/requirements.txt "$stamp"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        -r interop/requirements.txt -r interop/requirements-api.txt
+    cat "${requirements[@]}" > "$stamp"
 fi

@@ -16,13 +16,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
+use crate::api::{self, ApiState};
 use crate::config::{ServerConfig, bind_listener};
 use crate::error::ServerError;
 use crate::health::{self, HealthState};
 use crate::metrics::{MeteredLayer, Metrics};
 use crate::middleware::{self, AuthState, Authenticator, ConnectionLimit, OriginCheck};
 use crate::proxy::{self, TrustedProxies};
-use crate::publish::{self, PublishState};
 use crate::rate::{self, ConnectionRate};
 use crate::shutdown::Shutdown;
 use crate::ws::{self, WsState};
@@ -211,12 +211,13 @@ impl App {
     fn admin_routes(&self) -> Router {
         let mut router = health::metrics_routes(self.registry.clone());
         if let Some(token) = &self.config.publish_token {
-            router = router.merge(publish::routes(PublishState {
-                layer: self.layer.clone(),
-                token: Arc::from(token.as_str()),
-                max_body_bytes: self.config.max_frame_bytes,
-                metrics: self.metrics.clone(),
-            }));
+            router = router.merge(api::routes(ApiState::new(
+                self.layer.clone(),
+                api::layer_kind(self.raw_layer.as_ref()),
+                token,
+                self.config.max_frame_bytes,
+                self.metrics.clone(),
+            )));
         }
         router
     }

@@ -2,7 +2,7 @@
 //!
 //! The axum side of rust-channels: WebSocket routes that run
 //! [`channels_core::consumer`] consumers, middleware (allowed origins,
-//! authentication, connection limit, tracing), the HTTP publish API, health
+//! authentication, connection limit, tracing), the HTTP API for backends, health
 //! and Prometheus metrics, graceful shutdown, and the `channels-server` binary
 //! with its shared clap [`Args`] and TOML config file.
 //!
@@ -31,6 +31,7 @@
 //! # }
 //! ```
 
+mod api;
 mod app;
 pub mod chat;
 mod config;
@@ -41,7 +42,6 @@ mod health;
 pub mod metrics;
 mod middleware;
 mod proxy;
-mod publish;
 mod rate;
 pub mod shutdown;
 mod telemetry;

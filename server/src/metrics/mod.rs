@@ -84,12 +84,17 @@ impl Refusal {
     }
 }
 
-/// The statuses the publish API answers with.
-const PUBLISH_STATUSES: [u16; 6] = [202, 400, 401, 413, 503, 500];
+/// The statuses the HTTP API answers with.
+const PUBLISH_STATUSES: [u16; 10] = [200, 202, 400, 401, 404, 405, 413, 415, 503, 500];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointLabel {
+    endpoint: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -109,6 +114,7 @@ pub struct Metrics {
     refusals: Family<ReasonLabel, Counter>,
     publish: Family<StatusLabel, Counter>,
     publish_latency: Histogram,
+    api_calls: Family<EndpointLabel, Counter>,
 }
 
 impl Metrics {
@@ -137,8 +143,13 @@ impl Metrics {
         );
         registry.register(
             "channels_publish_requests",
-            "Publish API requests by status",
+            "HTTP API (publish and control) answers by status",
             self.publish.clone(),
+        );
+        registry.register(
+            "channels_api_requests",
+            "HTTP API calls by endpoint (route)",
+            self.api_calls.clone(),
         );
         registry.register(
             "channels_build",
@@ -173,6 +184,22 @@ impl Metrics {
     pub fn published(&self, status: u16, started: Instant) {
         self.publish.get_or_create(&StatusLabel { status }).inc();
         self.publish_latency.observe(started.elapsed());
+    }
+
+    /// Counts an HTTP API answer: by status (with its latency, as
+    /// [`Metrics::published`]) and by endpoint (its route, or `other`).
+    pub(crate) fn api_answered(&self, endpoint: &'static str, status: u16, started: Instant) {
+        self.published(status, started);
+        self.api_calls
+            .get_or_create(&EndpointLabel { endpoint })
+            .inc();
+    }
+
+    /// Makes the per-endpoint series of `endpoints` present at 0.
+    pub(crate) fn api_endpoints(&self, endpoints: &[&'static str]) {
+        for &endpoint in endpoints {
+            drop(self.api_calls.get_or_create(&EndpointLabel { endpoint }));
+        }
     }
 }
 
