@@ -745,3 +745,66 @@ async fn the_consumer_timer_fires_can_be_moved_and_cancelled() {
         .await
         .expect("a cancelled timer never fires");
 }
+
+/// Answers every frame with `ok`.
+struct Answer;
+
+#[async_trait]
+impl WebsocketConsumer for Answer {
+    async fn receive(
+        &mut self,
+        ctx: &mut ConsumerContext,
+        _frame: Frame,
+    ) -> Result<(), ConsumerError> {
+        ctx.send_text("ok")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn frames_over_the_rate_limit_are_dropped_then_a_flood_is_closed_4029() {
+    let layer: SharedLayer = Arc::new(InMemoryChannelLayer::new());
+    let stats = Arc::new(ConsumerStats::default());
+    let settings = ConnectionSettings::default()
+        .inbound_rate(Some(5))
+        .stats(stats.clone());
+    let mut client =
+        Communicator::new(layer.clone(), Scope::new("/ws/x"), Answer).settings(settings.clone());
+    assert!(client.connect().await.unwrap().accepted);
+    // A burst of twice the rate goes through; the rest of a quick volley is
+    // dropped and counted, and the connection stays up.
+    for _ in 0..12 {
+        client.send_text("x").await.unwrap();
+    }
+    for _ in 0..10 {
+        assert_eq!(client.receive_text().await.unwrap(), "ok");
+    }
+    client
+        .receive_nothing(Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(ConsumerStats::get(&stats.frames_rate_limited), 2);
+    // A second later the bucket has refilled by the rate.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    for _ in 0..5 {
+        client.send_text("x").await.unwrap();
+        assert_eq!(client.receive_text().await.unwrap(), "ok");
+    }
+
+    // A client that keeps going after a whole burst was dropped is closed.
+    let mut flood = Communicator::new(layer, Scope::new("/ws/x"), Answer).settings(settings);
+    assert!(flood.connect().await.unwrap().accepted);
+    for _ in 0..30 {
+        if flood.send_text("x").await.is_err() {
+            break;
+        }
+    }
+    loop {
+        if let channels_core::consumer::Outbound::Close(frame) =
+            flood.receive_output().await.unwrap()
+        {
+            assert_eq!(frame.code, 4029);
+            break;
+        }
+    }
+    assert_eq!(ConsumerStats::get(&stats.flood_closes), 1);
+}

@@ -3,8 +3,7 @@
 //! [`App::serve`] / [`run`] to serve it with graceful shutdown, optionally
 //! with `/metrics` and the publish API on a separate admin listener.
 
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
 
 use axum::Router;
@@ -20,6 +19,7 @@ use crate::api::{self, ApiState};
 use crate::config::{ServerConfig, bind_listener};
 use crate::error::ServerError;
 use crate::health::{self, HealthState};
+use crate::http;
 use crate::metrics::{MeteredLayer, Metrics};
 use crate::middleware::{self, AuthState, Authenticator, ConnectionLimit, OriginCheck};
 use crate::proxy::{self, TrustedProxies};
@@ -229,12 +229,19 @@ impl App {
             .idle_timeout(self.config.idle_timeout)
             .ping_interval(self.config.ping_interval)
             .shutdown_close_code(self.config.shutdown_close_code)
+            .outbound_bytes(self.config.outbound_bytes)
+            .inbound_rate(self.config.client_rate_limit)
             .stats(self.metrics.consumers.clone());
         let state = WsState {
             layer: self.layer.clone(),
             settings: Arc::new(settings),
             shutdown: self.shutdown.clone(),
             max_frame_bytes: self.config.max_frame_bytes,
+            max_write_buffer: self
+                .config
+                .outbound_bytes
+                .max(self.config.max_frame_bytes)
+                .saturating_add(64 * 1024),
         };
         // Layers run outside in: client address, origin, rate, limit, auth,
         // then the handler.
@@ -331,30 +338,20 @@ impl App {
         if let Ok(address) = listener.local_addr() {
             tracing::info!(%address, "listening on {address}");
         }
-        let public = {
-            let handle = handle.clone();
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { handle.triggered().await })
-        };
+        let stop = handle.stop_token();
+        let header_timeout = self.config.header_timeout;
+        let drain = self.config.drain_timeout;
+        let public = http::serve(listener, router, header_timeout, stop.clone(), drain);
         let admin = async {
             let (Some(admin), Some(admin_router)) = (admin, admin_router) else {
-                return Ok(());
+                return;
             };
             if let Ok(address) = admin.local_addr() {
                 tracing::info!(%address, "admin listener on {address}");
             }
-            let handle = handle.clone();
-            axum::serve(
-                admin,
-                admin_router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { handle.triggered().await })
-            .await
+            http::serve(admin, admin_router, header_timeout, stop.clone(), drain).await;
         };
-        let (served, admin_served) = tokio::join!(public.into_future(), admin);
+        tokio::join!(public, admin);
         watcher.abort();
         let remaining = handle.drain(self.config.drain_timeout).await;
         if remaining > 0 {
@@ -367,7 +364,7 @@ impl App {
             tracing::warn!(%error, "closing the channel layer failed");
         }
         tracing::info!("stopped");
-        served.and(admin_served).map_err(ServerError::Io)
+        Ok(())
     }
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use axum::extract::ws::{self, Message as WsMessage, Utf8Bytes, WebSocket};
 use channels_core::consumer::{
-    CloseFrame, Connection, Frame, Inbound, InboundStream, Outbound, OutboxReceiver, Text,
-    close_code, next_inbound,
+    CloseFrame, Connection, ConsumerStats, Frame, Inbound, InboundStream, Outbound, OutboxReceiver,
+    Text, close_code, next_inbound,
 };
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -54,6 +54,7 @@ pub(crate) async fn serve(
         let boxed = connection;
         *boxed
     };
+    let stats = connection.stats();
     // Set when the writer gives up on the socket, so the reader stops too.
     let writer_gone = AtomicBool::new(false);
     let mut inbound = SocketInbound {
@@ -66,7 +67,7 @@ pub(crate) async fn serve(
     // the runtime drops its side of the queue (or sends a close). The futures
     // are built inside `join!` so the task does not store them twice.
     let (code, clean) = tokio::join!(connection.run(&mut inbound, shutdown), async {
-        let clean = write_loop(sink, outbox, hard_stop.clone()).await;
+        let clean = write_loop(sink, outbox, hard_stop.clone(), &stats).await;
         if !clean {
             writer_gone.store(true, Ordering::Release);
             // The reader runs in this same task: wake it, so it sees the flag.
@@ -205,6 +206,7 @@ async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,
     mut outbox: OutboxReceiver,
     hard_stop: CancellationToken,
+    stats: &ConsumerStats,
 ) -> bool {
     loop {
         let first = tokio::select! {
@@ -233,7 +235,8 @@ async fn write_loop(
                 return false;
             }
             Err(_) => {
-                tracing::warn!(timeout = ?WRITE_TIMEOUT, "websocket write timed out; dropping the client");
+                ConsumerStats::incr(&stats.write_timeouts);
+                tracing::debug!(timeout = ?WRITE_TIMEOUT, "websocket write timed out; dropping the client");
                 return false;
             }
         };

@@ -39,6 +39,7 @@ mod connection;
 pub mod control;
 mod error;
 mod health;
+mod http;
 pub mod metrics;
 mod middleware;
 mod proxy;
@@ -54,10 +55,10 @@ pub use app::{App, run};
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 pub use config::{
-    Args, DEFAULT_BIND, DEFAULT_CHANNEL_CAPACITY, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_FRAME_BYTES, DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_URL, DEFAULT_SHUTDOWN_CLOSE_CODE,
-    LISTEN_BACKLOG, LayerKind, LayerSettings, LogFormat, REGEX_PATTERN_PREFIX, ServerConfig,
-    Settings,
+    Args, DEFAULT_BIND, DEFAULT_CHANNEL_CAPACITY, DEFAULT_CLIENT_RATE_LIMIT, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_REDIS_PREFIX,
+    DEFAULT_REDIS_URL, DEFAULT_SHUTDOWN_CLOSE_CODE, LISTEN_BACKLOG, LayerKind, LayerSettings,
+    LogFormat, REGEX_PATTERN_PREFIX, ServerConfig, Settings,
 };
 pub use error::ServerError;
 pub use middleware::{AuthRejection, Authenticator, TokenAuthenticator};

@@ -73,6 +73,11 @@ impl Shutdown {
         self.soft.clone()
     }
 
+    /// A token cancelled when shutdown starts (the accept loops stop on it).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.soft.clone()
+    }
+
     /// The token that tells writers to give up on sockets that do not drain.
     pub fn hard_token(&self) -> CancellationToken {
         self.hard.clone()

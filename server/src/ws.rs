@@ -45,6 +45,10 @@ pub(crate) struct WsState {
     pub(crate) settings: Arc<ConnectionSettings>,
     pub(crate) shutdown: Shutdown,
     pub(crate) max_frame_bytes: usize,
+    /// Bound of tungstenite's write buffer: a batch of queued frames plus the
+    /// pongs it answers by itself. A client that pings and never reads fills
+    /// it and is dropped, instead of growing it without end.
+    pub(crate) max_write_buffer: usize,
 }
 
 /// Mounts every route of `consumers` (without middleware).
@@ -120,7 +124,8 @@ async fn upgrade(state: WsState, factory: ConsumerFactory, request: Request) -> 
         .max_frame_size(state.max_frame_bytes)
         .max_message_size(state.max_frame_bytes)
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES);
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(state.max_write_buffer);
     if let Some(protocol) = &accept.subprotocol {
         match HeaderValue::from_str(protocol) {
             Ok(value) => ws.set_selected_protocol(value),

@@ -35,6 +35,8 @@ pub mod close_code {
     pub const INTERNAL_ERROR: u16 = 1011;
     /// The client did not read fast enough (its outbound queue filled).
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The client kept sending frames far faster than its rate limit.
+    pub const FLOOD: u16 = 4029;
 }
 
 /// The payload of a text frame: UTF-8 in shared, reference-counted bytes.

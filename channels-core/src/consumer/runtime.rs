@@ -77,6 +77,11 @@ pub struct ConnectionSettings {
     /// The close code sent to every client at shutdown (default 1001, going
     /// away; 1012, service restart, tells clients to reconnect at once).
     pub shutdown_close_code: u16,
+    /// Frames per second a client may send, with bursts of twice as many;
+    /// `None` (the default here; the server sets one) means no limit. A frame
+    /// over the limit is dropped and counted; a client that keeps sending
+    /// after a burst's worth of drops is closed with 4029.
+    pub inbound_rate: Option<u32>,
     /// Silence allowed before closing with 1001; `None` never times out
     /// (default [`DEFAULT_IDLE_TIMEOUT`]).
     pub idle_timeout: Option<Duration>,
@@ -95,6 +100,7 @@ impl Default for ConnectionSettings {
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
             outbound_bytes: DEFAULT_OUTBOUND_BYTES,
             shutdown_close_code: close_code::GOING_AWAY,
+            inbound_rate: None,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             ping_interval: Some(DEFAULT_PING_INTERVAL),
             channel_prefix: DEFAULT_NEW_CHANNEL_PREFIX.to_owned(),
@@ -122,6 +128,13 @@ impl ConnectionSettings {
     #[must_use]
     pub fn shutdown_close_code(mut self, code: u16) -> Self {
         self.shutdown_close_code = code;
+        self
+    }
+
+    /// Sets the frames per second a client may send (`None`: no limit).
+    #[must_use]
+    pub fn inbound_rate(mut self, frames_per_second: Option<u32>) -> Self {
+        self.inbound_rate = frames_per_second;
         self
     }
 
@@ -291,6 +304,12 @@ impl Connection {
         })))
     }
 
+    /// The counters this connection reports into (for the transport's own:
+    /// a write that timed out, for example).
+    pub fn stats(&self) -> Arc<ConsumerStats> {
+        self.settings.stats.clone()
+    }
+
     /// The connection's channel name.
     pub fn channel_name(&self) -> &str {
         self.ctx.channel_name()
@@ -428,6 +447,9 @@ async fn serve_events(
     let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
+    let mut limiter = settings
+        .inbound_rate
+        .map(|rate| RateLimiter::new(rate, last_seen));
 
     loop {
         ctx.outbox_mut().publish_counts();
@@ -459,6 +481,21 @@ async fn serve_events(
                 Some(Inbound::Frame(frame)) => {
                     last_seen = Instant::now();
                     ConsumerStats::incr(&stats.frames_in);
+                    if let Some(limiter) = &mut limiter {
+                        match limiter.admit(last_seen) {
+                            Admit::Yes => {}
+                            Admit::Drop => {
+                                ConsumerStats::incr(&stats.frames_rate_limited);
+                                continue;
+                            }
+                            Admit::Close => {
+                                ConsumerStats::incr(&stats.frames_rate_limited);
+                                ConsumerStats::incr(&stats.flood_closes);
+                                ctx.close(close_code::FLOOD, "sending too fast");
+                                continue;
+                            }
+                        }
+                    }
                     let result = consumer.receive(ctx, frame).await;
                     stats.handle_latency.observe(last_seen.elapsed());
                     handle_result(ctx, stats, "receive", result);
@@ -533,6 +570,57 @@ async fn serve_events(
                     let _ = ctx.push_outbound(Outbound::Ping(bytes::Bytes::new()));
                 }
             }
+        }
+    }
+}
+
+/// A token bucket over a client's frames: `rate` per second, bursts of
+/// `2 * rate`.
+#[derive(Debug)]
+struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    refilled: Instant,
+    /// Frames dropped since the last one admitted.
+    dropped: u32,
+}
+
+/// What [`RateLimiter::admit`] decided.
+enum Admit {
+    Yes,
+    /// Over the limit: drop this frame.
+    Drop,
+    /// Still sending after a whole burst was dropped: close the connection.
+    Close,
+}
+
+impl RateLimiter {
+    fn new(rate: u32, now: Instant) -> Self {
+        let rate = f64::from(rate.max(1));
+        Self {
+            rate,
+            burst: rate * 2.0,
+            tokens: rate * 2.0,
+            refilled: now,
+            dropped: 0,
+        }
+    }
+
+    fn admit(&mut self, now: Instant) -> Admit {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.dropped = 0;
+            return Admit::Yes;
+        }
+        self.dropped = self.dropped.saturating_add(1);
+        if f64::from(self.dropped) > self.burst {
+            Admit::Close
+        } else {
+            Admit::Drop
         }
     }
 }

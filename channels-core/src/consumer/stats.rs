@@ -76,6 +76,14 @@ pub struct ConsumerStats {
     /// Frames dropped because a client's outbound queue was full (each closes
     /// that client with 1013).
     pub queue_drops: AtomicU64,
+    /// Client frames dropped for going over the per-client rate limit.
+    pub frames_rate_limited: AtomicU64,
+    /// Connections closed with 4029 for flooding.
+    pub flood_closes: AtomicU64,
+    /// Connections dropped because a socket write took longer than the write
+    /// timeout (a client that stopped reading); their close frame may not
+    /// have reached them.
+    pub write_timeouts: AtomicU64,
     /// Consumer methods that returned an error.
     pub consumer_errors: AtomicU64,
     /// Layer errors seen by the runtime (receive, group add/discard).

@@ -93,6 +93,22 @@ pub struct Args {
     #[arg(long, env = "CHANNELS_OUTBOUND_QUEUE", value_name = "FRAMES")]
     pub outbound_queue: Option<usize>,
 
+    /// Bytes of frames queued per client; a client whose queue holds more is
+    /// closed with 1013 [default: 1048576].
+    #[arg(long, env = "CHANNELS_OUTBOUND_BYTES", value_name = "BYTES")]
+    pub outbound_bytes: Option<usize>,
+
+    /// Frames per second a client may send (bursts of twice as many); frames
+    /// over it are dropped and counted, and a client that keeps flooding is
+    /// closed with 4029; 0 disables [default: 200].
+    #[arg(long, env = "CHANNELS_CLIENT_RATE_LIMIT", value_name = "FRAMES")]
+    pub client_rate_limit: Option<u32>,
+
+    /// Seconds a client may take to send a complete HTTP request head;
+    /// slower connections are closed [default: 10].
+    #[arg(long, env = "CHANNELS_HEADER_TIMEOUT", value_name = "SECONDS")]
+    pub header_timeout: Option<u64>,
+
     /// Seconds a silent connection lives (pinged at a third of it); 0 disables
     /// [default: 60].
     #[arg(long, env = "CHANNELS_IDLE_TIMEOUT", value_name = "SECONDS")]

@@ -13,7 +13,7 @@ mod settings;
 
 pub use args::Args;
 pub use layer::{LayerSettings, REGEX_PATTERN_PREFIX};
-pub use server::ServerConfig;
+pub use server::{DEFAULT_CLIENT_RATE_LIMIT, DEFAULT_HEADER_TIMEOUT, ServerConfig};
 pub use settings::Settings;
 pub(crate) use settings::bind_listener;
 

@@ -4,8 +4,17 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use channels_core::consumer::{DEFAULT_IDLE_TIMEOUT, DEFAULT_OUTBOUND_QUEUE};
+use channels_core::consumer::{
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_OUTBOUND_BYTES, DEFAULT_OUTBOUND_QUEUE,
+};
 use ipnet::IpNet;
+
+/// Frames per second a client may send by default: far above what a chat or
+/// a dashboard sends, low enough that one client cannot flood the process.
+pub const DEFAULT_CLIENT_RATE_LIMIT: u32 = 200;
+
+/// How long a client may take to send an HTTP request head by default.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 use super::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES,
@@ -28,6 +37,14 @@ pub struct ServerConfig {
     pub max_frame_bytes: usize,
     /// Frames queued per client (default [`DEFAULT_OUTBOUND_QUEUE`]).
     pub outbound_queue: usize,
+    /// Bytes of frames queued per client (default [`DEFAULT_OUTBOUND_BYTES`]).
+    pub outbound_bytes: usize,
+    /// Frames per second a client may send (`None`: no limit; default
+    /// [`DEFAULT_CLIENT_RATE_LIMIT`]).
+    pub client_rate_limit: Option<u32>,
+    /// How long a client may take to send an HTTP request head (default
+    /// [`DEFAULT_HEADER_TIMEOUT`]).
+    pub header_timeout: Duration,
     /// Silence allowed per connection (default 60 s); `None`: forever.
     pub idle_timeout: Option<Duration>,
     /// Ping interval (default 20 s); `None`: no pings.
@@ -57,6 +74,9 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            outbound_bytes: DEFAULT_OUTBOUND_BYTES,
+            client_rate_limit: Some(DEFAULT_CLIENT_RATE_LIMIT),
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             ping_interval: Some(DEFAULT_IDLE_TIMEOUT / 3),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -94,6 +114,27 @@ impl ServerConfig {
     #[must_use]
     pub fn max_frame_bytes(mut self, max: usize) -> Self {
         self.max_frame_bytes = max;
+        self
+    }
+
+    /// Sets the per-client outbound queue bound in bytes.
+    #[must_use]
+    pub fn outbound_bytes(mut self, bytes: usize) -> Self {
+        self.outbound_bytes = bytes;
+        self
+    }
+
+    /// Sets the frames per second a client may send (`None`: no limit).
+    #[must_use]
+    pub fn client_rate_limit(mut self, frames_per_second: Option<u32>) -> Self {
+        self.client_rate_limit = frames_per_second;
+        self
+    }
+
+    /// Sets how long a client may take to send an HTTP request head.
+    #[must_use]
+    pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
         self
     }
 

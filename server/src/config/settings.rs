@@ -81,6 +81,19 @@ impl Settings {
                 .outbound_queue
                 .or(section.outbound_queue)
                 .unwrap_or(channels_core::consumer::DEFAULT_OUTBOUND_QUEUE),
+            outbound_bytes: args
+                .outbound_bytes
+                .or(section.outbound_bytes)
+                .unwrap_or(channels_core::consumer::DEFAULT_OUTBOUND_BYTES),
+            client_rate_limit: match args.client_rate_limit.or(section.client_rate_limit) {
+                Some(0) => None,
+                Some(rate) => Some(rate),
+                None => Some(super::server::DEFAULT_CLIENT_RATE_LIMIT),
+            },
+            header_timeout: args
+                .header_timeout
+                .or(section.header_timeout)
+                .map_or(super::server::DEFAULT_HEADER_TIMEOUT, Duration::from_secs),
             idle_timeout,
             ping_interval: idle_timeout.map(|idle| idle / 3),
             drain_timeout: args

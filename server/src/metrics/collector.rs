@@ -122,7 +122,7 @@ impl Collector for ServerCollector {
         counter(
             e,
             "channels_frames_out",
-            "Data frames queued to clients",
+            "Data frames queued to clients (counted once per connection wake-up)",
             get(&c.frames_out),
         )?;
         counter(
@@ -142,6 +142,28 @@ impl Collector for ServerCollector {
             "channels_queue_drops",
             "Frames dropped because a client's outbound queue was full (each closed with 1013)",
             get(&c.queue_drops),
+        )?;
+        counter(
+            e,
+            "channels_frames_rate_limited",
+            "Client frames dropped for going over the per-client rate limit",
+            get(&c.frames_rate_limited),
+        )?;
+        counter_family(
+            e,
+            "channels_slow_client_closes",
+            "Connections ended because the client read too slowly: its outbound queue filled (close 1013 when its socket had room) or a write timed out (the TCP connection dropped)",
+            "reason",
+            [
+                ("queue_full", get(&c.queue_drops)),
+                ("write_timeout", get(&c.write_timeouts)),
+            ],
+        )?;
+        counter(
+            e,
+            "channels_flood_closes",
+            "Connections closed with 4029 for sending far over the rate limit",
+            get(&c.flood_closes),
         )?;
         counter(
             e,
