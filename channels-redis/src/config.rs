@@ -1,5 +1,6 @@
 //! [`RedisConfig`]: channels_redis's options and defaults (WIRE.md §2.1).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use channels_core::{CapacityPattern, LayerConfig, LayerError};
@@ -48,6 +49,7 @@ pub struct RedisConfig {
     pub(crate) brpop_timeout: Duration,
     pub(crate) command_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -62,6 +64,7 @@ impl Default for RedisConfig {
             brpop_timeout: DEFAULT_BRPOP_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            ca_file: None,
         }
     }
 }
@@ -194,8 +197,30 @@ impl RedisConfig {
         self
     }
 
+    /// Trusts the CA certificate(s) in the PEM file `path` for the server
+    /// certificates of `rediss://` hosts that name no CA file of their own
+    /// ([`RedisHost::with_ca_file`]); without it they are checked against the
+    /// system's CA store (channels_redis: `ssl_ca_certs`). The file is read
+    /// when the layer is built.
+    #[must_use]
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
     /// Checks the settings that need no network.
     pub(crate) fn validate(&self) -> Result<(), LayerError> {
+        if let Some(ca_file) = &self.ca_file
+            && !self
+                .hosts()
+                .iter()
+                .any(|host| matches!(host, RedisHost::Url(_)) && host.is_tls())
+        {
+            return Err(LayerError::invalid_config(format!(
+                "the CA file {} applies to rediss:// hosts, and no host is one",
+                ca_file.display()
+            )));
+        }
         if self.brpop_timeout < Duration::from_millis(10) {
             return Err(LayerError::invalid_config(
                 "brpop_timeout must be at least 10 ms",

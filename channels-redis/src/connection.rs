@@ -9,9 +9,10 @@ use channels_core::{LayerError, lock};
 use redis::AsyncConnectionConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 
+use crate::config::RedisConfig;
 use crate::error::backend;
 use crate::hosts::RedisHost;
-use crate::target::Target;
+use crate::target::{self, Target};
 
 /// Dedicated connections kept idle per shard for later blocking pops.
 const MAX_IDLE_DEDICATED: usize = 16;
@@ -35,20 +36,17 @@ impl std::fmt::Debug for Shard {
 }
 
 impl Shard {
-    /// Prepares a shard; connects nothing yet.
-    pub(crate) fn new(
-        host: &RedisHost,
-        command_timeout: Duration,
-        connect_timeout: Duration,
-    ) -> Result<Self, LayerError> {
-        let target = Target::new(host)?;
+    /// Prepares a shard for `host` with `config`'s timeouts and CA file;
+    /// connects nothing yet.
+    pub(crate) fn new(host: &RedisHost, config: &RedisConfig) -> Result<Self, LayerError> {
+        let ca_file = config.ca_file.as_deref();
         Ok(Self {
-            label: host.to_string(),
-            target,
+            label: target::label(host, ca_file),
+            target: Target::new(host, ca_file)?,
             commands: Mutex::new(None),
             idle: Mutex::new(Vec::new()),
-            command_timeout,
-            connect_timeout,
+            command_timeout: config.command_timeout,
+            connect_timeout: config.connect_timeout,
         })
     }
 
