@@ -23,6 +23,12 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connecting to Redis may take.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Most dedicated connections per shard for blocking pops (the core layer's
+/// receive loop holds one; each plain channel being received holds one per
+/// pop, at most 1 s). Python's redis-py pool is unbounded; a bound keeps a
+/// burst of named-channel receivers from opening thousands of connections.
+pub const DEFAULT_BLOCKING_POOL_SIZE: usize = 64;
+
 /// Settings of a [`crate::RedisChannelLayer`], with channels_redis's defaults.
 ///
 /// # Examples
@@ -50,6 +56,7 @@ pub struct RedisConfig {
     pub(crate) command_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) blocking_pool_size: usize,
 }
 
 impl Default for RedisConfig {
@@ -65,6 +72,7 @@ impl Default for RedisConfig {
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             ca_file: None,
+            blocking_pool_size: DEFAULT_BLOCKING_POOL_SIZE,
         }
     }
 }
@@ -208,6 +216,15 @@ impl RedisConfig {
         self
     }
 
+    /// Sets the most dedicated connections per shard for blocking pops
+    /// (default [`DEFAULT_BLOCKING_POOL_SIZE`]). A pop that finds them all in
+    /// use waits for one.
+    #[must_use]
+    pub fn blocking_pool_size(mut self, size: usize) -> Self {
+        self.blocking_pool_size = size;
+        self
+    }
+
     /// Checks the settings that need no network.
     pub(crate) fn validate(&self) -> Result<(), LayerError> {
         if let Some(ca_file) = &self.ca_file
@@ -220,6 +237,12 @@ impl RedisConfig {
                 "the CA file {} applies to rediss:// hosts, and no host is one",
                 ca_file.display()
             )));
+        }
+        if self.blocking_pool_size < 2 {
+            // The receive loop holds one for good; plain channels need another.
+            return Err(LayerError::invalid_config(
+                "blocking_pool_size must be at least 2",
+            ));
         }
         if self.brpop_timeout < Duration::from_millis(10) {
             return Err(LayerError::invalid_config(
