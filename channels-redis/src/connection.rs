@@ -5,7 +5,7 @@
 //!
 //! Each pool serves one server address. A direct host keeps its pool; through
 //! Sentinel the master's address is asked for when a pool is made, and an
-//! error saying the master is gone (I/O, timeout, refused connection) drops
+//! error saying the master is gone or moved (I/O, timeout, `READONLY`) drops
 //! the pool and the command connection, so the next call asks Sentinel again
 //! and follows a failover. (deadpool-redis's own Sentinel manager asks per
 //! connection, but it opens connections with redis's default 500 ms response
@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use channels_core::{LayerError, lock};
 use deadpool_redis::{Pool, PoolError, Runtime, TimeoutType};
-use redis::AsyncConnectionConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, ErrorKind, ServerErrorKind};
 
 use crate::config::RedisConfig;
 use crate::error::backend;
@@ -252,9 +252,34 @@ impl Shard {
     }
 }
 
-/// Whether `error` may mean the Sentinel-managed master went away.
+/// Whether `error` may mean the Sentinel-managed master went away or was
+/// demoted (a replica answers writes with `READONLY`).
 fn master_may_have_moved(error: &redis::RedisError) -> bool {
-    error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal()
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_readonly_reply_or_a_lost_connection_means_the_master_may_have_moved() {
+        let readonly = redis::RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ReadOnly),
+            "You can't write against a read only replica.",
+        ));
+        assert!(master_may_have_moved(&readonly));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(master_may_have_moved(&redis::RedisError::from(reset)));
+        let refused = redis::RedisError::from((
+            ErrorKind::Server(ServerErrorKind::NoScript),
+            "NOSCRIPT No matching script.",
+        ));
+        assert!(!master_may_have_moved(&refused));
+    }
 }
 
 /// The pool against a real `redis-server` (feature `testing`).

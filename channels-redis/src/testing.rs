@@ -1,6 +1,6 @@
 //! Test helpers (feature `testing`): a real `redis-server` on a free port
-//! (plain, or TLS with a certificate made on the spot), a Redis Sentinel, and
-//! unique key prefixes so many tests can share one server.
+//! (plain, TLS with a certificate made on the spot, or a replica), a Redis
+//! Sentinel, and unique key prefixes so many tests can share one server.
 //!
 //! ```no_run
 //! use channels_redis::testing::{RedisServer, TestCertificates};
@@ -140,6 +140,15 @@ impl RedisServer {
         Err(last_error.unwrap_or_else(|| io::Error::other("redis-server did not start")))
     }
 
+    /// Starts a replica of `master` (`--replicaof 127.0.0.1 <port>`) on a
+    /// free port; it answers PING before it has synced.
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`].
+    pub fn start_replica(master: &RedisServer) -> io::Result<Self> {
+        Self::start_with_args(&["--replicaof", "127.0.0.1", &master.port().to_string()])
+    }
+
     fn launch(&mut self) -> io::Result<()> {
         let port = self.port.to_string();
         let parent = std::process::id().to_string();
@@ -168,6 +177,12 @@ impl RedisServer {
                     "",
                     "--appendonly",
                     "no",
+                    // Replication in memory too: a replica (or a demoted
+                    // master) would otherwise write dump.rdb to the cwd.
+                    "--repl-diskless-sync",
+                    "yes",
+                    "--repl-diskless-load",
+                    "swapdb",
                 ]);
             }
         }
@@ -317,6 +332,21 @@ impl RedisSentinel {
         master_name: &str,
         password: Option<&str>,
     ) -> io::Result<Self> {
+        Self::start_with_config(master, master_name, password, &[])
+    }
+
+    /// Like [`RedisSentinel::start`], adding `lines` to the Sentinel's
+    /// config file, e.g. `sentinel down-after-milliseconds <name> 500` and
+    /// `sentinel failover-timeout <name> 2000` for a quick failover.
+    ///
+    /// # Errors
+    /// As [`RedisSentinel::start`].
+    pub fn start_with_config(
+        master: &RedisServer,
+        master_name: &str,
+        password: Option<&str>,
+        lines: &[&str],
+    ) -> io::Result<Self> {
         let dir = std::env::temp_dir().join(format!("channels-redis-sentinel-{}", unique_prefix()));
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("sentinel.conf");
@@ -327,7 +357,10 @@ impl RedisSentinel {
         if let Some(password) = password {
             text.push_str(&format!("requirepass \"{password}\"\n"));
         }
-
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
         std::fs::write(&config, text)?;
         let mut last_error = None;
         for _ in 0..3 {
