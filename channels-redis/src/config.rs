@@ -1,5 +1,6 @@
 //! [`RedisConfig`]: channels_redis's options and defaults (WIRE.md §2.1).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use channels_core::{CapacityPattern, LayerConfig, LayerError};
@@ -21,6 +22,12 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long connecting to Redis may take.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most dedicated connections per shard for blocking pops (the core layer's
+/// receive loop holds one; each plain channel being received holds one per
+/// pop, at most 1 s). Python's redis-py pool is unbounded; a bound keeps a
+/// burst of named-channel receivers from opening thousands of connections.
+pub const DEFAULT_BLOCKING_POOL_SIZE: usize = 64;
 
 /// Settings of a [`crate::RedisChannelLayer`], with channels_redis's defaults.
 ///
@@ -48,6 +55,8 @@ pub struct RedisConfig {
     pub(crate) brpop_timeout: Duration,
     pub(crate) command_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) blocking_pool_size: usize,
 }
 
 impl Default for RedisConfig {
@@ -62,6 +71,8 @@ impl Default for RedisConfig {
             brpop_timeout: DEFAULT_BRPOP_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            ca_file: None,
+            blocking_pool_size: DEFAULT_BLOCKING_POOL_SIZE,
         }
     }
 }
@@ -194,8 +205,45 @@ impl RedisConfig {
         self
     }
 
+    /// Trusts the CA certificate(s) in the PEM file `path` for the server
+    /// certificates of `rediss://` hosts that name no CA file of their own
+    /// ([`RedisHost::with_ca_file`]); without it they are checked against the
+    /// system's CA store (channels_redis: `ssl_ca_certs`). The file is read
+    /// when the layer is built.
+    #[must_use]
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Sets the most dedicated connections per shard for blocking pops
+    /// (default [`DEFAULT_BLOCKING_POOL_SIZE`]). A pop that finds them all in
+    /// use waits for one.
+    #[must_use]
+    pub fn blocking_pool_size(mut self, size: usize) -> Self {
+        self.blocking_pool_size = size;
+        self
+    }
+
     /// Checks the settings that need no network.
     pub(crate) fn validate(&self) -> Result<(), LayerError> {
+        if let Some(ca_file) = &self.ca_file
+            && !self
+                .hosts()
+                .iter()
+                .any(|host| matches!(host, RedisHost::Url(_)) && host.is_tls())
+        {
+            return Err(LayerError::invalid_config(format!(
+                "the CA file {} applies to rediss:// hosts, and no host is one",
+                ca_file.display()
+            )));
+        }
+        if self.blocking_pool_size < 2 {
+            // The receive loop holds one for good; plain channels need another.
+            return Err(LayerError::invalid_config(
+                "blocking_pool_size must be at least 2",
+            ));
+        }
         if self.brpop_timeout < Duration::from_millis(10) {
             return Err(LayerError::invalid_config(
                 "brpop_timeout must be at least 10 ms",

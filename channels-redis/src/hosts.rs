@@ -2,6 +2,7 @@
 //! into connection targets.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use channels_core::LayerError;
 
@@ -23,6 +24,15 @@ pub enum RedisHost {
     },
     /// A master found through Redis Sentinel.
     Sentinel(SentinelHost),
+    /// A `rediss://` URL whose server certificate must chain to the CA in
+    /// `ca_file` (channels_redis: `{"address": "rediss://…", "ssl_ca_certs":
+    /// path}`). Made by [`RedisHost::with_ca_file`].
+    TlsUrl {
+        /// The `rediss://` URL.
+        url: String,
+        /// PEM file with the CA certificate(s) to trust.
+        ca_file: PathBuf,
+    },
 }
 
 /// A Sentinel-managed master (`{"sentinels": [...], "master_name": ...}`).
@@ -96,16 +106,112 @@ impl RedisHost {
         )))
     }
 
-    /// Opens the redis client for a direct (non-Sentinel) host.
-    pub(crate) fn client(&self) -> Result<Option<redis::Client>, LayerError> {
-        let result = match self {
-            Self::Url(url) => redis::Client::open(url.as_str()),
-            Self::Address { host, port } => redis::Client::open((host.as_str(), *port)),
-            Self::Sentinel(_) => return Ok(None),
+    /// This `rediss://` host, trusting the CA certificate(s) in the PEM file
+    /// `ca_file` for its server certificate instead of the system's CA store
+    /// (channels_redis: `ssl_ca_certs`).
+    ///
+    /// # Errors
+    /// [`LayerError::InvalidConfig`] when the host is not a `rediss://` URL.
+    ///
+    /// # Examples
+    /// ```
+    /// use channels_redis::RedisHost;
+    /// let host = RedisHost::parse("rediss://redis.internal:6380/0")?.with_ca_file("/etc/redis/ca.pem")?;
+    /// assert_eq!(host.to_string(), "rediss://redis.internal:6380/0 (CA /etc/redis/ca.pem)");
+    /// assert!(RedisHost::parse("redis://h:6379")?.with_ca_file("ca.pem").is_err());
+    /// # Ok::<(), channels_core::LayerError>(())
+    /// ```
+    pub fn with_ca_file(self, ca_file: impl Into<PathBuf>) -> Result<Self, LayerError> {
+        match self {
+            Self::Url(url) | Self::TlsUrl { url, .. } if is_tls_url(&url) => Ok(Self::TlsUrl {
+                url,
+                ca_file: ca_file.into(),
+            }),
+            other => Err(LayerError::invalid_config(format!(
+                "a CA file applies to rediss:// hosts only; `{other}` is not one"
+            ))),
+        }
+    }
+
+    /// Whether this host is reached over TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        match self {
+            Self::Url(url) | Self::TlsUrl { url, .. } => is_tls_url(url),
+            Self::Address { .. } | Self::Sentinel(_) => false,
+        }
+    }
+
+    /// Opens the redis client for a direct (non-Sentinel) host; a `rediss://`
+    /// host trusts its own CA file, else `default_ca`, else the system's
+    /// CA store.
+    pub(crate) fn client(
+        &self,
+        default_ca: Option<&Path>,
+    ) -> Result<Option<redis::Client>, LayerError> {
+        let bad = |e: redis::RedisError| {
+            LayerError::invalid_config(format!("bad Redis host {self}: {e}"))
         };
-        result
-            .map(Some)
-            .map_err(|e| LayerError::invalid_config(format!("bad Redis host {self}: {e}")))
+        match self {
+            Self::Url(url) if is_tls_url(url) => match default_ca {
+                Some(ca_file) => tls_client(url, ca_file).map(Some),
+                None => redis::Client::open(url.as_str()).map(Some).map_err(bad),
+            },
+            Self::Url(url) => redis::Client::open(url.as_str()).map(Some).map_err(bad),
+            Self::TlsUrl { url, ca_file } => tls_client(url, ca_file).map(Some),
+            Self::Address { host, port } => redis::Client::open((host.as_str(), *port))
+                .map(Some)
+                .map_err(bad),
+            Self::Sentinel(_) => Ok(None),
+        }
+    }
+}
+
+fn is_tls_url(url: &str) -> bool {
+    url.trim_start().starts_with("rediss://")
+}
+
+/// A client for `url` that trusts the CA certificates in `ca_file` (read now,
+/// so a missing or empty file is a config error, not a failure per connect).
+fn tls_client(url: &str, ca_file: &Path) -> Result<redis::Client, LayerError> {
+    let shown = RedisHost::Url(url.to_owned());
+    let pem = std::fs::read(ca_file).map_err(|e| {
+        LayerError::invalid_config(format!(
+            "cannot read the CA file {} of {shown}: {e}",
+            ca_file.display()
+        ))
+    })?;
+    if !pem
+        .windows(CERTIFICATE_PEM_TAG.len())
+        .any(|window| window == CERTIFICATE_PEM_TAG)
+    {
+        return Err(LayerError::invalid_config(format!(
+            "the CA file {} of {shown} holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)",
+            ca_file.display()
+        )));
+    }
+    install_crypto_provider();
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    redis::Client::build_with_tls(url, certificates).map_err(|e| {
+        LayerError::invalid_config(format!(
+            "bad Redis host {shown} with CA file {}: {e}",
+            ca_file.display()
+        ))
+    })
+}
+
+/// What starts each certificate in a PEM file.
+const CERTIFICATE_PEM_TAG: &[u8] = b"-----BEGIN CERTIFICATE-----";
+
+/// Makes ring the process's rustls crypto provider unless one is installed:
+/// with both of rustls's providers compiled in (another crate may turn on
+/// aws-lc-rs), rustls refuses to pick one and the first TLS connect panics.
+pub(crate) fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Err: another thread installed one first; that one is used.
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 
@@ -113,19 +219,28 @@ impl fmt::Display for RedisHost {
     /// Shows the host without any password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Url(url) => match (url.find("://"), url.rfind('@')) {
-                (Some(scheme), Some(at)) if at > scheme => {
-                    write!(f, "{}://***{}", &url[..scheme], &url[at..])
-                }
-                _ => f.write_str(url),
-            },
+            Self::Url(url) => write_url(f, url),
             Self::Address { host, port } => write!(f, "{host}:{port}"),
+            Self::TlsUrl { url, ca_file } => {
+                write_url(f, url)?;
+                write!(f, " (CA {})", ca_file.display())
+            }
             Self::Sentinel(s) => write!(
                 f,
                 "sentinel master `{}` via {:?}",
                 s.master_name, s.sentinels
             ),
         }
+    }
+}
+
+/// Writes `url` with any credentials masked.
+fn write_url(f: &mut fmt::Formatter<'_>, url: &str) -> fmt::Result {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            write!(f, "{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => f.write_str(url),
     }
 }
 

@@ -1,5 +1,7 @@
-//! [`Target`]: where a shard's server is, fixed or found through Sentinel.
+//! [`Target`]: where a shard's server is, fixed or found through Sentinel,
+//! and how to reach it (plain TCP, TLS with a given CA, a unix socket).
 
+use std::path::Path;
 use std::time::Duration;
 
 use channels_core::LayerError;
@@ -19,8 +21,9 @@ pub(crate) enum Target {
 }
 
 impl Target {
-    /// The target of a configured host.
-    pub(crate) fn new(host: &RedisHost) -> Result<Self, LayerError> {
+    /// The target of a configured host; `default_ca` is the CA file for
+    /// `rediss://` hosts that name none of their own.
+    pub(crate) fn new(host: &RedisHost, default_ca: Option<&Path>) -> Result<Self, LayerError> {
         if let RedisHost::Sentinel(sentinel) = host {
             return sentinel_client(sentinel)
                 .map(|client| Self::Sentinel(tokio::sync::Mutex::new(client)))
@@ -28,9 +31,20 @@ impl Target {
                     LayerError::invalid_config(format!("bad Sentinel entry {host}: {error}"))
                 });
         }
-        host.client()?
+        host.client(default_ca)?
             .map(Self::Direct)
             .ok_or_else(|| LayerError::invalid_config(format!("bad Redis host {host}")))
+    }
+}
+
+/// How a host is shown in messages: without passwords, with the CA file a
+/// `rediss://` host trusts (so a rejected certificate names the CA tried).
+pub(crate) fn label(host: &RedisHost, default_ca: Option<&Path>) -> String {
+    match (host, default_ca) {
+        (RedisHost::Url(_), Some(ca_file)) if host.is_tls() => {
+            format!("{host} (CA {})", ca_file.display())
+        }
+        _ => host.to_string(),
     }
 }
 

@@ -1,15 +1,22 @@
-//! Test helpers (feature `testing`): a real `redis-server` on a free port, and
-//! unique key prefixes so many tests can share one server.
+//! Test helpers (feature `testing`): a real `redis-server` on a free port
+//! (plain, TLS with a certificate made on the spot, or a replica), a Redis
+//! Sentinel, and unique key prefixes so many tests can share one server.
 //!
 //! ```no_run
+//! use channels_redis::testing::{RedisServer, TestCertificates};
+//!
 //! let server = channels_redis::testing::RedisServer::start()?;
 //! let url = server.url(); // redis://127.0.0.1:<port>
+//!
+//! let certificates = TestCertificates::generate()?;
+//! let tls = RedisServer::start_tls(&certificates)?;
+//! let url = tls.tls_url(); // rediss://127.0.0.1:<tls port>; trust certificates.ca_file()
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
 use std::io::{self, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +31,8 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    /// The TLS port, for a server made by [`RedisServer::start_tls`].
+    tls_port: Option<u16>,
     child: Option<Child>,
     redis_pid: Option<String>,
     extra_args: Vec<String>,
@@ -75,6 +84,7 @@ impl RedisServer {
         for _ in 0..3 {
             let mut server = Self {
                 port: free_port()?,
+                tls_port: None,
                 child: None,
                 redis_pid: None,
                 extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
@@ -87,6 +97,56 @@ impl RedisServer {
             }
         }
         Err(last_error.unwrap_or_else(|| io::Error::other("redis-server did not start")))
+    }
+
+    /// Starts a server that also takes TLS connections on a second free port
+    /// ([`RedisServer::tls_url`]), with the server certificate and key of
+    /// `certificates` and no client certificates required. The plain port
+    /// stays open for readiness checks and for inspecting keys.
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`] (also when this `redis-server` was built
+    /// without TLS).
+    pub fn start_tls(certificates: &TestCertificates) -> io::Result<Self> {
+        let mut last_error = None;
+        for _ in 0..3 {
+            let tls_port = free_port()?;
+            let args = [
+                "--tls-port".to_owned(),
+                tls_port.to_string(),
+                "--tls-cert-file".to_owned(),
+                path_text(&certificates.cert_file),
+                "--tls-key-file".to_owned(),
+                path_text(&certificates.key_file),
+                "--tls-ca-cert-file".to_owned(),
+                path_text(&certificates.ca_file),
+                "--tls-auth-clients".to_owned(),
+                "no".to_owned(),
+            ];
+            let mut server = Self {
+                port: free_port()?,
+                tls_port: Some(tls_port),
+                child: None,
+                redis_pid: None,
+                extra_args: args.to_vec(),
+                sentinel_config: None,
+                password: None,
+            };
+            match server.launch() {
+                Ok(()) => return Ok(server),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| io::Error::other("redis-server did not start")))
+    }
+
+    /// Starts a replica of `master` (`--replicaof 127.0.0.1 <port>`) on a
+    /// free port; it answers PING before it has synced.
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`].
+    pub fn start_replica(master: &RedisServer) -> io::Result<Self> {
+        Self::start_with_args(&["--replicaof", "127.0.0.1", &master.port().to_string()])
     }
 
     fn launch(&mut self) -> io::Result<()> {
@@ -117,6 +177,12 @@ impl RedisServer {
                     "",
                     "--appendonly",
                     "no",
+                    // Replication in memory too: a replica (or a demoted
+                    // master) would otherwise write dump.rdb to the cwd.
+                    "--repl-diskless-sync",
+                    "yes",
+                    "--repl-diskless-load",
+                    "swapdb",
                 ]);
             }
         }
@@ -164,6 +230,18 @@ impl RedisServer {
     /// The server's port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `rediss://127.0.0.1:<tls port>` of a server made by
+    /// [`RedisServer::start_tls`].
+    ///
+    /// # Panics
+    /// On a server started without TLS.
+    pub fn tls_url(&self) -> String {
+        let port = self
+            .tls_port
+            .expect("tls_url needs a server made by RedisServer::start_tls");
+        format!("rediss://127.0.0.1:{port}")
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.
@@ -254,6 +332,21 @@ impl RedisSentinel {
         master_name: &str,
         password: Option<&str>,
     ) -> io::Result<Self> {
+        Self::start_with_config(master, master_name, password, &[])
+    }
+
+    /// Like [`RedisSentinel::start`], adding `lines` to the Sentinel's
+    /// config file, e.g. `sentinel down-after-milliseconds <name> 500` and
+    /// `sentinel failover-timeout <name> 2000` for a quick failover.
+    ///
+    /// # Errors
+    /// As [`RedisSentinel::start`].
+    pub fn start_with_config(
+        master: &RedisServer,
+        master_name: &str,
+        password: Option<&str>,
+        lines: &[&str],
+    ) -> io::Result<Self> {
         let dir = std::env::temp_dir().join(format!("channels-redis-sentinel-{}", unique_prefix()));
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("sentinel.conf");
@@ -264,11 +357,16 @@ impl RedisSentinel {
         if let Some(password) = password {
             text.push_str(&format!("requirepass \"{password}\"\n"));
         }
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
         std::fs::write(&config, text)?;
         let mut last_error = None;
         for _ in 0..3 {
             let mut server = RedisServer {
                 port: free_port()?,
+                tls_port: None,
                 child: None,
                 redis_pid: None,
                 extra_args: Vec::new(),
@@ -293,6 +391,92 @@ impl RedisSentinel {
 impl Drop for RedisSentinel {
     fn drop(&mut self) {
         self.server.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn path_text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// A certificate authority and a server certificate it signed, for
+/// `localhost` and `127.0.0.1`, made on the spot and written as PEM files to a
+/// temporary directory that dropping this removes. Each call makes a new CA,
+/// so the CA of one does not trust the server certificate of another.
+#[derive(Debug)]
+pub struct TestCertificates {
+    dir: PathBuf,
+    ca_file: PathBuf,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
+
+impl TestCertificates {
+    /// Makes a CA and a server certificate and writes `ca.pem`, `server.pem`
+    /// and `server.key`.
+    ///
+    /// # Errors
+    /// When a key cannot be made or a file cannot be written.
+    pub fn generate() -> io::Result<Self> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let failed = |e: rcgen::Error| io::Error::other(format!("making a test certificate: {e}"));
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(
+            DnType::CommonName,
+            format!("channels-redis test CA {}", unique_prefix()),
+        );
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(failed)?)
+            .map_err(failed)?;
+        let server_key = KeyPair::generate().map_err(failed)?;
+        let mut server_params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .map_err(failed)?;
+        server_params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let server = server_params.signed_by(&server_key, &ca).map_err(failed)?;
+
+        let dir = std::env::temp_dir().join(format!("channels-redis-tls-{}", unique_prefix()));
+        std::fs::create_dir_all(&dir)?;
+        let certificates = Self {
+            ca_file: dir.join("ca.pem"),
+            cert_file: dir.join("server.pem"),
+            key_file: dir.join("server.key"),
+            dir,
+        };
+        std::fs::write(&certificates.ca_file, ca.pem())?;
+        std::fs::write(&certificates.cert_file, server.pem())?;
+        std::fs::write(&certificates.key_file, server_key.serialize_pem())?;
+        Ok(certificates)
+    }
+
+    /// The CA certificate (PEM): what a client trusts.
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// The server certificate (PEM).
+    pub fn cert_file(&self) -> &Path {
+        &self.cert_file
+    }
+
+    /// The server's private key (PEM).
+    pub fn key_file(&self) -> &Path {
+        &self.key_file
+    }
+}
+
+impl Drop for TestCertificates {
+    fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -75,6 +75,7 @@ async fn help_lists_every_flag() {
         "--bind",
         "--layer",
         "--redis-url",
+        "--redis-ca-file",
         "--publish-token",
         "--allowed-origin",
         "--idle-timeout",

@@ -95,7 +95,7 @@ impl RedisChannelLayer {
         let shards = config
             .hosts()
             .iter()
-            .map(|host| Shard::new(host, config.command_timeout, config.connect_timeout))
+            .map(|host| Shard::new(host, &config))
             .collect::<Result<Vec<_>, _>>()?;
         let serializer = Serializer::new(config.serializer_format, config.random_prefix_length);
         #[cfg(feature = "encryption")]

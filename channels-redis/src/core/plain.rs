@@ -26,11 +26,12 @@ use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use super::settings::{Settings, Shards, now_secs};
+use crate::connection::LONGEST_BLOCK;
 use crate::keys::inflight_key;
 use crate::lua;
 
 /// Longest one pop blocks, so a pump notices it is no longer needed.
-const MAX_POLL: Duration = Duration::from_secs(1);
+const MAX_POLL: Duration = LONGEST_BLOCK;
 
 /// Pauses after a failed pop.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -229,7 +230,11 @@ async fn pop_once(plain: &PlainChannels, mailbox: &Mailbox) -> Result<(), LayerE
     let key = plain.settings.channel_key(channel);
     let inflight = inflight_key(&key);
     let poll = plain.settings.brpop_timeout.min(MAX_POLL);
-    let mut connection = shard.dedicated("receive", poll).await?;
+    let Some(mut connection) = shard.dedicated("receive").await? else {
+        // Every dedicated connection is in use: try again (the pump loops
+        // while a receive still waits).
+        return Ok(());
+    };
     let restore_key = (mailbox.channel_arc().clone(), index);
     if !lock(&plain.restored).contains(&restore_key) {
         lua::RESTORE
@@ -271,7 +276,7 @@ async fn pop_once(plain: &PlainChannels, mailbox: &Mailbox) -> Result<(), LayerE
                 .exec_async(&mut connection)
                 .await
                 .map_err(|e| shard.error("receive", e))?;
-            shard.release(connection);
+            connection.release();
             return Ok(());
         }
         deliver(plain, mailbox, &member, &score);
@@ -282,7 +287,7 @@ async fn pop_once(plain: &PlainChannels, mailbox: &Mailbox) -> Result<(), LayerE
             .await
             .map_err(|e| shard.error("receive", e))?;
     }
-    shard.release(connection);
+    connection.release();
     Ok(())
 }
 

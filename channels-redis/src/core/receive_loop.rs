@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use channels_core::{Backoff, LayerError};
-use redis::aio::MultiplexedConnection;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, info, warn};
@@ -28,7 +27,7 @@ use super::groups::{restore_memberships, under_key};
 use super::local::LocalChannels;
 use super::memberships::Memberships;
 use super::settings::{Settings, Shards, now_secs};
-use crate::connection::Shard;
+use crate::connection::{Dedicated, LONGEST_BLOCK, Shard};
 use crate::keys::inflight_key;
 use crate::lua;
 
@@ -39,7 +38,7 @@ type Popped = (Vec<u8>, Vec<u8>, Vec<u8>);
 pub(crate) const BATCH: usize = 100;
 
 /// Longest a loop blocks in one BZPOPMIN, so `close()` takes effect quickly.
-const MAX_POLL: Duration = Duration::from_secs(1);
+const MAX_POLL: Duration = LONGEST_BLOCK;
 
 /// Pauses between reconnection attempts. Short: while the loop is away, this
 /// instance's channels hear nothing, and after a Redis restart its group
@@ -124,10 +123,13 @@ impl LoopState {
             let poll = self.parts.settings.brpop_timeout.min(MAX_POLL);
             let connection = tokio::select! {
                 () = token.cancelled() => break,
-                c = self.shard().dedicated("receive", poll) => c,
+                c = self.shard().dedicated("receive") => c,
             };
             let result = match connection {
-                Ok(mut connection) => match self.prepare(&mut connection, recovering).await {
+                // Every dedicated connection is busy with plain-channel
+                // pops; one comes back within a pop's time.
+                Ok(None) => continue,
+                Ok(Some(mut connection)) => match self.prepare(&mut connection, recovering).await {
                     Ok(()) => {
                         if recovering {
                             info!("receive loop reconnected to {}", self.shard().label());
@@ -136,12 +138,17 @@ impl LoopState {
                         self.parts.memberships.set_restored(true);
                         recovering = false;
                         backoff.reset();
-                        self.pop_until_failure(&mut connection, poll, &token).await
+                        let popped = self.pop_until_failure(&mut connection, poll, &token).await;
+                        if popped.is_ok() {
+                            connection.release();
+                        }
+                        popped
                     }
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),
             };
+            // A failed connection was dropped above, so it is closed, not pooled.
             let Err(error) = result else { break };
             let pause = backoff.next_delay();
             if !recovering {
@@ -164,7 +171,7 @@ impl LoopState {
     /// after an outage, and restores `$inflight`.
     async fn prepare(
         &mut self,
-        connection: &mut MultiplexedConnection,
+        connection: &mut Dedicated,
         recovering: bool,
     ) -> Result<(), LayerError> {
         self.ack(connection).await?;
@@ -193,7 +200,7 @@ impl LoopState {
         Ok(())
     }
 
-    async fn ack(&mut self, connection: &mut MultiplexedConnection) -> Result<(), LayerError> {
+    async fn ack(&mut self, connection: &mut Dedicated) -> Result<(), LayerError> {
         if !self.pending_ack {
             return Ok(());
         }
@@ -208,7 +215,7 @@ impl LoopState {
 
     async fn pop_until_failure(
         &mut self,
-        connection: &mut MultiplexedConnection,
+        connection: &mut Dedicated,
         poll: Duration,
         token: &CancellationToken,
     ) -> Result<(), LayerError> {
@@ -245,7 +252,7 @@ impl LoopState {
     /// to [`BATCH`] from the Lua batch pop, backed up until routed.
     async fn pop_batch(
         &mut self,
-        connection: &mut MultiplexedConnection,
+        connection: &mut Dedicated,
         poll: Duration,
         blocking: bool,
     ) -> Result<Vec<(Vec<u8>, f64)>, LayerError> {

@@ -3,14 +3,18 @@
 
 use channels_core::{BoxError, LayerError};
 
+use crate::error::certificate_hint;
+
 /// What failed, on which host, and why.
 #[derive(Debug, thiserror::Error)]
-#[error("pub/sub {operation} on Redis {host} failed")]
+#[error("pub/sub {operation} on Redis {host} failed: {source}{hint}")]
 pub(super) struct ShardError {
     /// The operation (`PUBLISH to \`x\``, `connect`, ...).
     pub(super) operation: String,
     /// The host, without any password.
     pub(super) host: String,
+    /// The fix when the cause is a rejected TLS certificate, else empty.
+    pub(super) hint: &'static str,
     /// The cause.
     #[source]
     pub(super) source: BoxError,
@@ -23,10 +27,12 @@ impl ShardError {
         host: impl Into<String>,
         source: impl Into<BoxError>,
     ) -> LayerError {
+        let source = source.into();
         LayerError::backend(Self {
             operation: operation.into(),
             host: host.into(),
-            source: source.into(),
+            hint: certificate_hint(&*source),
+            source,
         })
     }
 }

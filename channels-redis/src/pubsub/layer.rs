@@ -11,7 +11,7 @@ use channels_core::{
 use crate::config::RedisConfig;
 use crate::serializer::Serializer;
 use crate::shard::consistent_hash;
-use crate::target::Target;
+use crate::target::{self, Target};
 use crate::wire::Route;
 
 use super::registry::Registry;
@@ -103,8 +103,8 @@ impl RedisPubSubChannelLayer {
             .map(|(index, host)| {
                 Ok(Shard::new(
                     index,
-                    host.to_string(),
-                    Target::new(host)?,
+                    target::label(host, config.ca_file.as_deref()),
+                    Target::new(host, config.ca_file.as_deref())?,
                     timeouts,
                 ))
             })

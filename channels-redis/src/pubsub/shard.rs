@@ -55,6 +55,9 @@ pub(super) struct Endpoint {
     /// Whether the worker has a connection with every wanted topic
     /// subscribed.
     up: AtomicBool,
+    /// Why the worker's last connect failed, while it has no link (shown
+    /// when a SUBSCRIBE gives up waiting).
+    failure: Mutex<Option<Arc<str>>>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -83,7 +86,20 @@ impl Endpoint {
 
     /// Records whether the subscriber link is up.
     pub(super) fn set_up(&self, up: bool) {
+        if up {
+            lock(&self.failure).take();
+        }
         self.up.store(up, Ordering::Release);
+    }
+
+    /// Records why connecting failed.
+    pub(super) fn set_failure(&self, reason: &str) {
+        *lock(&self.failure) = Some(Arc::from(reason));
+    }
+
+    /// Why the last connect failed, if the link is not up.
+    fn failure(&self) -> Option<Arc<str>> {
+        lock(&self.failure).clone()
     }
 }
 
@@ -112,6 +128,7 @@ impl Shard {
                 target,
                 timeouts,
                 up: AtomicBool::new(false),
+                failure: Mutex::new(None),
             }),
             publisher: Mutex::new(None),
             worker: Mutex::new(None),
@@ -158,11 +175,11 @@ impl Shard {
         let link_wait = self.endpoint.timeouts.link_wait;
         let deadline = Instant::now() + link_wait;
         let unreachable = || {
-            ShardError::backend(
-                format!("SUBSCRIBE `{topic}`"),
-                &self.endpoint.host,
-                format!("no connection to Redis within {link_wait:?}; is the server up?"),
-            )
+            let reason = match self.endpoint.failure() {
+                Some(failure) => format!("no connection to Redis within {link_wait:?}: {failure}"),
+                None => format!("no connection to Redis within {link_wait:?}; is the server up?"),
+            };
+            ShardError::backend(format!("SUBSCRIBE `{topic}`"), &self.endpoint.host, reason)
         };
         let commands = self.commands(shared);
         let answer = match commands.subscribe(Arc::clone(topic), deadline).await {

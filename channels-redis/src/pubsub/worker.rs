@@ -26,6 +26,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, interval_at, sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::certificate_hint;
+
 use super::command::{Command, Commands, SubscribeBatch, SubscribeReply};
 use super::dirty::DirtyTopics;
 use super::shard::{Endpoint, Shared};
@@ -190,6 +192,7 @@ impl Worker {
                 }
                 Err(reason) => {
                     self.dirty().stop();
+                    self.endpoint.set_failure(&reason);
                     tracing::warn!(%reason, "pub/sub subscriber cannot connect; retrying");
                 }
             }
@@ -212,7 +215,7 @@ impl Worker {
         let pubsub = timeout(timeouts.connect, client.get_async_pubsub())
             .await
             .map_err(|_| format!("connecting timed out after {:?}", timeouts.connect))?
-            .map_err(|error| format!("connecting failed: {error}"))?;
+            .map_err(|error| format!("connecting failed: {error}{}", certificate_hint(&error)))?;
         let (sink, stream) = pubsub.split();
         let mut link = Link {
             sink,

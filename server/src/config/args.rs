@@ -54,6 +54,11 @@ pub struct Args {
     #[arg(long, env = "CHANNELS_REDIS_PREFIX", value_name = "PREFIX")]
     pub redis_prefix: Option<String>,
 
+    /// CA certificate (PEM) that `rediss://` hosts' server certificates must
+    /// chain to (channels_redis's `ssl_ca_certs`) [default: the system's CA store].
+    #[arg(long, env = "CHANNELS_REDIS_CA_FILE", value_name = "PATH")]
+    pub redis_ca_file: Option<PathBuf>,
+
     /// Bearer token of the HTTP publish API; the API is off when unset.
     #[arg(
         long,

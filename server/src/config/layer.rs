@@ -1,6 +1,6 @@
 //! [`LayerSettings`]: the channel layer the server runs on, from `[layer]` of
 //! the config file (Django's `CHANNEL_LAYERS["default"]`) and the `--layer`,
-//! `--redis-url`, `--redis-prefix` and `--channel-capacity` flags.
+//! `--redis-url`, `--redis-prefix`, `--redis-ca-file` and `--channel-capacity` flags.
 //!
 //! Host entries take every form channels_redis accepts (WIRE.md §6), in TOML:
 //!
@@ -9,9 +9,11 @@
 //! | `"redis://h:6379/0"`, `"rediss://…"`, `"unix:///path.sock"` | the same URL |
 //! | `["h", 6379]` | `("h", 6379)` |
 //! | `{ address = "redis://h:6379", password = "…", username = "…", db = 1 }` | `{"address": …, **kwargs}` |
+//! | `{ address = "rediss://h:6380", ssl_ca_certs = "/etc/redis/ca.pem" }` | the same dict (TLS, trusting that CA) |
 //! | `{ host = "h", port = 6379, password = "…", db = 1 }` | `{"host": …, "port": …}` |
 //! | `{ sentinels = [["h", 26379]], master_name = "m", sentinel_kwargs = { password = "…" }, password = "…", db = 0 }` | the same dict |
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +50,8 @@ pub struct LayerSettings {
     pub random_prefix_length: Option<usize>,
     /// msgpack (the default) or JSON bodies.
     pub serializer_format: SerializerFormat,
+    /// CA file for `rediss://` hosts that name none (`--redis-ca-file`).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl LayerSettings {
@@ -71,6 +75,9 @@ impl LayerSettings {
         }
         if let Some(length) = self.random_prefix_length {
             config = config.random_prefix_length(length);
+        }
+        if let Some(ca_file) = &self.ca_file {
+            config = config.ca_file(ca_file);
         }
         Ok(match self.kind {
             LayerKind::RedisPubsub => Arc::new(RedisPubSubChannelLayer::new(config)?),
@@ -212,6 +219,7 @@ fn parse_host(value: &toml::Value) -> Result<RedisHost, String> {
                         "username",
                         "password",
                         "db",
+                        "ssl_ca_certs",
                         "sentinels",
                         "master_name",
                         "sentinel_kwargs",
@@ -264,11 +272,20 @@ fn refuse_unknown(table: &toml::Table, known: &[&str]) -> Result<(), String> {
 }
 
 /// `{ address = URL, ... }` or `{ host = H, port = P, ... }`, with
-/// `username`, `password` and `db` folded into the URL.
+/// `username`, `password` and `db` folded into the URL and `ssl_ca_certs`
+/// (for a `rediss://` address) the CA its certificate must chain to.
 fn address_host(table: &toml::Table) -> Result<RedisHost, String> {
     refuse_unknown(
         table,
-        &["address", "host", "port", "username", "password", "db"],
+        &[
+            "address",
+            "host",
+            "port",
+            "username",
+            "password",
+            "db",
+            "ssl_ca_certs",
+        ],
     )?;
     let base = match (string_key(table, "address")?, string_key(table, "host")?) {
         (Some(_), Some(_)) => return Err("give `address` or `host`, not both".to_owned()),
@@ -289,7 +306,13 @@ fn address_host(table: &toml::Table) -> Result<RedisHost, String> {
     let password = string_key(table, "password")?;
     let db = integer_key(table, "db")?;
     let url = with_credentials(&base, username.as_deref(), password.as_deref(), db)?;
-    RedisHost::parse(&url).map_err(|e| e.to_string())
+    let host = RedisHost::parse(&url).map_err(|e| e.to_string())?;
+    match string_key(table, "ssl_ca_certs")? {
+        Some(ca_file) => host
+            .with_ca_file(ca_file)
+            .map_err(|_| "`ssl_ca_certs` needs a `rediss://` address".to_owned()),
+        None => Ok(host),
+    }
 }
 
 /// Puts credentials and a database number into a `redis://` URL.
@@ -427,6 +450,27 @@ mod tests {
         assert_eq!(sentinel.sentinel_password.as_deref(), Some("sp"));
         assert_eq!(sentinel.password.as_deref(), Some("mp"));
         assert_eq!(sentinel.db, 3);
+    }
+
+    #[test]
+    fn a_tls_address_takes_its_ca_file() {
+        assert_eq!(
+            host("{ address = \"rediss://a:6380/0\", ssl_ca_certs = \"/etc/ca.pem\" }").unwrap(),
+            RedisHost::TlsUrl {
+                url: "rediss://a:6380/0".into(),
+                ca_file: "/etc/ca.pem".into()
+            }
+        );
+        assert!(
+            host("{ address = \"redis://a:6379\", ssl_ca_certs = \"/etc/ca.pem\" }")
+                .unwrap_err()
+                .contains("rediss://")
+        );
+        assert!(
+            host("{ address = \"rediss://a\", ssl_ca_certs = 1 }")
+                .unwrap_err()
+                .contains("ssl_ca_certs")
+        );
     }
 
     #[test]

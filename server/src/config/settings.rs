@@ -235,6 +235,7 @@ fn resolve_layer(
             .unwrap_or_default(),
         random_prefix_length: options.random_prefix_length,
         serializer_format,
+        ca_file: args.redis_ca_file.clone(),
     })
 }
 
@@ -336,6 +337,16 @@ mod tests {
         assert_eq!(settings.server.allowed_origins, ["http://x"]);
         assert_eq!(settings.server.idle_timeout, None);
         assert_eq!(settings.server.trusted_proxies.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_redis_ca_file_flag_reaches_the_layer() {
+        let ca_file = "/nonexistent/channels-ca.pem";
+        let argv = ["--layer", "redis", "--redis-url", "rediss://127.0.0.1:1"];
+        let settings = load(&[&argv[..], &["--redis-ca-file", ca_file]].concat()).unwrap();
+        assert_eq!(settings.layer.ca_file, Some(PathBuf::from(ca_file)));
+        let error = settings.layer.build().await.unwrap_err().to_string();
+        assert!(error.contains(ca_file), "{error}");
     }
 
     #[test]
