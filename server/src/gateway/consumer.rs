@@ -1,0 +1,716 @@
+//! [`GatewayConsumer`]: one `/ws` connection speaking docs/protocol.md.
+//!
+//! The connection is accepted at once; it becomes *connected* when its token
+//! checks out (from `?token=`, the `token.TOKEN` subprotocol, or the first
+//! `connect` frame within [`CONNECT_TIMEOUT`]), or at the `connect` frame in
+//! development mode. Then the server joins its groups (`user.<sub>` and the
+//! token's `groups`), answers `connected`, and serves requests. Layer
+//! messages addressed to it follow ASGI: `websocket.send` and
+//! `websocket.close` act on the socket, `gateway.*` control messages act on
+//! the connection, anything else is pushed as a `message` frame built once
+//! per broadcast.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use channels_core::consumer::{
+    Accept, Connect, ConsumerContext, ConsumerError, Frame, Text, WebsocketConsumer, close_code,
+};
+use channels_core::{LayerError, Message, Value, async_trait, validate_group_name};
+use serde_json::value::RawValue;
+
+use super::Shared;
+use super::auth::{Claims, Patterns, Reason, TokenRejection, unix_now};
+use super::forward::{self, Forwarded};
+use super::protocol::{
+    self, Connected, ErrorCode, PROTOCOL_VERSION, Parsed, Request, answer_frame, error_frame,
+};
+use crate::control::{self, user_group};
+
+/// How long a connection may take to send its `connect` frame.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The subprotocol of this protocol; a client offering it also offers
+/// `token.TOKEN`.
+pub(crate) const SUBPROTOCOL: &str = "channels.v1";
+
+/// Close codes of docs/protocol.md.
+pub(crate) const UNAUTHORIZED: u16 = 4001;
+pub(crate) const TOKEN_EXPIRED: u16 = 4002;
+
+/// Prefix of the subprotocol that carries the token.
+const TOKEN_SUBPROTOCOL: &str = "token.";
+
+/// The `reason` of a `subscribed` answer: history is not kept (yet), so
+/// nothing is ever recovered.
+const NO_HISTORY: &str = "no_history";
+const NO_POSITION: &str = "no_position";
+
+/// Shared frame purposes ([`Message::shared_frame`]).
+const PUSH_FRAME: &str = "gateway.message";
+const RAW_FRAME: &str = "gateway.raw";
+
+/// One gateway connection.
+pub(crate) struct GatewayConsumer {
+    shared: Arc<Shared>,
+    /// Set once the connection is connected.
+    session: Option<Session>,
+    /// Groups the server joined (the user's, the token's, `gateway.subscribe`):
+    /// the client cannot leave them.
+    server_groups: Vec<String>,
+}
+
+/// A connected client.
+struct Session {
+    /// The token's claims; `None` for an anonymous connection (development mode).
+    claims: Option<Claims>,
+}
+
+impl Session {
+    fn user(&self) -> Option<&str> {
+        self.claims.as_ref().map(|c| c.sub.as_str())
+    }
+
+    /// Whether the client may use `group` by the claim `patterns` picks;
+    /// anonymous connections (development mode) may use any group.
+    fn may(&self, patterns: impl Fn(&Claims) -> &Patterns, group: &str) -> bool {
+        self.claims
+            .as_ref()
+            .is_none_or(|claims| patterns(claims).allows(group))
+    }
+}
+
+impl GatewayConsumer {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            session: None,
+            server_groups: Vec::new(),
+        }
+    }
+
+    fn user(&self) -> Option<&str> {
+        self.session.as_ref().and_then(Session::user)
+    }
+
+    /// Sends an `error` frame and counts it.
+    fn error(
+        &self,
+        ctx: &mut ConsumerContext,
+        id: Option<&RawValue>,
+        code: ErrorCode,
+        message: &str,
+    ) -> Result<(), ConsumerError> {
+        self.shared.metrics.gateway.error_sent(code.as_str());
+        ctx.send_text(error_frame(id, code, message))
+    }
+
+    /// Refuses the connection's token: close 4001, counted by reason.
+    fn refuse(&self, ctx: &mut ConsumerContext, rejection: &TokenRejection) {
+        self.shared
+            .metrics
+            .gateway
+            .auth_failed(rejection.reason.label());
+        tracing::info!(reason = rejection.reason.label(), %rejection, "gateway token refused");
+        ctx.close(UNAUTHORIZED, format!("unauthorized: {rejection}"));
+    }
+
+    /// Verifies `token` (or takes an anonymous client in development mode),
+    /// joins the connection's groups, answers `connected` and tells the
+    /// backend worker.
+    async fn start_session(
+        &mut self,
+        ctx: &mut ConsumerContext,
+        id: Option<&RawValue>,
+        token: Option<&str>,
+    ) -> Result<(), ConsumerError> {
+        let claims = if self.shared.verifier.is_development() {
+            if token.is_some() {
+                tracing::debug!("development mode: the token is not checked");
+            }
+            None
+        } else {
+            let verdict = match token {
+                Some(token) => self.shared.verifier.verify(token),
+                None => Err(TokenRejection::new(
+                    Reason::Missing,
+                    "a token is required (?token=, the token.TOKEN subprotocol, or a connect frame)",
+                )),
+            };
+            match verdict {
+                Ok(claims) => Some(claims),
+                Err(rejection) => {
+                    self.refuse(ctx, &rejection);
+                    return Ok(());
+                }
+            }
+        };
+        let mut groups = Vec::new();
+        if let Some(claims) = &claims {
+            groups.push(user_group(&claims.sub));
+            for group in &claims.groups {
+                if !groups.contains(group) {
+                    groups.push(group.clone());
+                }
+            }
+        }
+        for group in &groups {
+            if let Err(error) = ctx.group_add(group).await {
+                tracing::warn!(%group, %error, "gateway could not join a connection's group");
+                ctx.close(close_code::INTERNAL_ERROR, "channel layer unavailable");
+                return Ok(());
+            }
+        }
+        let expires_at = claims.as_ref().and_then(|c| c.exp);
+        match expires_at {
+            Some(exp) => ctx.wake_at(deadline_of(exp)),
+            None => ctx.cancel_wake(),
+        }
+        let connected = Connected {
+            protocol: PROTOCOL_VERSION,
+            channel: ctx.channel_name(),
+            user: claims.as_ref().map(|c| c.sub.as_str()),
+            groups: &groups,
+            expires_at,
+            ping_interval: self.shared.ping_interval,
+        };
+        let frame = answer_frame("connected", id, connected);
+        self.server_groups = groups;
+        self.session = Some(Session { claims });
+        ctx.send_text(frame)?;
+        if let Some(channel) = self.shared.forward.clone() {
+            let event = forward::connect_event(ctx, self.user());
+            self.forward(ctx, &channel, event).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends an event to the backend worker; tells the client when it could
+    /// not be delivered.
+    async fn forward(
+        &self,
+        ctx: &mut ConsumerContext,
+        channel: &str,
+        event: Message,
+    ) -> Result<(), ConsumerError> {
+        let gateway = &self.shared.metrics.gateway;
+        match forward::forward(ctx, channel, event).await {
+            Forwarded::Sent => {
+                gateway.forwarded();
+                Ok(())
+            }
+            Forwarded::Busy => {
+                gateway.forward_dropped();
+                tracing::warn!(%channel, "forward channel full; frame not delivered");
+                self.error(
+                    ctx,
+                    None,
+                    ErrorCode::WorkerBusy,
+                    &format!("the backend worker's channel `{channel}` is full: the frame was not delivered"),
+                )
+            }
+            Forwarded::Failed(error) => {
+                gateway.forward_dropped();
+                tracing::warn!(%channel, %error, "forwarding failed in the channel layer");
+                self.error(
+                    ctx,
+                    None,
+                    ErrorCode::Unavailable,
+                    "channel layer unavailable: the frame was not delivered; retry",
+                )
+            }
+        }
+    }
+
+    /// Handles one protocol request.
+    async fn handle(
+        &mut self,
+        ctx: &mut ConsumerContext,
+        id: Option<&RawValue>,
+        request: Request,
+    ) -> Result<(), ConsumerError> {
+        let Some(session) = &self.session else {
+            return match request {
+                Request::Connect { token } => {
+                    let token = token.filter(|t| !t.is_empty());
+                    self.start_session(ctx, id, token.as_deref()).await
+                }
+                _ => self.error(
+                    ctx,
+                    id,
+                    ErrorCode::BadRequest,
+                    "send a `connect` frame first",
+                ),
+            };
+        };
+        match request {
+            Request::Connect { .. } => {
+                self.error(ctx, id, ErrorCode::BadRequest, "already connected")
+            }
+            Request::Ping => ctx.send_text(answer_frame("pong", id, Empty {})),
+            Request::Subscribe { group, recover } => {
+                if let Err(error) = validate_group_name(&group) {
+                    return self.error(ctx, id, ErrorCode::InvalidName, &error.to_string());
+                }
+                if !self.server_groups.contains(&group) && !session.may(|c| &c.allow, &group) {
+                    return self.error(
+                        ctx,
+                        id,
+                        ErrorCode::Forbidden,
+                        &format!("group `{group}` is not allowed by your token"),
+                    );
+                }
+                if let Err(error) = ctx.group_add(&group).await {
+                    return self.layer_failed(ctx, id, &error);
+                }
+                self.shared.metrics.gateway.subscribed();
+                let reason = if recover.is_some() {
+                    NO_HISTORY
+                } else {
+                    NO_POSITION
+                };
+                ctx.send_text(answer_frame(
+                    "subscribed",
+                    id,
+                    Subscribed {
+                        group: &group,
+                        recovered: false,
+                        reason,
+                    },
+                ))
+            }
+            Request::Unsubscribe { group } => {
+                if self.server_groups.contains(&group) {
+                    return self.error(
+                        ctx,
+                        id,
+                        ErrorCode::Forbidden,
+                        &format!(
+                            "group `{group}` was joined by the server; only the server can leave it"
+                        ),
+                    );
+                }
+                if !ctx.groups().contains(&group) {
+                    return self.error(
+                        ctx,
+                        id,
+                        ErrorCode::NotSubscribed,
+                        &format!("not subscribed to `{group}`"),
+                    );
+                }
+                if let Err(error) = ctx.group_discard(&group).await {
+                    return self.layer_failed(ctx, id, &error);
+                }
+                ctx.send_text(answer_frame(
+                    "unsubscribed",
+                    id,
+                    GroupOnly { group: &group },
+                ))
+            }
+            Request::Publish { group, data } => {
+                if let Err(error) = validate_group_name(&group) {
+                    return self.error(ctx, id, ErrorCode::InvalidName, &error.to_string());
+                }
+                if !session.may(|c| &c.publish, &group) {
+                    return self.error(
+                        ctx,
+                        id,
+                        ErrorCode::Forbidden,
+                        &format!("publishing to `{group}` is not allowed by your token"),
+                    );
+                }
+                let data = match check_publish(data, &group) {
+                    Ok(data) => data,
+                    Err((code, message)) => return self.error(ctx, id, code, &message),
+                };
+                if let Err(error) = ctx.group_send(&group, data).await {
+                    return self.layer_failed(ctx, id, &error);
+                }
+                self.shared.metrics.gateway.published();
+                ctx.send_text(answer_frame("published", id, GroupOnly { group: &group }))
+            }
+            Request::Refresh { token } => self.refresh(ctx, id, &token),
+        }
+    }
+
+    /// `refresh`: a valid token for the same `sub` moves the expiry and
+    /// replaces the `allow` and `publish` claims (groups stay as joined).
+    fn refresh(
+        &mut self,
+        ctx: &mut ConsumerContext,
+        id: Option<&RawValue>,
+        token: &str,
+    ) -> Result<(), ConsumerError> {
+        let Some(session) = &mut self.session else {
+            return Ok(());
+        };
+        let Some(current) = &mut session.claims else {
+            // Development mode: nothing expires.
+            return ctx.send_text(answer_frame(
+                "refreshed",
+                id,
+                Refreshed { expires_at: None },
+            ));
+        };
+        let refused = match self.shared.verifier.verify(token) {
+            Ok(claims) if claims.sub == current.sub => {
+                current.exp = claims.exp;
+                current.allow = claims.allow;
+                current.publish = claims.publish;
+                match claims.exp {
+                    Some(exp) => ctx.wake_at(deadline_of(exp)),
+                    None => ctx.cancel_wake(),
+                }
+                return ctx.send_text(answer_frame(
+                    "refreshed",
+                    id,
+                    Refreshed {
+                        expires_at: claims.exp,
+                    },
+                ));
+            }
+            Ok(claims) => TokenRejection::new(
+                Reason::WrongUser,
+                format!(
+                    "the new token is for `{}`, not `{}`",
+                    claims.sub, current.sub
+                ),
+            ),
+            Err(rejection) => rejection,
+        };
+        self.shared
+            .metrics
+            .gateway
+            .auth_failed(refused.reason.label());
+        self.error(ctx, id, ErrorCode::Unauthorized, &refused.message)
+    }
+
+    /// Answers a request the layer failed: `unavailable`.
+    fn layer_failed(
+        &self,
+        ctx: &mut ConsumerContext,
+        id: Option<&RawValue>,
+        error: &ConsumerError,
+    ) -> Result<(), ConsumerError> {
+        tracing::warn!(%error, "gateway request failed in the channel layer");
+        self.error(
+            ctx,
+            id,
+            ErrorCode::Unavailable,
+            "channel layer unavailable; retry",
+        )
+    }
+
+    /// A frame that is not a protocol request: forwarded to the backend
+    /// worker when there is one, else answered with `code`.
+    async fn other_frame(
+        &mut self,
+        ctx: &mut ConsumerContext,
+        frame: Frame,
+        code: ErrorCode,
+        message: &str,
+    ) -> Result<(), ConsumerError> {
+        if self.session.is_none() {
+            return self.error(
+                ctx,
+                None,
+                ErrorCode::BadRequest,
+                "send a `connect` frame first",
+            );
+        }
+        match self.shared.forward.clone() {
+            Some(channel) => {
+                let event = forward::receive_event(ctx.channel_name(), self.user(), frame);
+                self.forward(ctx, &channel, event).await
+            }
+            None => self.error(ctx, None, code, message),
+        }
+    }
+
+    /// Acts on a `gateway.subscribe` / `gateway.unsubscribe` control message.
+    async fn control_membership(
+        &mut self,
+        ctx: &mut ConsumerContext,
+        message: &Message,
+        join: bool,
+    ) -> Result<(), ConsumerError> {
+        let Some(group) = message.get("group").and_then(Value::as_str) else {
+            tracing::warn!(?message, "gateway control message without a string `group`");
+            return Ok(());
+        };
+        let result = if join {
+            ctx.group_add(group).await
+        } else {
+            ctx.group_discard(group).await
+        };
+        match result {
+            Ok(()) if join => {
+                if !self.server_groups.iter().any(|g| g == group) {
+                    self.server_groups.push(group.to_owned());
+                }
+            }
+            Ok(()) => self.server_groups.retain(|g| g != group),
+            Err(error) => tracing::warn!(%group, %error, "gateway control message failed"),
+        }
+        Ok(())
+    }
+}
+
+/// Checks the `data` of a client's publish and marks it with its group.
+fn check_publish(mut data: Message, group: &str) -> Result<Message, (ErrorCode, String)> {
+    let kind = data.message_type().unwrap_or_default();
+    if kind.starts_with("websocket.") || kind.starts_with("gateway.") {
+        return Err((
+            ErrorCode::Forbidden,
+            format!("message type `{kind}` is reserved for backends"),
+        ));
+    }
+    if kind.starts_with('_') {
+        return Err((
+            ErrorCode::BadRequest,
+            format!("message type `{kind}` starts with `_`: such messages are never delivered"),
+        ));
+    }
+    for key in [control::GROUP_KEY, control::OFFSET_KEY, control::EPOCH_KEY] {
+        if data.get(key).is_some() {
+            return Err((
+                ErrorCode::BadRequest,
+                format!("`{key}` is reserved: the server sets it"),
+            ));
+        }
+    }
+    data.insert(control::GROUP_KEY, group);
+    Ok(data)
+}
+
+/// The tokio instant of Unix time `exp`.
+fn deadline_of(exp: u64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(exp.saturating_sub(unix_now()))
+}
+
+/// The token the client gave when it connected: `?token=`, else a
+/// `token.TOKEN` subprotocol.
+fn handshake_token(ctx: &ConsumerContext) -> Option<String> {
+    let scope = ctx.scope();
+    scope.query("token").filter(|t| !t.is_empty()).or_else(|| {
+        scope
+            .subprotocols
+            .iter()
+            .find_map(|p| p.strip_prefix(TOKEN_SUBPROTOCOL))
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+    })
+}
+
+#[derive(serde::Serialize)]
+struct Empty {}
+
+#[derive(serde::Serialize)]
+struct GroupOnly<'a> {
+    group: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Subscribed<'a> {
+    group: &'a str,
+    recovered: bool,
+    reason: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct Refreshed {
+    expires_at: Option<u64>,
+}
+
+#[async_trait]
+impl WebsocketConsumer for GatewayConsumer {
+    async fn connect(&mut self, ctx: &mut ConsumerContext) -> Result<Connect, ConsumerError> {
+        let mut accept = Accept::default();
+        if ctx.scope().subprotocols.iter().any(|p| p == SUBPROTOCOL) {
+            accept = accept.subprotocol(SUBPROTOCOL);
+        }
+        match handshake_token(ctx) {
+            Some(token) => self.start_session(ctx, None, Some(&token)).await?,
+            None => ctx.wake_at(tokio::time::Instant::now() + CONNECT_TIMEOUT),
+        }
+        Ok(accept.into())
+    }
+
+    async fn receive(
+        &mut self,
+        ctx: &mut ConsumerContext,
+        frame: Frame,
+    ) -> Result<(), ConsumerError> {
+        let text: Text = match &frame {
+            Frame::Text(text) => text.clone(),
+            Frame::Binary(_) => {
+                return self
+                    .other_frame(
+                        ctx,
+                        frame,
+                        ErrorCode::UnknownFrame,
+                        "binary frames are only forwarded to a backend worker, and none is configured",
+                    )
+                    .await;
+            }
+        };
+        match protocol::parse(&text) {
+            Parsed::Request(id, request) => self.handle(ctx, id.as_deref(), request).await,
+            Parsed::Invalid(id, message) => {
+                self.error(ctx, id.as_deref(), ErrorCode::BadRequest, &message)
+            }
+            Parsed::Other(code, message) => self.other_frame(ctx, frame, code, &message).await,
+        }
+    }
+
+    async fn dispatch(
+        &mut self,
+        ctx: &mut ConsumerContext,
+        message_type: &str,
+        message: Message,
+    ) -> Result<(), ConsumerError> {
+        match message_type {
+            "websocket.send" => {
+                let text = message.get("text").and_then(Value::as_str).is_some();
+                let bytes = matches!(message.get("bytes"), Some(Value::Binary(_)));
+                if !text && !bytes {
+                    tracing::warn!("websocket.send without `text` or `bytes`; dropped");
+                    return Ok(());
+                }
+                // Built once per broadcast, shared by every member.
+                let frame = message.shared_frame(RAW_FRAME, |m| {
+                    match (m.get("text").and_then(Value::as_str), m.get("bytes")) {
+                        (Some(text), _) => Frame::from(text),
+                        (None, Some(Value::Binary(bytes))) => Frame::from(bytes.clone()),
+                        (None, _) => Frame::from(""),
+                    }
+                });
+                ctx.send(frame)
+            }
+            "websocket.close" => {
+                let code = message
+                    .get("code")
+                    .and_then(Value::as_u64)
+                    .and_then(|code| u16::try_from(code).ok())
+                    .unwrap_or(close_code::NORMAL);
+                let code = crate::config::check_close_code(code).unwrap_or_else(|problem| {
+                    tracing::warn!(%problem, "websocket.close with a code that cannot be sent; using 1000");
+                    close_code::NORMAL
+                });
+                let reason = message.get("reason").and_then(Value::as_str).unwrap_or("");
+                ctx.close(code, reason);
+                Ok(())
+            }
+            // The gateway accepted the connection already.
+            "websocket.accept" => Ok(()),
+            control::SUBSCRIBE => self.control_membership(ctx, &message, true).await,
+            control::UNSUBSCRIBE => self.control_membership(ctx, &message, false).await,
+            control::DISCONNECT => {
+                let code = message
+                    .get("code")
+                    .and_then(Value::as_u64)
+                    .and_then(|code| u16::try_from(code).ok())
+                    .and_then(|code| crate::config::check_close_code(code).ok())
+                    .unwrap_or(control::DISCONNECT_CODE);
+                let reason = message
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("disconnected by the backend");
+                ctx.close(code, reason);
+                Ok(())
+            }
+            _ => {
+                // Serialized once for all members of a broadcast: the first
+                // member builds the frame, the others queue the same bytes.
+                let frame =
+                    message.shared_frame(PUSH_FRAME, |m| Frame::Text(protocol::message_frame(m)));
+                ctx.send(frame)
+            }
+        }
+    }
+
+    async fn wake(&mut self, ctx: &mut ConsumerContext) -> Result<(), ConsumerError> {
+        match &self.session {
+            None => {
+                let rejection = TokenRejection::new(
+                    Reason::Timeout,
+                    format!("no connect frame within {} s", CONNECT_TIMEOUT.as_secs()),
+                );
+                self.refuse(ctx, &rejection);
+            }
+            Some(session) => {
+                let expired = session
+                    .claims
+                    .as_ref()
+                    .and_then(|c| c.exp)
+                    .is_some_and(|exp| exp <= unix_now());
+                if expired {
+                    ctx.close(TOKEN_EXPIRED, "token expired");
+                } else if let Some(exp) = session.claims.as_ref().and_then(|c| c.exp) {
+                    // Woken a little early (clock granularity): wait again.
+                    ctx.wake_at(deadline_of(exp) + Duration::from_millis(50));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn layer_error(
+        &mut self,
+        ctx: &mut ConsumerContext,
+        error: &LayerError,
+    ) -> Result<(), ConsumerError> {
+        tracing::warn!(%error, "gateway connection lost its channel layer; retrying");
+        self.error(
+            ctx,
+            None,
+            ErrorCode::Unavailable,
+            "channel layer unavailable; retrying",
+        )
+    }
+
+    async fn disconnect(
+        &mut self,
+        ctx: &mut ConsumerContext,
+        code: u16,
+    ) -> Result<(), ConsumerError> {
+        self.shared.metrics.gateway.closed(code);
+        if let (Some(channel), Some(_)) = (self.shared.forward.clone(), &self.session) {
+            let event = forward::disconnect_event(ctx.channel_name(), self.user(), code);
+            match forward::forward(ctx, &channel, event).await {
+                Forwarded::Sent => self.shared.metrics.gateway.forwarded(),
+                Forwarded::Busy | Forwarded::Failed(_) => {
+                    self.shared.metrics.gateway.forward_dropped();
+                    tracing::warn!(%channel, "websocket.disconnect not delivered to the backend worker");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishes_are_checked_and_marked_with_their_group() {
+        let marked = check_publish(Message::new("chat.message").with("text", "hi"), "g").unwrap();
+        assert_eq!(
+            marked.get(control::GROUP_KEY).and_then(Value::as_str),
+            Some("g")
+        );
+        for (data, code) in [
+            (Message::new("websocket.close"), ErrorCode::Forbidden),
+            (Message::new("gateway.disconnect"), ErrorCode::Forbidden),
+            (Message::new("_private"), ErrorCode::BadRequest),
+            (
+                Message::new("x").with("_group", "other"),
+                ErrorCode::BadRequest,
+            ),
+            (Message::new("x").with("_offset", 1), ErrorCode::BadRequest),
+        ] {
+            assert_eq!(check_publish(data, "g").unwrap_err().0, code);
+        }
+    }
+}
