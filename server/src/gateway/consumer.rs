@@ -691,7 +691,75 @@ impl WebsocketConsumer for GatewayConsumer {
 
 #[cfg(test)]
 mod tests {
+    use channels_core::SharedLayer;
+    use channels_core::consumer::{Communicator, Outbound};
+
     use super::*;
+    use crate::config::GatewayConfig;
+    use crate::gateway::Gateway;
+    use crate::metrics::Metrics;
+
+    fn gateway() -> (Gateway, SharedLayer) {
+        let metrics = Arc::new(Metrics::new());
+        let gateway = Gateway::new(&GatewayConfig::default(), metrics, None).unwrap();
+        let layer: SharedLayer = Arc::new(channels_memory::InMemoryChannelLayer::new());
+        (gateway, layer)
+    }
+
+    async fn member(gateway: &Gateway, layer: &SharedLayer) -> Communicator {
+        let mut member =
+            Communicator::from_router(layer.clone(), &gateway.consumers(), "/ws").unwrap();
+        assert!(member.connect().await.unwrap().accepted);
+        member.send_text(r#"{"type":"connect"}"#).await.unwrap();
+        assert!(member.receive_text().await.unwrap().contains("connected"));
+        member
+            .send_text(r#"{"type":"subscribe","group":"room"}"#)
+            .await
+            .unwrap();
+        assert!(member.receive_text().await.unwrap().contains("subscribed"));
+        member
+    }
+
+    fn text_bytes(outbound: Outbound) -> bytes::Bytes {
+        match outbound {
+            Outbound::Frame(Frame::Text(text)) => text.into_bytes(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_is_serialized_once_for_every_member() {
+        let (gateway, layer) = gateway();
+        let mut one = member(&gateway, &layer).await;
+        let mut two = member(&gateway, &layer).await;
+        layer
+            .group_send("room", Message::new("news").with("text", "once"))
+            .await
+            .unwrap();
+        let first = text_bytes(one.receive_output().await.unwrap());
+        let second = text_bytes(two.receive_output().await.unwrap());
+        assert_eq!(
+            first,
+            r#"{"type":"message","data":{"type":"news","text":"once"}}"#
+        );
+        // The same buffer in both outboxes, not two equal copies.
+        assert_eq!(first.as_ptr(), second.as_ptr());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_connect_frame_within_ten_seconds_closes_with_4001() {
+        let (gateway, layer) = gateway();
+        let mut client = Communicator::from_router(layer, &gateway.consumers(), "/ws")
+            .unwrap()
+            .timeout(Duration::from_secs(30));
+        assert!(client.connect().await.unwrap().accepted);
+        let close = client.receive_close().await.unwrap();
+        assert_eq!(close.code, UNAUTHORIZED);
+        assert!(
+            close.reason.contains("no connect frame within 10 s"),
+            "{close:?}"
+        );
+    }
 
     #[test]
     fn publishes_are_checked_and_marked_with_their_group() {
