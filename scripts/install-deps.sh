@@ -3,7 +3,8 @@
 #   - redis-server and redis-sentinel (Debian packages) for the Redis tests,
 #   - chromium (+ a font) for the headless browser test of the chat page,
 #   - nginx for the local-cluster test of deploy/,
-#   - a Python venv with the real channels_redis from PyPI for the interop tests
+#   - a Python venv with the real channels_redis (and Django, for the gateway's
+#     signed tokens) from PyPI for the interop tests
 #     (target/interop-venv, pinned by interop/requirements.txt).
 # Safe to run again: it only installs what is not there yet.
 set -euo pipefail

@@ -205,3 +205,35 @@ pub async fn http(
 ) -> HttpResponse {
     test_support::http::request(address, method, path, headers, body.to_vec()).await
 }
+
+/// The workspace's root directory.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The interop venv's python: `$CHANNELS_INTEROP_PYTHON` (set by
+/// `scripts/test.sh`), else `target/interop-venv/bin/python` (made by
+/// `scripts/install-deps.sh`, with channels, channels_redis and Django).
+pub fn python() -> std::path::PathBuf {
+    let path = std::env::var_os("CHANNELS_INTEROP_PYTHON").map_or_else(
+        || workspace_root().join("target/interop-venv/bin/python"),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "the Python interop venv is missing ({}): run `bash scripts/install-deps.sh`",
+        path.display()
+    );
+    path
+}
+
+/// The `channels-server` binary: `$CHANNELS_SERVER_BIN`, else the one cargo built.
+pub fn server_bin() -> std::path::PathBuf {
+    std::env::var_os("CHANNELS_SERVER_BIN").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_BIN_EXE_channels-server")),
+        std::path::PathBuf::from,
+    )
+}
