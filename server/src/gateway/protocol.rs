@@ -140,17 +140,14 @@ pub(crate) fn parse(text: &str) -> Parsed {
             return Parsed::Other(ErrorCode::BadRequest, format!("invalid JSON: {error}"));
         }
     };
-    let kind = match fields
+    let Some(Ok(kind)) = fields
         .get("type")
         .map(|raw| serde_json::from_str::<String>(raw.get()))
-    {
-        Some(Ok(kind)) => kind,
-        _ => {
-            return Parsed::Other(
-                ErrorCode::BadRequest,
-                "a frame must be a JSON object with a string `type`".to_owned(),
-            );
-        }
+    else {
+        return Parsed::Other(
+            ErrorCode::BadRequest,
+            "a frame must be a JSON object with a string `type`".to_owned(),
+        );
     };
     if !RESERVED.contains(&kind.as_str()) {
         return Parsed::Other(
