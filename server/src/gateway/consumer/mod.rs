@@ -9,6 +9,12 @@
 //! `websocket.close` act on the socket, `gateway.*` control messages act on
 //! the connection, anything else is pushed as a `message` frame built once
 //! per broadcast.
+//!
+//! - [`requests`]: the client's protocol requests and their answers;
+//! - [`messages`]: layer messages addressed to the connection.
+
+mod messages;
+mod requests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,16 +22,16 @@ use std::time::Duration;
 use channels_core::consumer::{
     Accept, Connect, ConsumerContext, ConsumerError, Frame, Text, WebsocketConsumer, close_code,
 };
-use channels_core::{LayerError, Message, Value, async_trait, validate_group_name};
+use channels_core::{LayerError, Message, async_trait};
 use serde_json::value::RawValue;
 
 use super::Shared;
 use super::auth::{Claims, Patterns, Reason, TokenRejection, unix_now};
 use super::forward::{self, Forwarded};
 use super::protocol::{
-    self, Connected, ErrorCode, PROTOCOL_VERSION, Parsed, Request, answer_frame, error_frame,
+    self, Connected, ErrorCode, PROTOCOL_VERSION, Parsed, answer_frame, error_frame,
 };
-use crate::control::{self, user_group};
+use crate::control::user_group;
 
 /// How long a connection may take to send its `connect` frame.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,15 +46,6 @@ pub(crate) const TOKEN_EXPIRED: u16 = 4002;
 
 /// Prefix of the subprotocol that carries the token.
 const TOKEN_SUBPROTOCOL: &str = "token.";
-
-/// The `reason` of a `subscribed` answer: history is not kept (yet), so
-/// nothing is ever recovered.
-const NO_HISTORY: &str = "no_history";
-const NO_POSITION: &str = "no_position";
-
-/// Shared frame purposes ([`Message::shared_frame`]).
-const PUSH_FRAME: &str = "gateway.message";
-const RAW_FRAME: &str = "gateway.raw";
 
 /// One gateway connection.
 pub(crate) struct GatewayConsumer {
@@ -222,185 +219,6 @@ impl GatewayConsumer {
         }
     }
 
-    /// Handles one protocol request.
-    async fn handle(
-        &mut self,
-        ctx: &mut ConsumerContext,
-        id: Option<&RawValue>,
-        request: Request,
-    ) -> Result<(), ConsumerError> {
-        let Some(session) = &self.session else {
-            return match request {
-                Request::Connect { token } => {
-                    let token = token.filter(|t| !t.is_empty());
-                    self.start_session(ctx, id, token.as_deref()).await
-                }
-                _ => self.error(
-                    ctx,
-                    id,
-                    ErrorCode::BadRequest,
-                    "send a `connect` frame first",
-                ),
-            };
-        };
-        match request {
-            Request::Connect { .. } => {
-                self.error(ctx, id, ErrorCode::BadRequest, "already connected")
-            }
-            Request::Ping => ctx.send_text(answer_frame("pong", id, Empty {})),
-            Request::Subscribe { group, recover } => {
-                if let Err(error) = validate_group_name(&group) {
-                    return self.error(ctx, id, ErrorCode::InvalidName, &error.to_string());
-                }
-                if !self.server_groups.contains(&group) && !session.may(|c| &c.allow, &group) {
-                    return self.error(
-                        ctx,
-                        id,
-                        ErrorCode::Forbidden,
-                        &format!("group `{group}` is not allowed by your token"),
-                    );
-                }
-                if let Err(error) = ctx.group_add(&group).await {
-                    return self.layer_failed(ctx, id, &error);
-                }
-                self.shared.metrics.gateway.subscribed();
-                let reason = if recover.is_some() {
-                    NO_HISTORY
-                } else {
-                    NO_POSITION
-                };
-                ctx.send_text(answer_frame(
-                    "subscribed",
-                    id,
-                    Subscribed {
-                        group: &group,
-                        recovered: false,
-                        reason,
-                    },
-                ))
-            }
-            Request::Unsubscribe { group } => {
-                if self.server_groups.contains(&group) {
-                    return self.error(
-                        ctx,
-                        id,
-                        ErrorCode::Forbidden,
-                        &format!(
-                            "group `{group}` was joined by the server; only the server can leave it"
-                        ),
-                    );
-                }
-                if !ctx.groups().contains(&group) {
-                    return self.error(
-                        ctx,
-                        id,
-                        ErrorCode::NotSubscribed,
-                        &format!("not subscribed to `{group}`"),
-                    );
-                }
-                if let Err(error) = ctx.group_discard(&group).await {
-                    return self.layer_failed(ctx, id, &error);
-                }
-                ctx.send_text(answer_frame(
-                    "unsubscribed",
-                    id,
-                    GroupOnly { group: &group },
-                ))
-            }
-            Request::Publish { group, data } => {
-                if let Err(error) = validate_group_name(&group) {
-                    return self.error(ctx, id, ErrorCode::InvalidName, &error.to_string());
-                }
-                if !session.may(|c| &c.publish, &group) {
-                    return self.error(
-                        ctx,
-                        id,
-                        ErrorCode::Forbidden,
-                        &format!("publishing to `{group}` is not allowed by your token"),
-                    );
-                }
-                let data = match check_publish(data, &group) {
-                    Ok(data) => data,
-                    Err((code, message)) => return self.error(ctx, id, code, &message),
-                };
-                if let Err(error) = ctx.group_send(&group, data).await {
-                    return self.layer_failed(ctx, id, &error);
-                }
-                self.shared.metrics.gateway.published();
-                ctx.send_text(answer_frame("published", id, GroupOnly { group: &group }))
-            }
-            Request::Refresh { token } => self.refresh(ctx, id, &token),
-        }
-    }
-
-    /// `refresh`: a valid token for the same `sub` moves the expiry and
-    /// replaces the `allow` and `publish` claims (groups stay as joined).
-    fn refresh(
-        &mut self,
-        ctx: &mut ConsumerContext,
-        id: Option<&RawValue>,
-        token: &str,
-    ) -> Result<(), ConsumerError> {
-        let Some(session) = &mut self.session else {
-            return Ok(());
-        };
-        let Some(current) = &mut session.claims else {
-            // Development mode: nothing expires.
-            return ctx.send_text(answer_frame(
-                "refreshed",
-                id,
-                Refreshed { expires_at: None },
-            ));
-        };
-        let refused = match self.shared.verifier.verify(token) {
-            Ok(claims) if claims.sub == current.sub => {
-                current.exp = claims.exp;
-                current.allow = claims.allow;
-                current.publish = claims.publish;
-                match claims.exp {
-                    Some(exp) => ctx.wake_at(deadline_of(exp)),
-                    None => ctx.cancel_wake(),
-                }
-                return ctx.send_text(answer_frame(
-                    "refreshed",
-                    id,
-                    Refreshed {
-                        expires_at: claims.exp,
-                    },
-                ));
-            }
-            Ok(claims) => TokenRejection::new(
-                Reason::WrongUser,
-                format!(
-                    "the new token is for `{}`, not `{}`",
-                    claims.sub, current.sub
-                ),
-            ),
-            Err(rejection) => rejection,
-        };
-        self.shared
-            .metrics
-            .gateway
-            .auth_failed(refused.reason.label());
-        self.error(ctx, id, ErrorCode::Unauthorized, &refused.message)
-    }
-
-    /// Answers a request the layer failed: `unavailable`.
-    fn layer_failed(
-        &self,
-        ctx: &mut ConsumerContext,
-        id: Option<&RawValue>,
-        error: &ConsumerError,
-    ) -> Result<(), ConsumerError> {
-        tracing::warn!(%error, "gateway request failed in the channel layer");
-        self.error(
-            ctx,
-            id,
-            ErrorCode::Unavailable,
-            "channel layer unavailable; retry",
-        )
-    }
-
     /// A frame that is not a protocol request: forwarded to the backend
     /// worker when there is one, else answered with `code`.
     async fn other_frame(
@@ -426,61 +244,6 @@ impl GatewayConsumer {
             None => self.error(ctx, None, code, message),
         }
     }
-
-    /// Acts on a `gateway.subscribe` / `gateway.unsubscribe` control message.
-    async fn control_membership(
-        &mut self,
-        ctx: &mut ConsumerContext,
-        message: &Message,
-        join: bool,
-    ) -> Result<(), ConsumerError> {
-        let Some(group) = message.get("group").and_then(Value::as_str) else {
-            tracing::warn!(?message, "gateway control message without a string `group`");
-            return Ok(());
-        };
-        let result = if join {
-            ctx.group_add(group).await
-        } else {
-            ctx.group_discard(group).await
-        };
-        match result {
-            Ok(()) if join => {
-                if !self.server_groups.iter().any(|g| g == group) {
-                    self.server_groups.push(group.to_owned());
-                }
-            }
-            Ok(()) => self.server_groups.retain(|g| g != group),
-            Err(error) => tracing::warn!(%group, %error, "gateway control message failed"),
-        }
-        Ok(())
-    }
-}
-
-/// Checks the `data` of a client's publish and marks it with its group.
-fn check_publish(mut data: Message, group: &str) -> Result<Message, (ErrorCode, String)> {
-    let kind = data.message_type().unwrap_or_default();
-    if kind.starts_with("websocket.") || kind.starts_with("gateway.") {
-        return Err((
-            ErrorCode::Forbidden,
-            format!("message type `{kind}` is reserved for backends"),
-        ));
-    }
-    if kind.starts_with('_') {
-        return Err((
-            ErrorCode::BadRequest,
-            format!("message type `{kind}` starts with `_`: such messages are never delivered"),
-        ));
-    }
-    for key in [control::GROUP_KEY, control::OFFSET_KEY, control::EPOCH_KEY] {
-        if data.get(key).is_some() {
-            return Err((
-                ErrorCode::BadRequest,
-                format!("`{key}` is reserved: the server sets it"),
-            ));
-        }
-    }
-    data.insert(control::GROUP_KEY, group);
-    Ok(data)
 }
 
 /// The tokio instant of Unix time `exp`.
@@ -500,26 +263,6 @@ fn handshake_token(ctx: &ConsumerContext) -> Option<String> {
             .filter(|t| !t.is_empty())
             .map(str::to_owned)
     })
-}
-
-#[derive(serde::Serialize)]
-struct Empty {}
-
-#[derive(serde::Serialize)]
-struct GroupOnly<'a> {
-    group: &'a str,
-}
-
-#[derive(serde::Serialize)]
-struct Subscribed<'a> {
-    group: &'a str,
-    recovered: bool,
-    reason: &'static str,
-}
-
-#[derive(serde::Serialize)]
-struct Refreshed {
-    expires_at: Option<u64>,
 }
 
 #[async_trait]
@@ -569,64 +312,7 @@ impl WebsocketConsumer for GatewayConsumer {
         message_type: &str,
         message: Message,
     ) -> Result<(), ConsumerError> {
-        match message_type {
-            "websocket.send" => {
-                let text = message.get("text").and_then(Value::as_str).is_some();
-                let bytes = matches!(message.get("bytes"), Some(Value::Binary(_)));
-                if !text && !bytes {
-                    tracing::warn!("websocket.send without `text` or `bytes`; dropped");
-                    return Ok(());
-                }
-                // Built once per broadcast, shared by every member.
-                let frame = message.shared_frame(RAW_FRAME, |m| {
-                    match (m.get("text").and_then(Value::as_str), m.get("bytes")) {
-                        (Some(text), _) => Frame::from(text),
-                        (None, Some(Value::Binary(bytes))) => Frame::from(bytes.clone()),
-                        (None, _) => Frame::from(""),
-                    }
-                });
-                ctx.send(frame)
-            }
-            "websocket.close" => {
-                let code = message
-                    .get("code")
-                    .and_then(Value::as_u64)
-                    .and_then(|code| u16::try_from(code).ok())
-                    .unwrap_or(close_code::NORMAL);
-                let code = crate::config::check_close_code(code).unwrap_or_else(|problem| {
-                    tracing::warn!(%problem, "websocket.close with a code that cannot be sent; using 1000");
-                    close_code::NORMAL
-                });
-                let reason = message.get("reason").and_then(Value::as_str).unwrap_or("");
-                ctx.close(code, reason);
-                Ok(())
-            }
-            // The gateway accepted the connection already.
-            "websocket.accept" => Ok(()),
-            control::SUBSCRIBE => self.control_membership(ctx, &message, true).await,
-            control::UNSUBSCRIBE => self.control_membership(ctx, &message, false).await,
-            control::DISCONNECT => {
-                let code = message
-                    .get("code")
-                    .and_then(Value::as_u64)
-                    .and_then(|code| u16::try_from(code).ok())
-                    .and_then(|code| crate::config::check_close_code(code).ok())
-                    .unwrap_or(control::DISCONNECT_CODE);
-                let reason = message
-                    .get("reason")
-                    .and_then(Value::as_str)
-                    .unwrap_or("disconnected by the backend");
-                ctx.close(code, reason);
-                Ok(())
-            }
-            _ => {
-                // Serialized once for all members of a broadcast: the first
-                // member builds the frame, the others queue the same bytes.
-                let frame =
-                    message.shared_frame(PUSH_FRAME, |m| Frame::Text(protocol::message_frame(m)));
-                ctx.send(frame)
-            }
-        }
+        self.on_layer_message(ctx, message_type, message).await
     }
 
     async fn wake(&mut self, ctx: &mut ConsumerContext) -> Result<(), ConsumerError> {
@@ -759,26 +445,5 @@ mod tests {
             close.reason.contains("no connect frame within 10 s"),
             "{close:?}"
         );
-    }
-
-    #[test]
-    fn publishes_are_checked_and_marked_with_their_group() {
-        let marked = check_publish(Message::new("chat.message").with("text", "hi"), "g").unwrap();
-        assert_eq!(
-            marked.get(control::GROUP_KEY).and_then(Value::as_str),
-            Some("g")
-        );
-        for (data, code) in [
-            (Message::new("websocket.close"), ErrorCode::Forbidden),
-            (Message::new("gateway.disconnect"), ErrorCode::Forbidden),
-            (Message::new("_private"), ErrorCode::BadRequest),
-            (
-                Message::new("x").with("_group", "other"),
-                ErrorCode::BadRequest,
-            ),
-            (Message::new("x").with("_offset", 1), ErrorCode::BadRequest),
-        ] {
-            assert_eq!(check_publish(data, "g").unwrap_err().0, code);
-        }
     }
 }
