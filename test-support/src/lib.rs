@@ -7,6 +7,7 @@
 //! - [`http`]: an HTTP client (`reqwest` with rustls, no OpenSSL) and the
 //!   response type the tests assert on; [`metric_value`] reads `/metrics`.
 //! - [`ws`]: WebSocket clients (connect, send, next JSON or close frame).
+//! - [`cdp`]: a headless Chromium driven over the DevTools protocol.
 //!
 //! Every wait has a deadline; children are killed on drop.
 //!
@@ -19,6 +20,7 @@
 //! # }
 //! ```
 
+pub mod cdp;
 pub mod http;
 mod metrics;
 mod ports;

@@ -16,16 +16,15 @@
 // Helpers outside #[test] fns unwrap too: a panic is how a test reports failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod cdp;
 mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cdp::{Browser, Page};
 use channels_redis::testing::{RedisServer, unique_prefix};
 use common::start_binary;
+use test_support::cdp::{Browser, Page};
 
 /// How long a page may take to show something that crossed the processes.
 const SHOW: Duration = Duration::from_secs(10);
