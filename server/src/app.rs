@@ -121,7 +121,7 @@ impl App {
     /// subscribe, publish, every layer message sent to the connection pushed
     /// to it, other frames forwarded to a backend worker) and the console
     /// page at `/`, authenticated and forwarded as
-    /// [`ServerConfig::gateway`] says. With no token verifier configured it
+    /// the `gateway` field of [`ServerConfig`] says. With no token verifier configured it
     /// runs in development mode (anonymous clients, any group) and logs a
     /// warning saying so.
     ///

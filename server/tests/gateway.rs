@@ -337,6 +337,7 @@ async fn bad_forged_and_expired_tokens_are_closed_with_4001_and_counted() {
             hs256(&json!({"sub": "42", "groups": ["no spaces allowed"]})),
             "claims",
         ),
+        (hs256(&json!({"sub": "42", "nbf": now() + 600})), "claims"),
     ];
     for (token, _) in &cases {
         let (code, reason) = refused(&server, token).await;
@@ -353,7 +354,7 @@ async fn bad_forged_and_expired_tokens_are_closed_with_4001_and_counted() {
         ("malformed", 1.0),
         ("signature", 1.0),
         ("expired", 1.0),
-        ("claims", 2.0),
+        ("claims", 3.0),
         ("missing", 1.0),
     ] {
         assert_eq!(
@@ -367,7 +368,7 @@ async fn bad_forged_and_expired_tokens_are_closed_with_4001_and_counted() {
     }
     assert_eq!(
         metric(&body, "channels_gateway_closes_total{code=\"4001\"}"),
-        6.0
+        7.0
     );
     // Nothing else was disturbed: a good token still connects.
     let (_client, connected) = gateway_at(&format!(

@@ -76,12 +76,17 @@ impl JwtVerifier {
         validation.required_spec_claims.clear();
         validation.validate_exp = false;
         validation.validate_aud = false;
+        // `nbf` is checked when the token has one.
+        validation.validate_nbf = true;
         validation.leeway = 0;
         match jsonwebtoken::decode::<serde_json::Value>(token, &key.key, &validation) {
             Ok(data) => Ok(data.claims),
             Err(error) => Err(match error.kind() {
                 ErrorKind::InvalidSignature => {
                     TokenRejection::new(Reason::Signature, "the token's signature does not match")
+                }
+                ErrorKind::ImmatureSignature => {
+                    TokenRejection::new(Reason::Claims, "the token is not valid yet (`nbf`)")
                 }
                 ErrorKind::InvalidAlgorithm => TokenRejection::new(
                     Reason::UnknownKey,
