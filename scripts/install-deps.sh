@@ -3,9 +3,10 @@
 #   - redis-server and redis-sentinel (Debian packages) for the Redis tests,
 #   - chromium (+ a font) for the headless browser test of the chat page,
 #   - nginx for the local-cluster test of deploy/,
-#   - a Python venv with the real channels_redis from PyPI for the interop tests
-#     and schemathesis for the HTTP API's contract test (target/interop-venv,
-#     pinned by interop/requirements.txt and interop/requirements-api.txt).
+#   - a Python venv with the real channels_redis (and Django, for the gateway's
+#     signed tokens) from PyPI for the interop tests, and schemathesis for the
+#     HTTP API's contract test (target/interop-venv, pinned by
+#     interop/requirements.txt and interop/requirements-api.txt).
 # Safe to run again: it only installs what is not there yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -115,6 +115,12 @@ pub trait ChannelLayer: Send + Sync + Debug + 'static {
         self.open(&channel).await
     }
 
+    /// A short name of the backend, as the server's `--layer` flag spells it
+    /// (`memory`, `redis`, `redis-pubsub`), for `/api/info` and logs.
+    fn name(&self) -> &'static str {
+        "custom"
+    }
+
     /// What the layer holds and what it could not deliver, for metrics.
     fn stats(&self) -> LayerStats {
         LayerStats::default()

@@ -247,6 +247,10 @@ impl ChannelLayer for InMemoryChannelLayer {
         Ok(())
     }
 
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
     fn stats(&self) -> LayerStats {
         LayerStats::new(self.shared.channels.len(), &self.shared.drops)
     }

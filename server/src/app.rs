@@ -18,6 +18,7 @@ use tower_http::trace::TraceLayer;
 use crate::api::{self, ApiState};
 use crate::config::{ServerConfig, bind_listener};
 use crate::error::ServerError;
+use crate::gateway::Gateway;
 use crate::health::{self, HealthState};
 use crate::http;
 use crate::metrics::{MeteredLayer, Metrics};
@@ -114,6 +115,40 @@ impl App {
     pub fn consumers(mut self, consumers: ConsumerRouter) -> Self {
         self.consumers = self.consumers.merge(consumers);
         self
+    }
+
+    /// Serves the gateway of docs/protocol.md: clients at `/ws` (tokens,
+    /// subscribe, publish, every layer message sent to the connection pushed
+    /// to it, other frames forwarded to a backend worker) and the console
+    /// page at `/`, authenticated and forwarded as
+    /// the `gateway` field of [`ServerConfig`] says. With no token verifier configured it
+    /// runs in development mode (anonymous clients, any group) and logs a
+    /// warning saying so.
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] when a key file (`--jwt-public-key`,
+    /// `--jwks-file`) cannot be read or holds no usable key.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use channels_server::{App, GatewayConfig, ServerConfig};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), channels_server::ServerError> {
+    /// let layer = Arc::new(channels_memory::InMemoryChannelLayer::new());
+    /// let config = ServerConfig::default().gateway(GatewayConfig::default().jwt_secret("s3cret"));
+    /// let app = App::new(layer, config).gateway()?;
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+    /// app.serve(listener, channels_server::shutdown::signal()).await
+    /// # }
+    /// ```
+    pub fn gateway(self) -> Result<Self, ServerError> {
+        let gateway = Gateway::new(
+            &self.config.gateway,
+            self.metrics.clone(),
+            self.config.ping_interval,
+        )?;
+        Ok(self.consumers(gateway.consumers()).merge(gateway.console()))
     }
 
     /// Adds plain HTTP routes (pages, your own API) next to the WebSockets.
@@ -213,7 +248,7 @@ impl App {
         if let Some(token) = &self.config.publish_token {
             router = router.merge(api::routes(ApiState::new(
                 self.layer.clone(),
-                api::layer_kind(self.raw_layer.as_ref()),
+                self.raw_layer.name().to_owned(),
                 token,
                 self.config.max_frame_bytes,
                 self.metrics.clone(),
@@ -368,12 +403,13 @@ impl App {
     }
 }
 
-/// Serves the default application — the chat demo (page at `/`, sockets at
-/// `/ws/chat/{room}`), publish API, health and metrics — on `listener` until
-/// `shutdown` completes. This is what the `channels-server` binary runs.
+/// Serves the default application — the gateway ([`App::gateway`]: clients
+/// at `/ws`, the console page at `/`), publish API, health and metrics — on
+/// `listener` until `shutdown` completes. This is what the `channels-server`
+/// binary runs.
 ///
 /// # Errors
-/// As [`App::serve`].
+/// As [`App::gateway`] and [`App::serve`].
 ///
 /// # Examples
 /// ```no_run
@@ -396,8 +432,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     App::new(layer, config)
-        .consumers(crate::chat::consumers())
-        .merge(crate::chat::page())
+        .gateway()?
         .serve(listener, shutdown)
         .await
 }

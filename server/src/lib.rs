@@ -1,10 +1,14 @@
 //! # channels-server
 //!
-//! The axum side of rust-channels: WebSocket routes that run
-//! [`channels_core::consumer`] consumers, middleware (allowed origins,
-//! authentication, connection limit, tracing), the HTTP API for backends, health
-//! and Prometheus metrics, graceful shutdown, and the `channels-server` binary
-//! with its shared clap [`Args`] and TOML config file.
+//! The axum side of rust-channels: the gateway that `channels-server` runs
+//! by default ([`App::gateway`], docs/protocol.md: clients at `/ws` with JWT
+//! or Django-signed tokens, subscribe and publish, layer messages pushed to
+//! them, other frames forwarded to a backend worker, a console page at `/`),
+//! WebSocket routes that run your own [`channels_core::consumer`] consumers,
+//! middleware (allowed origins, authentication, connection limit, tracing),
+//! the HTTP API for backends, health and Prometheus metrics, graceful shutdown,
+//! and the `channels-server` binary with its shared clap [`Args`] and TOML
+//! config file.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -33,11 +37,11 @@
 
 mod api;
 mod app;
-pub mod chat;
 mod config;
 mod connection;
 pub mod control;
 mod error;
+mod gateway;
 mod health;
 mod http;
 pub mod metrics;
@@ -55,12 +59,14 @@ pub use app::{App, run};
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 pub use config::{
-    Args, DEFAULT_BIND, DEFAULT_CHANNEL_CAPACITY, DEFAULT_CLIENT_RATE_LIMIT, DEFAULT_DRAIN_TIMEOUT,
-    DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_REDIS_PREFIX,
-    DEFAULT_REDIS_URL, DEFAULT_SHUTDOWN_CLOSE_CODE, LISTEN_BACKLOG, LayerKind, LayerSettings,
-    LogFormat, REGEX_PATTERN_PREFIX, ServerConfig, Settings,
+    Args, DEFAULT_BIND, DEFAULT_CHANNEL_CAPACITY, DEFAULT_CLIENT_RATE_LIMIT, DEFAULT_DJANGO_SALT,
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_FRAME_BYTES, DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_URL, DEFAULT_SHUTDOWN_CLOSE_CODE,
+    GatewayConfig, LISTEN_BACKLOG, LayerKind, LayerSettings, LogFormat, REGEX_PATTERN_PREFIX,
+    ServerConfig, Settings,
 };
 pub use error::ServerError;
+pub use gateway::WS_PATH;
 pub use middleware::{AuthRejection, Authenticator, TokenAuthenticator};
 pub use telemetry::Telemetry;
 

@@ -1,5 +1,6 @@
-//! `channels-server`: serves the chat demo, the publish API, health and
-//! metrics over the channel layer the flags (or `--config FILE`) choose.
+//! `channels-server`: serves the gateway (clients at `/ws`, the console page
+//! at `/`), the publish API, health and metrics over the channel layer the
+//! flags (or `--config FILE`) choose.
 //! `--help` lists every flag.
 
 use std::process::ExitCode;

@@ -190,7 +190,7 @@ async fn subscribe_unsubscribe_and_disconnect_send_exactly_the_control_message()
 #[tokio::test]
 async fn info_tells_version_layer_connections_uptime_and_node() {
     let server = start().await;
-    let _socket = common::connect(&server.ws_url("/ws/chat/lobby")).await;
+    let _socket = common::connect(&server.ws_url("/ws")).await;
     let response = call(&server, "GET", "/api/info", "").await;
     assert_eq!(response.status, 200, "{response:?}");
     let info = response.json();
@@ -332,7 +332,7 @@ async fn calls_are_counted_per_endpoint_and_status() {
 async fn with_an_admin_listener_the_whole_api_moves_there() {
     let layer: SharedLayer = Arc::new(InMemoryChannelLayer::new());
     let config = ServerConfig::default().publish_token(TOKEN);
-    let app = App::new(layer.clone(), config).consumers(channels_server::chat::consumers());
+    let app = App::new(layer.clone(), config).gateway().unwrap();
     let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (public_address, admin_address) =

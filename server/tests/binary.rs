@@ -1,16 +1,17 @@
-//! The real `channels-server` binary: it starts with no setup, reads its
-//! flags from `CHANNELS_*` env vars, serves chat and the publish API, and
-//! shuts down gracefully (1001) on SIGTERM.
+//! The real `channels-server` binary: it starts with no setup (the gateway
+//! in development mode, with a loud warning, and the console page), reads
+//! its flags from `CHANNELS_*` env vars, serves the publish API, and shuts
+//! down gracefully (1001) on SIGTERM.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{connect, expect_close, http, next_json, say};
+use common::{expect_close, gateway, http, next_text, say, subscribe};
 use tokio::process::Command;
 
 #[tokio::test]
-async fn binary_serves_chat_and_publish_then_stops_on_sigterm() {
+async fn binary_serves_the_gateway_and_publish_then_stops_on_sigterm() {
     let (mut child, address) = common::start_binary(
         &["--bind", "127.0.0.1:0", "--log-format", "json"],
         &[
@@ -19,23 +20,34 @@ async fn binary_serves_chat_and_publish_then_stops_on_sigterm() {
         ],
     )
     .await;
-    let url = format!("ws://{address}/ws/chat/lobby");
-    let mut alice = connect(&url).await;
-    let mut bob = connect(&url).await;
-    say(&mut alice, "hello from alice").await;
-    assert_eq!(next_json(&mut bob).await["message"], "hello from alice");
-    assert_eq!(next_json(&mut alice).await["message"], "hello from alice");
+    // No verifier configured: development mode, said loudly.
+    assert!(
+        child.output().contains("DEVELOPMENT MODE"),
+        "{}",
+        child.output()
+    );
+    let page = http(address, "GET", "/", &[], b"").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("channels-server console"), "{page:?}");
+
+    let (mut alice, _) = gateway(address).await;
+    let (mut bob, _) = gateway(address).await;
+    subscribe(&mut alice, "lobby").await;
+    subscribe(&mut bob, "lobby").await;
+    say(&mut alice, "lobby", "hello from alice").await;
+    assert_eq!(next_text(&mut bob).await, "hello from alice");
+    assert_eq!(next_text(&mut alice).await, "hello from alice");
 
     let published = http(
         address,
         "POST",
-        "/api/groups/chat_lobby",
+        "/api/groups/lobby",
         &[("Authorization", "Bearer binary-token")],
-        br#"{"type": "chat.message", "message": "from http"}"#,
+        br#"{"type": "chat.message", "text": "from http"}"#,
     )
     .await;
     assert_eq!(published.status, 202, "{published:?}");
-    assert_eq!(next_json(&mut bob).await["message"], "from http");
+    assert_eq!(next_text(&mut bob).await, "from http");
     assert_eq!(http(address, "GET", "/readyz", &[], b"").await.status, 200);
 
     common::sigterm(&child);
@@ -85,6 +97,13 @@ async fn help_lists_every_flag() {
         "--shutdown-close-code",
         "--trusted-proxy",
         "--connection-rate",
+        "--jwt-secret",
+        "--jwt-public-key",
+        "--jwks-file",
+        "--django-secret-key",
+        "--django-salt",
+        "--django-max-age",
+        "--forward-channel",
     ] {
         assert!(help.contains(flag), "{flag} missing:\n{help}");
     }

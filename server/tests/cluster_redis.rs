@@ -1,6 +1,7 @@
 //! Two real `channels-server` processes over one private `redis-server`: a
-//! message said on one reaches clients on the other, and the publish API of
-//! either reaches both. Once for the core layer, once for pub/sub.
+//! message published on one reaches gateway clients on the other, and the
+//! publish API of either reaches both. Once for the core layer, once for
+//! pub/sub.
 //!
 //! Needs `redis-server` on the PATH (or `REDIS_SERVER=/path/to/redis-server`).
 
@@ -21,7 +22,8 @@ use channels_redis::testing::{RedisServer, unique_prefix};
 use channels_redis::{RedisChannelLayer, RedisConfig, RedisPubSubChannelLayer};
 use channels_server::{App, ServerConfig};
 use common::{
-    Server, connect, expect_close, expect_quiet, http, next_json, say, sigterm, start_binary,
+    Server, ask, expect_close, expect_quiet, gateway, http, next_json, next_text, say, send_json,
+    sigterm, start_binary, subscribe,
 };
 
 async fn two_processes_share_rooms(layer: &str) {
@@ -45,34 +47,33 @@ async fn two_processes_share_rooms(layer: &str) {
         assert_eq!(ready.status, 200, "{layer}: {ready:?}");
     }
 
-    let mut alice = connect(&format!("ws://{one_address}/ws/chat/cluster")).await;
-    let mut bob = connect(&format!("ws://{two_address}/ws/chat/cluster")).await;
-    let mut carol = connect(&format!("ws://{two_address}/ws/chat/elsewhere")).await;
-    // Memberships are set up before `connect` accepts, so this is not racy.
-    say(&mut alice, "across processes").await;
-    assert_eq!(next_json(&mut alice).await["message"], "across processes");
-    assert_eq!(next_json(&mut bob).await["message"], "across processes");
-    say(&mut bob, "and back").await;
-    assert_eq!(next_json(&mut alice).await["message"], "and back");
-    assert_eq!(next_json(&mut bob).await["message"], "and back");
+    let (mut alice, _) = gateway(one_address).await;
+    let (mut bob, _) = gateway(two_address).await;
+    let (mut carol, _) = gateway(two_address).await;
+    // `subscribed` comes after the membership is set up, so this is not racy.
+    subscribe(&mut alice, "cluster").await;
+    subscribe(&mut bob, "cluster").await;
+    subscribe(&mut carol, "elsewhere").await;
+    say(&mut alice, "cluster", "across processes").await;
+    let push = next_json(&mut alice).await;
+    assert_eq!(push["group"], "cluster", "{push}");
+    assert_eq!(push["data"]["text"], "across processes", "{push}");
+    assert_eq!(next_text(&mut bob).await, "across processes");
+    say(&mut bob, "cluster", "and back").await;
+    assert_eq!(next_text(&mut alice).await, "and back");
+    assert_eq!(next_text(&mut bob).await, "and back");
 
     let published = http(
         two_address,
         "POST",
-        "/api/groups/chat_cluster",
+        "/api/groups/cluster",
         &[("Authorization", "Bearer cluster-token")],
-        br#"{"type": "chat.message", "message": "from process two's API"}"#,
+        br#"{"type": "chat.message", "text": "from process two's API"}"#,
     )
     .await;
     assert_eq!(published.status, 202, "{published:?}");
-    assert_eq!(
-        next_json(&mut alice).await["message"],
-        "from process two's API"
-    );
-    assert_eq!(
-        next_json(&mut bob).await["message"],
-        "from process two's API"
-    );
+    assert_eq!(next_text(&mut alice).await, "from process two's API");
+    assert_eq!(next_text(&mut bob).await, "from process two's API");
     expect_quiet(&mut carol, Duration::from_millis(100)).await;
 
     for (child, client) in [(&mut one, &mut alice), (&mut two, &mut bob)] {
@@ -128,7 +129,7 @@ async fn readyz_is_503_while_redis_is_down() {
 }
 
 #[tokio::test]
-async fn chat_survives_a_redis_restart() {
+async fn the_gateway_survives_a_redis_restart() {
     let mut redis = tokio::task::spawn_blocking(RedisServer::start)
         .await
         .expect("start task")
@@ -136,36 +137,41 @@ async fn chat_survives_a_redis_restart() {
     let config = RedisConfig::new().host(redis.url()).prefix(unique_prefix());
     let layer: SharedLayer = Arc::new(RedisChannelLayer::new(config).unwrap());
     let app = App::new(layer.clone(), ServerConfig::default())
-        .consumers(channels_server::chat::consumers());
+        .gateway()
+        .unwrap();
     let server = Server::start_app(layer, app).await;
-    let mut alice = connect(&server.ws_url("/ws/chat/outage")).await;
-    let mut bob = connect(&server.ws_url("/ws/chat/outage")).await;
-    say(&mut alice, "before").await;
-    assert_eq!(next_json(&mut bob).await["message"], "before");
-    assert_eq!(next_json(&mut alice).await["message"], "before");
+    let (mut alice, _) = gateway(server.address).await;
+    let (mut bob, _) = gateway(server.address).await;
+    subscribe(&mut alice, "outage").await;
+    subscribe(&mut bob, "outage").await;
+    say(&mut alice, "outage", "before").await;
+    assert_eq!(next_text(&mut bob).await, "before");
+    assert_eq!(next_text(&mut alice).await, "before");
 
     redis.kill();
-    // Each consumer is told, and the server stays up.
-    assert_eq!(
-        next_json(&mut alice).await["error"],
-        "channel layer unavailable; retrying"
-    );
-    assert_eq!(
-        next_json(&mut bob).await["error"],
-        "channel layer unavailable; retrying"
-    );
+    // Each client is told, and the server stays up.
+    for client in [&mut alice, &mut bob] {
+        let told = next_json(client).await;
+        assert_eq!(
+            (told["type"].as_str(), told["code"].as_str()),
+            (Some("error"), Some("unavailable")),
+            "{told}"
+        );
+    }
     assert_eq!(
         http(server.address, "GET", "/healthz", &[], b"")
             .await
             .status,
         200
     );
-    // Saying something now fails politely instead of dropping the client.
-    say(&mut alice, "during").await;
-    assert_eq!(
-        next_json(&mut alice).await["error"],
-        "message not sent: channel layer unavailable"
-    );
+    // Publishing now fails politely instead of dropping the client.
+    let data = serde_json::json!({"type": "chat.message", "text": "during"});
+    let answer = ask(
+        &mut alice,
+        serde_json::json!({"type": "publish", "group": "outage", "data": data}),
+    )
+    .await;
+    assert_eq!(answer["code"], "unavailable", "{answer}");
 
     let redis = tokio::task::spawn_blocking(move || redis.restart().map(|()| redis))
         .await
@@ -178,12 +184,19 @@ async fn chat_survives_a_redis_restart() {
             tokio::time::Instant::now() < deadline,
             "no delivery within 20 s of Redis coming back"
         );
-        say(&mut alice, "after").await;
+        let data = serde_json::json!({"type": "chat.message", "text": "after"});
+        // Answered `published` or `unavailable` while Redis comes back;
+        // alice's answers are not read.
+        send_json(
+            &mut alice,
+            &serde_json::json!({"type": "publish", "group": "outage", "data": data}),
+        )
+        .await;
         let round = tokio::time::Instant::now() + Duration::from_secs(1);
         while let Ok(Some(Ok(message))) = tokio::time::timeout_at(round, bob.next()).await {
             if let Message::Text(text) = message {
                 let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-                if value["message"] == "after" {
+                if value["data"]["text"] == "after" {
                     break 'recovered;
                 }
             }
@@ -233,12 +246,13 @@ async fn pubsub_subscriptions_end_with_their_connection() {
         ("CHANNELS_REDIS_URL", url.as_str()),
     ];
     let (child, address) = start_binary(&["--bind", "127.0.0.1:0"], &envs).await;
-    let mut alice = connect(&format!("ws://{address}/ws/chat/leaky")).await;
-    say(&mut alice, "hello").await;
-    assert_eq!(next_json(&mut alice).await["message"], "hello");
+    let (mut alice, _) = gateway(address).await;
+    subscribe(&mut alice, "leaky").await;
+    say(&mut alice, "leaky", "hello").await;
+    assert_eq!(next_text(&mut alice).await, "hello");
     let during = pubsub_channels(&url).await;
     assert!(
-        during.iter().any(|c| c.ends_with("__group__chat_leaky")),
+        during.iter().any(|c| c.ends_with("__group__leaky")),
         "the room's group topic is subscribed while alice is connected: {during:?}"
     );
     assert!(

@@ -19,7 +19,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{connect, next_json};
+use common::{gateway, next_text, subscribe};
 use test_support::redis::{RedisServer, unique_prefix};
 use test_support::{ServerProcess, http};
 
@@ -238,8 +238,9 @@ async fn a_converted_django_config_talks_to_python_channels_redis_with_encryptio
     let ready = http::get(address, "/readyz").await;
     assert_eq!(ready.status, 200, "{ready:?}\n{}", server.output());
 
-    // Python -> WebSocket: channels_redis group_send into the chat room.
-    let mut browser = connect(&format!("ws://{address}/ws/chat/interop")).await;
+    // Python -> WebSocket: channels_redis group_send into a gateway group.
+    let (mut browser, _) = gateway(address).await;
+    subscribe(&mut browser, "interop").await;
     let mut python = PythonSide::start(&dir.0);
     let channel = python.answer()["channel"]
         .as_str()
@@ -247,14 +248,11 @@ async fn a_converted_django_config_talks_to_python_channels_redis_with_encryptio
         .to_owned();
     let sent = python.command(&serde_json::json!({
         "op": "group_send",
-        "group": "chat_interop",
-        "message": {"type": "chat.message", "message": "encrypted hello from python"},
+        "group": "interop",
+        "message": {"type": "chat.message", "text": "encrypted hello from python"},
     }));
     assert_eq!(sent["sent"], true);
-    assert_eq!(
-        next_json(&mut browser).await["message"],
-        "encrypted hello from python"
-    );
+    assert_eq!(next_text(&mut browser).await, "encrypted hello from python");
 
     // Server -> Python: the publish API into the Python side's channel.
     let published = http::post_json(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use channels_core::SharedLayer;
 use channels_redis::{RedisChannelLayer, RedisConfig};
 use channels_server::{App, ServerConfig};
-use common::{Server, connect, http, next_json, say};
+use common::{Server, gateway, http, next_text, say, subscribe};
 
 #[tokio::test]
 async fn healthz_and_readyz_answer_on_a_working_layer() {
@@ -72,11 +72,13 @@ fn metric(body: &str, name: &str) -> f64 {
 #[tokio::test]
 async fn metrics_count_connections_frames_and_layer_ops() {
     let server = Server::start(ServerConfig::default()).await;
-    let mut alice = connect(&server.ws_url("/ws/chat/metrics")).await;
-    let mut bob = connect(&server.ws_url("/ws/chat/metrics")).await;
-    say(&mut alice, "one").await;
-    next_json(&mut alice).await;
-    next_json(&mut bob).await;
+    let (mut alice, _) = gateway(server.address).await;
+    let (mut bob, _) = gateway(server.address).await;
+    subscribe(&mut alice, "metrics").await;
+    subscribe(&mut bob, "metrics").await;
+    say(&mut alice, "metrics", "one").await;
+    next_text(&mut alice).await;
+    next_text(&mut bob).await;
     let response = http(server.address, "GET", "/metrics", &[], b"").await;
     assert_eq!(response.status, 200);
     assert!(
@@ -89,8 +91,12 @@ async fn metrics_count_connections_frames_and_layer_ops() {
     let body = &response.body;
     assert_eq!(metric(body, "channels_connections_open"), 2.0);
     assert_eq!(metric(body, "channels_connections_accepted_total"), 2.0);
-    assert_eq!(metric(body, "channels_frames_in_total"), 1.0);
-    assert_eq!(metric(body, "channels_frames_out_total"), 2.0);
+    // In: two `connect`, two `subscribe`, one `publish`; out: their five
+    // answers and the two pushes.
+    assert_eq!(metric(body, "channels_frames_in_total"), 5.0);
+    assert_eq!(metric(body, "channels_frames_out_total"), 7.0);
+    assert_eq!(metric(body, "channels_gateway_subscriptions_total"), 2.0);
+    assert_eq!(metric(body, "channels_gateway_publishes_total"), 1.0);
     assert_eq!(metric(body, "channels_messages_in_total"), 2.0);
     assert_eq!(
         metric(body, "channels_layer_ops_total{op=\"group_send\"}"),
@@ -103,7 +109,7 @@ async fn metrics_count_connections_frames_and_layer_ops() {
     assert_eq!(metric(body, "channels_queue_drops_total"), 0.0);
     // Every client frame is timed; layer messages are sampled (1 in 16 per
     // connection), so the two broadcast deliveries add nothing here.
-    assert_eq!(metric(body, "channels_handle_duration_seconds_count"), 1.0);
+    assert_eq!(metric(body, "channels_handle_duration_seconds_count"), 5.0);
     assert_eq!(
         metric(
             body,
@@ -135,7 +141,7 @@ async fn metrics_count_connections_frames_and_layer_ops() {
         "{body}"
     );
     assert!(
-        body.contains("channels_handle_duration_seconds_bucket{le=\"+Inf\"} 1"),
+        body.contains("channels_handle_duration_seconds_bucket{le=\"+Inf\"} 5"),
         "{body}"
     );
     drop((alice, bob));

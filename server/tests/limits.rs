@@ -7,7 +7,9 @@ mod common;
 use std::time::Duration;
 
 use channels_server::ServerConfig;
-use common::{Server, connect, expect_close, next_json, say, send_text, try_connect};
+use common::{
+    Server, connect, expect_close, gateway, next_text, say, send_text, subscribe, try_connect,
+};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -16,25 +18,32 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 #[tokio::test]
 async fn oversized_frame_closes_with_1009() {
     let server = Server::start(ServerConfig::default().max_frame_bytes(1024)).await;
-    let mut client = connect(&server.ws_url("/ws/chat/limits")).await;
+    let (mut client, _) = gateway(server.address).await;
+    subscribe(&mut client, "limits").await;
     // Just under the limit passes.
-    say(&mut client, &"a".repeat(900)).await;
-    assert_eq!(
-        next_json(&mut client).await["message"]
-            .as_str()
-            .map(str::len),
-        Some(900)
-    );
+    say(&mut client, "limits", &"a".repeat(900)).await;
+    assert_eq!(next_text(&mut client).await.len(), 900);
     send_text(&mut client, &"x".repeat(2000)).await;
     let close = expect_close(&mut client).await;
     assert_eq!(u16::from(close.code), 1009, "{close:?}");
+    // Counted by the gateway.
+    let metrics = common::http(server.address, "GET", "/metrics", &[], b"").await;
+    assert_eq!(
+        common::metric_value(
+            &metrics.body,
+            "channels_gateway_closes_total{code=\"1009\"}"
+        ),
+        Some(1.0),
+        "{}",
+        metrics.body
+    );
     server.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn invalid_utf8_text_closes_with_1007() {
     let server = Server::start(ServerConfig::default()).await;
-    let mut client = connect(&server.ws_url("/ws/chat/utf8")).await;
+    let (mut client, _) = gateway(server.address).await;
     let frame = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
     client.send(Message::Frame(frame)).await.unwrap();
     let close = expect_close(&mut client).await;
@@ -48,32 +57,23 @@ async fn slow_client_is_closed_with_1013_and_others_keep_receiving() {
         .outbound_queue(8)
         .max_frame_bytes(64 * 1024);
     let server = Server::start(config).await;
-    let mut slow = connect(&server.ws_url("/ws/chat/hot")).await;
-    let mut fast = connect(&server.ws_url("/ws/chat/hot")).await;
-    let mut talker = connect(&server.ws_url("/ws/chat/hot")).await;
+    let (mut slow, _) = gateway(server.address).await;
+    let (mut fast, _) = gateway(server.address).await;
+    let (mut talker, _) = gateway(server.address).await;
+    for client in [&mut slow, &mut fast, &mut talker] {
+        subscribe(client, "hot").await;
+    }
     // Enough data to fill the socket buffers of a client that never reads.
     let chunk = "z".repeat(48 * 1024);
     let rounds = 400;
     let mut fast_seen = 0;
     let mut talker_seen = 0;
     for i in 0..rounds {
-        say(&mut talker, &format!("{i}:{chunk}")).await;
+        say(&mut talker, "hot", &format!("{i}:{chunk}")).await;
         // The fast clients read as it comes: they must see every message.
-        let got = next_json(&mut fast).await;
-        assert!(
-            got["message"]
-                .as_str()
-                .unwrap()
-                .starts_with(&format!("{i}:"))
-        );
+        assert!(next_text(&mut fast).await.starts_with(&format!("{i}:")));
         fast_seen += 1;
-        let got = next_json(&mut talker).await;
-        assert!(
-            got["message"]
-                .as_str()
-                .unwrap()
-                .starts_with(&format!("{i}:"))
-        );
+        assert!(next_text(&mut talker).await.starts_with(&format!("{i}:")));
         talker_seen += 1;
     }
     assert_eq!((fast_seen, talker_seen), (rounds, rounds));
@@ -112,8 +112,9 @@ async fn idle_client_is_closed_while_a_reading_client_stays_alive_on_pongs() {
         Some(Duration::from_millis(150)),
     );
     let server = Server::start(config).await;
-    let mut idle = connect(&server.ws_url("/ws/chat/quiet")).await;
-    let mut alive = connect(&server.ws_url("/ws/chat/quiet")).await;
+    let (mut idle, _) = gateway(server.address).await;
+    let (mut alive, _) = gateway(server.address).await;
+    subscribe(&mut alive, "quiet").await;
     // `alive` keeps reading, so tungstenite answers every ping with a pong.
     let mut pings = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(1000);
@@ -130,27 +131,25 @@ async fn idle_client_is_closed_while_a_reading_client_stays_alive_on_pongs() {
         (u16::from(close.code), close.reason.as_str()),
         (1001, "idle timeout")
     );
-    say(&mut alive, "still here").await;
-    assert_eq!(next_json(&mut alive).await["message"], "still here");
+    say(&mut alive, "quiet", "still here").await;
+    assert_eq!(next_text(&mut alive).await, "still here");
     server.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn connection_limit_answers_503_until_a_slot_frees() {
     let server = Server::start(ServerConfig::default().max_connections(2)).await;
-    let first = connect(&server.ws_url("/ws/chat/full")).await;
-    let _second = connect(&server.ws_url("/ws/chat/full")).await;
+    let first = connect(&server.ws_url("/ws")).await;
+    let _second = connect(&server.ws_url("/ws")).await;
     assert_eq!(
-        try_connect(&server.ws_url("/ws/chat/full"), &[])
-            .await
-            .err(),
+        try_connect(&server.ws_url("/ws"), &[]).await.err(),
         Some(503)
     );
     drop(first);
     // The slot frees once the first connection's task ends.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        match try_connect(&server.ws_url("/ws/chat/full"), &[]).await {
+        match try_connect(&server.ws_url("/ws"), &[]).await {
             Ok(_) => break,
             Err(503) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -15,7 +15,10 @@ use channels_core::consumer::{
 use channels_core::{SharedLayer, async_trait};
 use channels_memory::InMemoryChannelLayer;
 use channels_server::{App, ServerConfig, ServerError};
-use common::{Server, connect, expect_close, http, metric_value, next_json, try_connect};
+use common::{
+    Server, connect, expect_close, gateway, http, metric_value, next_json, next_text, subscribe,
+    try_connect,
+};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -73,7 +76,7 @@ async fn the_client_address_comes_from_trusted_proxies_only() {
 #[tokio::test]
 async fn connections_over_the_rate_get_429_and_are_counted() {
     let server = Server::start(ServerConfig::default().connection_rate(1)).await;
-    let url = server.ws_url("/ws/chat/rate");
+    let url = server.ws_url("/ws");
     let _first = connect(&url).await;
     assert_eq!(try_connect(&url, &[]).await.err(), Some(429));
     let metrics = http(server.address, "GET", "/metrics", &[], b"").await;
@@ -92,7 +95,7 @@ async fn connections_over_the_rate_get_429_and_are_counted() {
 #[tokio::test]
 async fn shutdown_closes_sockets_with_the_configured_code() {
     let server = Server::start(ServerConfig::default().shutdown_close_code(1012)).await;
-    let mut client = connect(&server.ws_url("/ws/chat/restart")).await;
+    let (mut client, _) = gateway(server.address).await;
     let stopping = tokio::spawn(server.stop());
     assert_eq!(u16::from(expect_close(&mut client).await.code), 1012);
     drop(client);
@@ -109,7 +112,7 @@ struct AdminServer {
 
 async fn start_with_admin(config: ServerConfig) -> AdminServer {
     let layer: SharedLayer = Arc::new(InMemoryChannelLayer::new());
-    let app = App::new(layer, config).consumers(channels_server::chat::consumers());
+    let app = App::new(layer, config).gateway().unwrap();
     let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (public_addr, admin_addr) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
@@ -129,10 +132,11 @@ async fn start_with_admin(config: ServerConfig) -> AdminServer {
 async fn the_admin_listener_takes_metrics_and_the_publish_api() {
     let server = start_with_admin(ServerConfig::default().publish_token("admin-secret")).await;
     let auth = [("Authorization", "Bearer admin-secret")];
-    let body = br#"{"type": "chat.message", "message": "from admin"}"#;
+    let body = br#"{"type": "chat.message", "text": "from admin"}"#;
 
     // Public port: sockets and health, no metrics, no publish API.
-    let mut alice = connect(&format!("ws://{}/ws/chat/ops", server.public)).await;
+    let (mut alice, _) = gateway(server.public).await;
+    subscribe(&mut alice, "ops").await;
     for path in ["/healthz", "/readyz"] {
         assert_eq!(http(server.public, "GET", path, &[], b"").await.status, 200);
         assert_eq!(http(server.admin, "GET", path, &[], b"").await.status, 200);
@@ -143,7 +147,7 @@ async fn the_admin_listener_takes_metrics_and_the_publish_api() {
             .status,
         404
     );
-    let public_publish = http(server.public, "POST", "/api/groups/chat_ops", &auth, body).await;
+    let public_publish = http(server.public, "POST", "/api/groups/ops", &auth, body).await;
     assert_eq!(public_publish.status, 404);
 
     // Admin port: both, and a publish there reaches the public socket.
@@ -153,9 +157,9 @@ async fn the_admin_listener_takes_metrics_and_the_publish_api() {
         metric_value(&metrics.body, "channels_connections_open"),
         Some(1.0)
     );
-    let published = http(server.admin, "POST", "/api/groups/chat_ops", &auth, body).await;
+    let published = http(server.admin, "POST", "/api/groups/ops", &auth, body).await;
     assert_eq!(published.status, 202, "{published:?}");
-    assert_eq!(next_json(&mut alice).await["message"], "from admin");
+    assert_eq!(next_text(&mut alice).await, "from admin");
 
     drop(alice);
     let _ = server.stop.send(());

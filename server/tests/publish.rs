@@ -8,7 +8,7 @@ use channels_core::consumer::{ConsumerError, Worker, WorkerContext};
 use channels_core::{Message, SharedLayer, async_trait};
 use channels_memory::InMemoryChannelLayer;
 use channels_server::{App, ServerConfig};
-use common::{Server, connect, http, next_json};
+use common::{Server, gateway, http, next_push, next_text, subscribe};
 
 const TOKEN: &str = "s3cret-token";
 
@@ -29,14 +29,21 @@ async fn post(
 #[tokio::test]
 async fn group_publish_reaches_every_socket_in_the_group() {
     let server = Server::start(ServerConfig::default().publish_token(TOKEN)).await;
-    let mut alice = connect(&server.ws_url("/ws/chat/news")).await;
-    let mut bob = connect(&server.ws_url("/ws/chat/news")).await;
-    let body = br#"{"type": "chat.message", "message": "from the backend"}"#;
-    let response = post(&server, "/api/groups/chat_news", Some(TOKEN), body).await;
+    let (mut alice, _) = gateway(server.address).await;
+    let (mut bob, _) = gateway(server.address).await;
+    subscribe(&mut alice, "news").await;
+    subscribe(&mut bob, "news").await;
+    let body = br#"{"type": "chat.message", "text": "from the backend"}"#;
+    let response = post(&server, "/api/groups/news", Some(TOKEN), body).await;
     assert_eq!(response.status, 202, "{response:?}");
     assert_eq!(response.json()["status"], "accepted");
-    assert_eq!(next_json(&mut alice).await["message"], "from the backend");
-    assert_eq!(next_json(&mut bob).await["message"], "from the backend");
+    // The API adds `_group`, which the gateway moves into the envelope.
+    let push = next_push(&mut alice).await;
+    assert_eq!(
+        push,
+        serde_json::json!({"type": "message", "group": "news", "data": {"type": "chat.message", "text": "from the backend"}})
+    );
+    assert_eq!(next_text(&mut bob).await, "from the backend");
     server.stop().await.unwrap();
 }
 
@@ -130,7 +137,7 @@ async fn bad_requests_get_400_401_413_with_json_errors() {
     server.stop().await.unwrap();
 }
 
-/// Turns `report.make` jobs into chat messages for the room in the job.
+/// Turns `report.make` jobs into messages for the group in the job.
 struct Reporter;
 
 #[async_trait]
@@ -146,10 +153,9 @@ impl Worker for Reporter {
                 .get("room")
                 .and_then(|v| v.as_str())
                 .unwrap_or("none");
-            let done =
-                Message::new("chat.message").with("message", format!("report for {room} ready"));
+            let done = Message::new("report.done").with("text", format!("report for {room} ready"));
             ctx.layer()
-                .group_send(&format!("chat_{room}"), done)
+                .group_send(&format!("reports.{room}"), done)
                 .await?;
         }
         Ok(())
@@ -160,10 +166,12 @@ impl Worker for Reporter {
 async fn http_hands_work_to_a_background_worker_that_notifies_sockets() {
     let layer: SharedLayer = Arc::new(InMemoryChannelLayer::new());
     let app = App::new(layer.clone(), ServerConfig::default().publish_token(TOKEN))
-        .consumers(channels_server::chat::consumers())
+        .gateway()
+        .unwrap()
         .worker("reports", Reporter);
     let server = Server::start_app(layer, app).await;
-    let mut client = connect(&server.ws_url("/ws/chat/sales")).await;
+    let (mut client, _) = gateway(server.address).await;
+    subscribe(&mut client, "reports.sales").await;
     let response = post(
         &server,
         "/api/channels/reports",
@@ -172,10 +180,7 @@ async fn http_hands_work_to_a_background_worker_that_notifies_sockets() {
     )
     .await;
     assert_eq!(response.status, 202, "{response:?}");
-    assert_eq!(
-        next_json(&mut client).await["message"],
-        "report for sales ready"
-    );
+    assert_eq!(next_text(&mut client).await, "report for sales ready");
     server.stop().await.unwrap();
 }
 

@@ -18,7 +18,7 @@ async fn origins_outside_the_list_get_403() {
         .allowed_origin("http://good.example")
         .allowed_origin("https://*.trusted.example");
     let server = Server::start(config).await;
-    let url = server.ws_url("/ws/chat/lobby");
+    let url = server.ws_url("/ws");
     assert!(
         try_connect(&url, &[("Origin", "http://good.example")])
             .await

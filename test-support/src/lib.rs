@@ -6,6 +6,8 @@
 //! - [`redis`]: the Redis fixture, `channels_redis::testing` re-exported.
 //! - [`http`]: an HTTP client (`reqwest` with rustls, no OpenSSL) and the
 //!   response type the tests assert on; [`metric_value`] reads `/metrics`.
+//! - [`ws`]: WebSocket clients (connect, send, next JSON or close frame).
+//! - [`cdp`]: a headless Chromium driven over the DevTools protocol.
 //!
 //! Every wait has a deadline; children are killed on drop.
 //!
@@ -18,10 +20,12 @@
 //! # }
 //! ```
 
+pub mod cdp;
 pub mod http;
 mod metrics;
 mod ports;
 mod process;
+pub mod ws;
 
 pub use metrics::metric_value;
 pub use ports::{free_port, free_port_block};

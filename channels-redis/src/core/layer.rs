@@ -343,6 +343,10 @@ impl ChannelLayer for RedisChannelLayer {
         Ok(())
     }
 
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
     fn stats(&self) -> LayerStats {
         LayerStats::new(self.local.len() + self.plain.len(), &self.drops)
     }

@@ -391,6 +391,10 @@ impl ChannelLayer for RedisPubSubChannelLayer {
         self.open(&channel).await
     }
 
+    fn name(&self) -> &'static str {
+        "redis-pubsub"
+    }
+
     fn stats(&self) -> LayerStats {
         let registry = self.registry();
         LayerStats::new(registry.channel_count(), registry.drops())

@@ -62,6 +62,44 @@ impl WsClient {
         Ok(Self { ws, upstream })
     }
 
+    /// Opens the gateway (`ws://{lb}/ws`, docs/protocol.md) anonymously, as
+    /// the servers run in development mode, and subscribes to `group`.
+    ///
+    /// # Errors
+    /// As [`WsClient::connect`], or when `connected` / `subscribed` does not
+    /// come.
+    pub async fn join(lb: SocketAddr, group: &str) -> anyhow::Result<Self> {
+        let mut client = Self::connect(lb, "/ws").await?;
+        client
+            .send_json(&serde_json::json!({"type": "connect"}))
+            .await?;
+        client.expect_answer("connected").await?;
+        client
+            .send_json(&serde_json::json!({"type": "subscribe", "group": group}))
+            .await?;
+        client.expect_answer("subscribed").await?;
+        Ok(client)
+    }
+
+    /// Publishes `{"type": "chat.message", "message": text}` to `group`
+    /// (its `published` answer is left to [`WsClient::next_event`]).
+    ///
+    /// # Errors
+    /// As [`WsClient::send_json`].
+    pub async fn say(&mut self, group: &str, text: &str) -> anyhow::Result<()> {
+        let data = serde_json::json!({"type": "chat.message", "message": text});
+        self.send_json(&serde_json::json!({"type": "publish", "group": group, "data": data}))
+            .await
+    }
+
+    /// The next frame must be a protocol answer of type `kind`.
+    async fn expect_answer(&mut self, kind: &str) -> anyhow::Result<()> {
+        match self.next_event(CONNECT_TIMEOUT).await? {
+            WsEvent::Json(value) if value["type"] == kind => Ok(()),
+            other => bail!("{} answered {other:?}, expected `{kind}`", self.upstream),
+        }
+    }
+
     /// The server this connection landed on.
     pub fn upstream(&self) -> SocketAddr {
         self.upstream

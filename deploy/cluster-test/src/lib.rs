@@ -12,7 +12,7 @@
 //! # async fn demo() -> anyhow::Result<()> {
 //! use cluster_test::{ClusterOptions, LocalCluster, WsClient};
 //! let mut cluster = LocalCluster::start(ClusterOptions::new(3, "target/demo-cluster")).await?;
-//! let client = WsClient::connect(cluster.nginx_addr(), "/ws/chat/lobby").await?;
+//! let client = WsClient::join(cluster.nginx_addr(), "lobby").await?;
 //! println!("landed on {}", client.upstream());
 //! cluster.stop()?;
 //! # Ok(()) }

@@ -1,8 +1,9 @@
 //! The loopback cluster of `deploy/local-cluster.sh`, end to end: a private
 //! redis-server, three `channels-server --layer redis` processes and nginx,
-//! with real WebSocket clients speaking the chat demo's protocol
-//! (`{"message": "..."}` both ways, group `chat_<room>`) through nginx. The
-//! spread-and-broadcast scenario runs on the pub/sub layer too.
+//! with real WebSocket clients speaking the gateway protocol through nginx
+//! (docs/protocol.md: `subscribe` to a group, `publish` `chat.message`s into
+//! it, receive them as `message` pushes). The spread-and-broadcast scenario
+//! runs on the pub/sub layer too.
 //!
 //! Needs `redis-server`, `nginx` and `curl` (Debian packages of the same names).
 
@@ -67,14 +68,22 @@ where
     }
 }
 
-/// The next frame must be the chat message `text`.
+/// The next push must be the chat message `text` (a `published` answer to
+/// the client's own publish is skipped).
 async fn expect_message(client: &mut WsClient, text: &str) -> anyhow::Result<()> {
-    match client.next_event(STEP).await? {
-        WsEvent::Json(value) if value["message"] == text => Ok(()),
-        other => bail!(
-            "client on {} expected {text:?}, got {other:?}",
-            client.upstream()
-        ),
+    loop {
+        match client.next_event(STEP).await? {
+            WsEvent::Json(value) if value["type"] == "published" => {}
+            WsEvent::Json(value)
+                if value["type"] == "message" && value["data"]["message"] == text =>
+            {
+                return Ok(());
+            }
+            other => bail!(
+                "client on {} expected {text:?}, got {other:?}",
+                client.upstream()
+            ),
+        }
     }
 }
 
@@ -155,7 +164,7 @@ async fn spread_and_broadcast(cluster: &LocalCluster) -> anyhow::Result<()> {
     let lb = cluster.nginx_addr();
     let mut clients = Vec::new();
     for _ in 0..6 {
-        clients.push(WsClient::connect(lb, "/ws/chat/lobby").await?);
+        clients.push(WsClient::join(lb, "lobby").await?);
     }
     let per_server = spread(cluster, &clients)?;
     ensure!(
@@ -167,16 +176,14 @@ async fn spread_and_broadcast(cluster: &LocalCluster) -> anyhow::Result<()> {
 
     // A chat message from a client of one server reaches every client, on
     // every server, through Redis, exactly once.
-    clients[0]
-        .send_json(&json!({ "message": "hello over redis" }))
-        .await?;
+    clients[0].say("lobby", "hello over redis").await?;
     for client in &mut clients {
         expect_message(client, "hello over redis").await?;
     }
 
     // The publish API through nginx reaches the same group.
     let published = json!({ "type": "chat.message", "message": "from the publish API" });
-    let response = http_post_json(lb, "/api/groups/chat_lobby", Some(TOKEN), &published).await?;
+    let response = http_post_json(lb, "/api/groups/lobby", Some(TOKEN), &published).await?;
     ensure!(
         response.status == 202,
         "publish answered {}: {}",
@@ -186,13 +193,7 @@ async fn spread_and_broadcast(cluster: &LocalCluster) -> anyhow::Result<()> {
     for client in &mut clients {
         expect_message(client, "from the publish API").await?;
     }
-    let response = http_post_json(
-        lb,
-        "/api/groups/chat_lobby",
-        Some("wrong-token"),
-        &published,
-    )
-    .await?;
+    let response = http_post_json(lb, "/api/groups/lobby", Some("wrong-token"), &published).await?;
     ensure!(
         response.status == 401 && response.body.contains("\"error\""),
         "a wrong token through nginx answered {}: {}",
@@ -206,10 +207,10 @@ async fn spread_and_broadcast(cluster: &LocalCluster) -> anyhow::Result<()> {
             bail!("client on {} got an extra {event:?}", client.upstream());
         }
     }
-    // The chat page is served through the balancer.
+    // The console page is served through the balancer.
     let page = http_get(lb, "/").await?;
     ensure!(
-        page.status == 200 && page.body.contains("/ws/chat/"),
+        page.status == 200 && page.body.contains("channels-server console"),
         "GET / through nginx answered {}",
         page.status
     );
@@ -250,7 +251,7 @@ async fn broadcast_from_every_server(cluster: &LocalCluster) -> anyhow::Result<(
             "after the rolling restart clients reached only servers {:?}",
             clients.keys()
         );
-        let client = WsClient::connect(lb, "/ws/chat/after").await?;
+        let client = WsClient::join(lb, "after").await?;
         let index = cluster
             .server_index(client.upstream())
             .context("upstream")?;
@@ -266,7 +267,7 @@ async fn broadcast_from_every_server(cluster: &LocalCluster) -> anyhow::Result<(
         clients
             .get_mut(&from)
             .context("a client per server")?
-            .send_json(&json!({ "message": text }))
+            .say("after", &text)
             .await?;
         for client in clients.values_mut().chain(spare.iter_mut()) {
             expect_message(client, &text).await?;
@@ -290,7 +291,7 @@ struct Trace {
     ended: bool,
 }
 
-const RELAY: &str = "/ws/chat/relay";
+const RELAY: &str = "relay";
 /// How long a closed client waits before reconnecting.
 const RECONNECT_DELAY: Duration = Duration::from_millis(250);
 
@@ -314,8 +315,9 @@ async fn receive_until_end(
     };
     loop {
         match client.next_event(Duration::from_secs(10)).await? {
+            WsEvent::Json(value) if value["type"] != "message" => {}
             WsEvent::Json(value) => {
-                let text = value["message"].as_str().unwrap_or_default();
+                let text = value["data"]["message"].as_str().unwrap_or_default();
                 if text == "end" {
                     trace.ended = true;
                     client.close().await;
@@ -340,7 +342,7 @@ async fn receive_until_end(
                 sleep(RECONNECT_DELAY).await;
                 let deadline = Instant::now() + Duration::from_secs(10);
                 client = loop {
-                    match WsClient::connect(cluster_lb, RELAY).await {
+                    match WsClient::join(cluster_lb, RELAY).await {
                         Ok(client) => break client,
                         Err(error) if Instant::now() < deadline => {
                             eprintln!("reconnect through nginx failed, retrying: {error:#}");
@@ -369,7 +371,7 @@ async fn send_numbered(
     let mut next = 0u64;
     while !stop.load(Ordering::SeqCst) {
         let text = format!("seq:{next}");
-        sender.send_json(&json!({ "message": text })).await?;
+        sender.say(RELAY, &text).await?;
         expect_message(&mut sender, &text)
             .await
             .context("the sender's own copy")?;
@@ -377,7 +379,7 @@ async fn send_numbered(
         sent.store(next, Ordering::SeqCst);
         sleep(Duration::from_millis(5)).await;
     }
-    sender.send_json(&json!({ "message": "end" })).await?;
+    sender.say(RELAY, "end").await?;
     expect_message(&mut sender, "end").await?;
     sender.close().await;
     Ok(next)
@@ -395,7 +397,7 @@ async fn rolling_restart(cluster: &LocalCluster) -> anyhow::Result<()> {
     let lb = cluster.nginx_addr();
     let mut clients = Vec::new();
     for _ in 0..9 {
-        clients.push(WsClient::connect(lb, RELAY).await?);
+        clients.push(WsClient::join(lb, RELAY).await?);
     }
     let per_server = spread(cluster, &clients)?;
     ensure!(
@@ -405,7 +407,7 @@ async fn rolling_restart(cluster: &LocalCluster) -> anyhow::Result<()> {
     expect_gauges(cluster, &per_server).await?;
 
     // The sender sits on a server that stays up; the victim is another one.
-    let sender = WsClient::connect(lb, RELAY).await?;
+    let sender = WsClient::join(lb, RELAY).await?;
     let sender_server = cluster
         .server_index(sender.upstream())
         .context("sender upstream")?;
@@ -543,7 +545,7 @@ async fn rolling_restart(cluster: &LocalCluster) -> anyhow::Result<()> {
     let mut extra = Vec::new();
     let deadline = Instant::now() + STEP;
     let mut back = loop {
-        let client = WsClient::connect(lb, RELAY).await?;
+        let client = WsClient::join(lb, RELAY).await?;
         if client.upstream() == victim_addr {
             break client;
         }
@@ -554,8 +556,7 @@ async fn rolling_restart(cluster: &LocalCluster) -> anyhow::Result<()> {
         );
         sleep(Duration::from_millis(100)).await;
     };
-    back.send_json(&json!({ "message": "restarted server joins in" }))
-        .await?;
+    back.say(RELAY, "restarted server joins in").await?;
     expect_message(&mut back, "restarted server joins in").await?;
     for client in &mut extra {
         expect_message(client, "restarted server joins in").await?;

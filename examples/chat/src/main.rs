@@ -1,10 +1,10 @@
 //! `chat`: mount rust-channels in your own axum app.
 //!
 //! Teaches: rust-channels is an axum [`Router`] you merge into yours. This app has routes of
-//! its own (`/hello`, `/api/rooms`) and merges in the multi-room chat demo of
-//! `channels-server` (its page at `/`, its consumer at `/ws/chat/{room}`; the protocol is in
-//! the `channels_server::chat` docs) together with `/healthz`, `/readyz`, `/metrics` and the
-//! publish API, all built by [`App`]. You keep `axum::serve`; the [`App`]'s shutdown handle
+//! its own (`/hello`, `/api/rooms`) and merges in the multi-room chat demo of this crate's
+//! library (its page at `/`, its consumer at `/ws/chat/{room}`; the protocol is in the
+//! library's docs) together with `/healthz`, `/readyz`, `/metrics` and the publish API, all
+//! built by [`App`]. You keep `axum::serve`; the [`App`]'s shutdown handle
 //! closes the sockets (1001) when you stop, and its drain waits for the consumers to leave
 //! their rooms. The shared server flags choose the layer, so several processes on one Redis
 //! make one chat.
@@ -26,7 +26,7 @@ use std::process::ExitCode;
 
 use axum::Router;
 use axum::routing::get;
-use channels_server::{App, Args, ServerError, Settings, chat, shutdown};
+use channels_server::{App, Args, ServerError, Settings, shutdown};
 use clap::Parser;
 
 /// Your own axum app, with the rust-channels chat mounted in it.

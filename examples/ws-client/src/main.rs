@@ -4,7 +4,7 @@
 //! Ctrl-C; reconnecting with capped exponential backoff; closing cleanly with code 1000.
 //!
 //! ```text
-//! # the channels-server chat demo (Django tutorial protocol): each line as {"message":LINE}
+//! # the chat example (`cargo run -p chat`, Django tutorial protocol): each line as {"message":LINE}
 //! cargo run -p ws-client -- ws://127.0.0.1:8000/ws/chat/lobby --json-field message
 //! # raw lines as text frames
 //! cargo run -p ws-client -- ws://127.0.0.1:8000/ws/chat/lobby
@@ -46,7 +46,7 @@ const STABLE_AFTER: Duration = Duration::from_secs(5);
 struct Args {
     /// Server URL, e.g. ws://127.0.0.1:8000/ws/chat/lobby.
     url: String,
-    /// Send each line as {FIELD: line} instead of raw text (`message` for the chat demo).
+    /// Send each line as {FIELD: line} instead of raw text (`message` for the chat example).
     #[arg(long, conflicts_with = "template")]
     json_field: Option<String>,
     /// Add "type": TYPE to the --json-field object (e.g. chat.message).

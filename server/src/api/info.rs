@@ -2,13 +2,11 @@
 //! connections, uptime, and a node id that tells the processes of a cluster
 //! apart (a load balancer may send two calls to two of them).
 
-use std::fmt::{self, Write as _};
 use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
-use channels_core::ChannelLayer;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -69,53 +67,22 @@ pub(crate) async fn info(_: Authorized, State(state): State<ApiState>) -> Json<I
     })
 }
 
-/// Collects the leading type name a `Debug` output starts with, and stops
-/// the formatting right after it (a layer's fields can be long).
-#[derive(Default)]
-struct TypeName(String);
-
-impl fmt::Write for TypeName {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        for c in text.chars() {
-            if c.is_alphanumeric() || c == '_' {
-                self.0.push(c);
-            } else {
-                return Err(fmt::Error);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The kind of `layer` as `/api/info` shows it. The trait has no name
-/// method, and `run` hands the server a built layer, so the kind comes from
-/// the start of the layer's `Debug` output: its type name.
-pub(crate) fn layer_kind(layer: &dyn ChannelLayer) -> String {
-    let mut name = TypeName::default();
-    // Stopping early is the point: the error only ends the formatting.
-    let _ = write!(name, "{layer:?}");
-    match name.0.as_str() {
-        "InMemoryChannelLayer" => "memory".to_owned(),
-        "RedisChannelLayer" => "redis".to_owned(),
-        "RedisPubSubChannelLayer" => "redis-pubsub".to_owned(),
-        "" => "unknown".to_owned(),
-        other => other.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn layer_kinds_are_named_like_the_layer_flag() {
-        let memory = channels_memory::InMemoryChannelLayer::new();
-        assert_eq!(layer_kind(&memory), "memory");
+    fn layers_are_named_like_the_layer_flag() {
+        use channels_core::ChannelLayer as _;
+        assert_eq!(
+            channels_memory::InMemoryChannelLayer::new().name(),
+            "memory"
+        );
         let config = channels_redis::RedisConfig::new().host("redis://127.0.0.1:1");
         let redis = channels_redis::RedisChannelLayer::new(config.clone()).expect("a layer");
-        assert_eq!(layer_kind(&redis), "redis");
+        assert_eq!(redis.name(), "redis");
         let pubsub = channels_redis::RedisPubSubChannelLayer::new(config).expect("a layer");
-        assert_eq!(layer_kind(&pubsub), "redis-pubsub");
+        assert_eq!(pubsub.name(), "redis-pubsub");
     }
 
     #[test]

@@ -40,8 +40,6 @@ use channels_core::SharedLayer;
 use crate::metrics::Metrics;
 use error::ApiError;
 
-pub(crate) use info::layer_kind;
-
 /// The label of calls that matched no endpoint (404).
 const OTHER: &str = "other";
 
@@ -91,7 +89,7 @@ impl std::fmt::Debug for ApiState {
 
 impl ApiState {
     /// The state of an API on `layer` (already metered) whose layer is of
-    /// `layer_kind` (see [`layer_kind`]).
+    /// `layer_kind` (`ChannelLayer::name`).
     pub(crate) fn new(
         layer: SharedLayer,
         layer_kind: String,

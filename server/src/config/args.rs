@@ -144,6 +144,48 @@ pub struct Args {
     #[arg(long, env = "CHANNELS_CONNECTION_RATE", value_name = "N")]
     pub connection_rate: Option<u32>,
 
+    /// HS256 secret that signs client JWTs; setting any verifier turns development
+    /// mode (anonymous connections) off.
+    #[arg(
+        long,
+        env = "CHANNELS_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+
+    /// PEM file of the RSA (RS256) or EC P-256 (ES256) public key of client JWTs.
+    #[arg(long, env = "CHANNELS_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// JWKS file whose keys verify client JWTs, chosen by the token's `kid`.
+    #[arg(long, env = "CHANNELS_JWKS_FILE", value_name = "FILE")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// Django's SECRET_KEY: verifies tokens made by `django.core.signing.dumps(claims,
+    /// salt=...)`.
+    #[arg(
+        long,
+        env = "CHANNELS_DJANGO_SECRET_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub django_secret_key: Option<String>,
+
+    /// The salt of those Django tokens [default: django.core.signing].
+    #[arg(long, env = "CHANNELS_DJANGO_SALT", value_name = "SALT")]
+    pub django_salt: Option<String>,
+
+    /// Seconds a Django token stays usable after signing (`signing.loads` max_age)
+    /// [default: no limit].
+    #[arg(long, env = "CHANNELS_DJANGO_MAX_AGE", value_name = "SECONDS")]
+    pub django_max_age: Option<u64>,
+
+    /// Channel that receives client frames as ASGI `websocket.connect` / `receive` /
+    /// `disconnect` events, for a Django Channels worker [default: none].
+    #[arg(long, env = "CHANNELS_FORWARD_CHANNEL", value_name = "NAME")]
+    pub forward_channel: Option<String>,
+
     /// Log format [default: text].
     #[arg(long, env = "CHANNELS_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,

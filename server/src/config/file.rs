@@ -12,7 +12,14 @@
 //! hosts = ["redis://127.0.0.1:6379/0"]
 //! ```
 //!
-//! New sections (a gateway, history) are new optional fields of
+//! ```toml
+//! [auth]                   # token verification (none: development mode)
+//! jwt_secret = "change-me"
+//! [gateway]
+//! forward_channel = "gateway.events"
+//! ```
+//!
+//! New sections (history) are new optional fields of
 //! [`FileConfig`]; files without them keep working.
 
 use std::fmt;
@@ -35,6 +42,12 @@ pub(crate) struct FileConfig {
     pub(crate) server: ServerSection,
     /// `[layer]`: the channel layer, as Django's `CHANNEL_LAYERS["default"]`.
     pub(crate) layer: Option<LayerSection>,
+    /// `[auth]`: how the gateway verifies tokens.
+    #[serde(default)]
+    pub(crate) auth: AuthSection,
+    /// `[gateway]`: what the gateway does with client frames.
+    #[serde(default)]
+    pub(crate) gateway: GatewaySection,
 }
 
 impl FileConfig {
@@ -77,6 +90,26 @@ pub(crate) struct ServerSection {
     pub(crate) trusted_proxies: Option<Vec<IpNet>>,
     pub(crate) connection_rate: Option<u32>,
     pub(crate) log_format: Option<LogFormat>,
+}
+
+/// `[auth]`: one key per token flag (`jwt_secret`, `jwt_public_key`,
+/// `jwks_file`, `django_secret_key`, `django_salt`, `django_max_age`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthSection {
+    pub(crate) jwt_secret: Option<String>,
+    pub(crate) jwt_public_key: Option<PathBuf>,
+    pub(crate) jwks_file: Option<PathBuf>,
+    pub(crate) django_secret_key: Option<String>,
+    pub(crate) django_salt: Option<String>,
+    pub(crate) django_max_age: Option<u64>,
+}
+
+/// `[gateway]`: `forward_channel`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GatewaySection {
+    pub(crate) forward_channel: Option<String>,
 }
 
 /// `[layer]`: `backend` plus its `[layer.config]`.
@@ -189,6 +222,21 @@ mod tests {
         assert!(error.contains("capasity"), "{error}");
         let error = parse("[gatewy]\n").unwrap_err();
         assert!(error.contains("gatewy"), "{error}");
+        let error = parse("[auth]\njwt_secrt = \"x\"\n").unwrap_err();
+        assert!(error.contains("jwt_secrt"), "{error}");
+        let error = parse("[gateway]\nforward = \"x\"\n").unwrap_err();
+        assert!(error.contains("forward"), "{error}");
+    }
+
+    #[test]
+    fn auth_and_gateway_sections_parse() {
+        let file = parse(
+            "[auth]\njwt_secret = \"s\"\njwks_file = \"/etc/jwks.json\"\ndjango_secret_key = \"k\"\ndjango_salt = \"channels\"\ndjango_max_age = 60\n[gateway]\nforward_channel = \"events\"\n",
+        )
+        .unwrap();
+        assert_eq!(file.auth.jwt_secret.as_deref(), Some("s"));
+        assert_eq!(file.auth.django_max_age, Some(60));
+        assert_eq!(file.gateway.forward_channel.as_deref(), Some("events"));
     }
 
     #[test]

@@ -7,11 +7,13 @@
 
 mod args;
 mod file;
+mod gateway;
 mod layer;
 mod server;
 mod settings;
 
 pub use args::Args;
+pub use gateway::{DEFAULT_DJANGO_SALT, GatewayConfig};
 pub use layer::{LayerSettings, REGEX_PATTERN_PREFIX};
 pub use server::{DEFAULT_CLIENT_RATE_LIMIT, DEFAULT_HEADER_TIMEOUT, ServerConfig};
 pub use settings::Settings;

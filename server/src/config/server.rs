@@ -18,7 +18,7 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 use super::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES,
-    DEFAULT_SHUTDOWN_CLOSE_CODE,
+    DEFAULT_SHUTDOWN_CLOSE_CODE, GatewayConfig,
 };
 
 /// What the server runs with. [`crate::Args::load`] builds it from flags, env
@@ -64,6 +64,8 @@ pub struct ServerConfig {
     /// New WebSocket connections per second per client address (`None`: no
     /// limit); excess upgrades get 429.
     pub connection_rate: Option<u32>,
+    /// The gateway's authentication and forwarding ([`crate::App::gateway`]).
+    pub gateway: GatewayConfig,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +86,7 @@ impl Default for ServerConfig {
             admin_bind: None,
             trusted_proxies: Vec::new(),
             connection_rate: None,
+            gateway: GatewayConfig::default(),
         }
     }
 }
@@ -182,6 +185,13 @@ impl ServerConfig {
     #[must_use]
     pub fn trusted_proxy(mut self, network: IpNet) -> Self {
         self.trusted_proxies.push(network);
+        self
+    }
+
+    /// Sets the gateway's authentication and forwarding.
+    #[must_use]
+    pub fn gateway(mut self, gateway: GatewayConfig) -> Self {
+        self.gateway = gateway;
         self
     }
 

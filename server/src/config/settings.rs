@@ -14,7 +14,7 @@ use super::layer::{self, FileLayer, LayerSettings};
 use super::{
     DEFAULT_BIND, DEFAULT_CHANNEL_CAPACITY, DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT_SECS,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_URL,
-    DEFAULT_SHUTDOWN_CLOSE_CODE, LISTEN_BACKLOG, LayerKind, LogFormat, ServerConfig,
+    DEFAULT_SHUTDOWN_CLOSE_CODE, GatewayConfig, LISTEN_BACKLOG, LayerKind, LogFormat, ServerConfig,
     check_close_code,
 };
 use crate::error::ServerError;
@@ -48,6 +48,7 @@ impl Settings {
             .as_ref()
             .map_or_else(|| "flags".to_owned(), |p| p.display().to_string());
         let section = file.server;
+        let gateway = resolve_gateway(args, file.auth, file.gateway, &origin)?;
 
         let idle = args
             .idle_timeout
@@ -109,6 +110,7 @@ impl Settings {
                 .connection_rate
                 .or(section.connection_rate)
                 .filter(|rate| *rate > 0),
+            gateway,
         };
         let bind = match args.bind.or(section.bind) {
             Some(bind) => bind,
@@ -173,6 +175,50 @@ pub(crate) fn bind_listener(address: SocketAddr) -> Result<tokio::net::TcpListen
         socket.listen(LISTEN_BACKLOG)
     };
     bind().map_err(|source| ServerError::Bind { address, source })
+}
+
+/// The gateway's settings: flags win over `[auth]` and `[gateway]`.
+fn resolve_gateway(
+    args: &Args,
+    auth: super::file::AuthSection,
+    section: super::file::GatewaySection,
+    origin: &str,
+) -> Result<GatewayConfig, ServerError> {
+    let defaults = GatewayConfig::default();
+    let config = GatewayConfig {
+        jwt_secret: args
+            .jwt_secret
+            .clone()
+            .or(auth.jwt_secret)
+            .filter(|s| !s.is_empty()),
+        jwt_public_key: args.jwt_public_key.clone().or(auth.jwt_public_key),
+        jwks_file: args.jwks_file.clone().or(auth.jwks_file),
+        django_secret_key: args
+            .django_secret_key
+            .clone()
+            .or(auth.django_secret_key)
+            .filter(|s| !s.is_empty()),
+        django_salt: args
+            .django_salt
+            .clone()
+            .or(auth.django_salt)
+            .unwrap_or(defaults.django_salt),
+        django_max_age: args
+            .django_max_age
+            .or(auth.django_max_age)
+            .map(Duration::from_secs),
+        forward_channel: args
+            .forward_channel
+            .clone()
+            .or(section.forward_channel)
+            .filter(|s| !s.is_empty()),
+    };
+    if let Some(channel) = &config.forward_channel {
+        channels_core::validate_channel_name(channel).map_err(|error| {
+            ServerError::config(format!("{origin}: --forward-channel: {error}"))
+        })?;
+    }
+    Ok(config)
 }
 
 fn non_empty<T>(values: Vec<T>) -> Option<Vec<T>> {
@@ -442,6 +488,48 @@ mod tests {
     }
 
     #[test]
+    fn gateway_settings_come_from_flags_then_the_file() {
+        let settings = load(&[]).unwrap();
+        assert!(settings.server.gateway.is_development());
+        assert_eq!(settings.server.gateway.django_salt, "django.core.signing");
+
+        let config = file(
+            "[auth]\ndjango_secret_key = \"from-file\"\ndjango_salt = \"channels\"\ndjango_max_age = 30\n\
+             [gateway]\nforward_channel = \"file.events\"\n",
+        );
+        let settings = load(&["--config", config.path()]).unwrap();
+        let gateway = &settings.server.gateway;
+        assert_eq!(gateway.django_secret_key.as_deref(), Some("from-file"));
+        assert_eq!(gateway.django_salt, "channels");
+        assert_eq!(gateway.django_max_age, Some(Duration::from_secs(30)));
+        assert_eq!(gateway.forward_channel.as_deref(), Some("file.events"));
+        assert!(!gateway.is_development());
+        // Secrets never show in Debug output.
+        assert!(!format!("{gateway:?}").contains("from-file"));
+
+        let settings = load(&[
+            "--config",
+            config.path(),
+            "--jwt-secret",
+            "s3cret",
+            "--django-salt",
+            "flag-salt",
+            "--forward-channel",
+            "flag.events",
+        ])
+        .unwrap();
+        let gateway = &settings.server.gateway;
+        assert_eq!(gateway.jwt_secret.as_deref(), Some("s3cret"));
+        assert_eq!(gateway.django_salt, "flag-salt");
+        assert_eq!(gateway.forward_channel.as_deref(), Some("flag.events"));
+
+        let error = load(&["--forward-channel", "not a channel"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--forward-channel"), "{error}");
+    }
+
+    #[test]
     fn the_readme_example_file_loads() {
         let readme = include_str!("../../../README.md");
         let start = readme
@@ -506,6 +594,13 @@ mod tests {
             "shutdown-close-code",
             "trusted-proxy",
             "connection-rate",
+            "jwt-secret",
+            "jwt-public-key",
+            "jwks-file",
+            "django-secret-key",
+            "django-salt",
+            "django-max-age",
+            "forward-channel",
             "log-format",
         ] {
             assert!(
@@ -530,6 +625,7 @@ mod tests {
             format!("[default: {DEFAULT_IDLE_TIMEOUT_SECS}]"),
             format!("[default: {}]", DEFAULT_DRAIN_TIMEOUT.as_secs()),
             format!("[default: {DEFAULT_SHUTDOWN_CLOSE_CODE}]"),
+            format!("[default: {}]", crate::DEFAULT_DJANGO_SALT),
         ] {
             assert!(help.contains(&default), "{default} missing from help");
         }

@@ -103,6 +103,10 @@ impl ChannelLayer for MeteredLayer {
         self.inner.extensions()
     }
 
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
     fn stats(&self) -> LayerStats {
         self.inner.stats()
     }

@@ -12,6 +12,7 @@
 //! 26 ns against 45 ns with two threads recording at once.
 
 mod collector;
+mod gateway;
 mod layer;
 mod process;
 
@@ -27,6 +28,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+pub use gateway::GatewayMetrics;
 pub use layer::MeteredLayer;
 pub use process::ProcessCollector;
 
@@ -115,12 +117,19 @@ pub struct Metrics {
     publish: Family<StatusLabel, Counter>,
     publish_latency: Histogram,
     api_calls: Family<EndpointLabel, Counter>,
+    /// The gateway's counters.
+    pub gateway: GatewayMetrics,
 }
 
 impl Metrics {
     /// Fresh metrics, every labelled series present at 0.
     pub fn new() -> Self {
-        let metrics = Self::default();
+        let reasons = crate::gateway::AUTH_FAILURE_REASONS;
+        let codes = crate::gateway::ERROR_CODES;
+        let metrics = Self {
+            gateway: GatewayMetrics::new(&reasons, &codes),
+            ..Self::default()
+        };
         for refusal in Refusal::ALL {
             drop(metrics.refusals.get_or_create(&ReasonLabel {
                 reason: refusal.label(),
@@ -156,6 +165,7 @@ impl Metrics {
             "The channels-server version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
+        self.gateway.register(registry);
         registry.register_collector(Box::new(ServerCollector::new(self.clone(), layer)));
         registry.register_collector(Box::new(ProcessCollector));
     }
@@ -239,6 +249,11 @@ mod tests {
             "channels_layer_dropped_total{reason=\"expired\"} 0",
             "channels_layer_op_duration_seconds_count{op=\"send\"} 0",
             "channels_handle_duration_seconds_bucket{le=\"+Inf\"} 0",
+            "channels_gateway_auth_failures_total{reason=\"expired\"} 0",
+            "channels_gateway_errors_total{code=\"forbidden\"} 0",
+            "channels_gateway_closes_total{code=\"1009\"} 0",
+            "channels_gateway_subscriptions_total 0",
+            "channels_forward_dropped_total 0",
         ] {
             assert!(text.contains(line), "`{line}` missing from\n{text}");
         }

@@ -1,6 +1,7 @@
 //! Shared helpers: start a server on 127.0.0.1:0, connect real
-//! tokio-tungstenite clients; binaries, ports and HTTP come from the
-//! `test-support` crate. Every wait has a timeout.
+//! tokio-tungstenite clients and speak the gateway protocol; binaries, ports,
+//! HTTP and WebSocket clients come from the `test-support` crate. Every wait
+//! has a timeout.
 
 // Not every test file uses every helper; a panic is how tests report failure.
 #![allow(
@@ -19,23 +20,17 @@ use std::time::Duration;
 use channels_core::SharedLayer;
 use channels_memory::InMemoryChannelLayer;
 use channels_server::{App, ServerConfig, ServerError};
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use test_support::ServerProcess;
 pub use test_support::http::HttpResponse;
 pub use test_support::metric_value;
-
-/// How long any single wait in a test may take.
-pub const WAIT: Duration = Duration::from_secs(5);
-
-pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub use test_support::ws::{
+    Client, WAIT, connect, expect_close, expect_quiet, next_json, next_message, send_json,
+    send_text, try_connect,
+};
 
 /// A running server; dropping it without `stop` leaves the task to the runtime.
 pub struct Server {
@@ -46,7 +41,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serves the default app (`channels_server::run`) on a fresh memory layer.
+    /// Serves the default app (`channels_server::run`: the gateway, in
+    /// development mode unless `config` sets a verifier) on a fresh memory
+    /// layer.
     pub async fn start(config: ServerConfig) -> Self {
         let layer: SharedLayer = Arc::new(InMemoryChannelLayer::new());
         Self::start_with(layer.clone(), move |stop| {
@@ -110,95 +107,72 @@ impl Server {
     }
 }
 
-/// Connects a WebSocket client, panicking on failure.
-pub async fn connect(url: &str) -> Client {
-    let (client, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("connect timed out")
-        .unwrap_or_else(|e| panic!("connect to {url} failed: {e}"));
-    assert_eq!(response.status(), 101);
-    client
+/// Connects to the gateway at `/ws` anonymously (development mode): sends
+/// `connect` and returns the client with its `connected` frame.
+pub async fn gateway(address: SocketAddr) -> (Client, serde_json::Value) {
+    gateway_at(&format!("ws://{address}/ws")).await
 }
 
-/// Tries to connect with extra request headers; returns the HTTP status of a
-/// refusal, or the client.
-pub async fn try_connect(url: &str, headers: &[(&str, &str)]) -> Result<Client, u16> {
-    let mut request = url.into_client_request().unwrap();
-    for (name, value) in headers {
-        request.headers_mut().insert(
-            tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
+/// Like [`gateway`], at a full URL (e.g. with `?token=`, which answers
+/// `connected` without a `connect` frame).
+pub async fn gateway_at(url: &str) -> (Client, serde_json::Value) {
+    let mut client = connect(url).await;
+    if !url.contains("token=") {
+        send_json(&mut client, &serde_json::json!({"type": "connect"})).await;
     }
-    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
-        .await
-        .expect("connect timed out")
-    {
-        Ok((client, _)) => Ok(client),
-        Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
-        Err(other) => panic!("unexpected connect error: {other}"),
-    }
+    let connected = next_json(&mut client).await;
+    assert_eq!(connected["type"], "connected", "{connected}");
+    (client, connected)
 }
 
-/// Sends a text frame.
-pub async fn send_text(client: &mut Client, text: &str) {
-    tokio::time::timeout(WAIT, client.send(Message::text(text)))
-        .await
-        .expect("send timed out")
-        .unwrap();
+/// Sends `request` with `id` and returns the next frame, which must be its
+/// answer (or an error for it).
+pub async fn ask(client: &mut Client, mut request: serde_json::Value) -> serde_json::Value {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    request["id"] = id.into();
+    send_json(client, &request).await;
+    let answer = next_json(client).await;
+    assert_eq!(answer["id"], id, "not the answer to {request}: {answer}");
+    answer
 }
 
-/// Sends `{"message": text}` as the chat demo expects.
-pub async fn say(client: &mut Client, text: &str) {
-    send_text(client, &serde_json::json!({ "message": text }).to_string()).await;
+/// Subscribes to `group`, which must succeed.
+pub async fn subscribe(client: &mut Client, group: &str) {
+    let answer = ask(
+        client,
+        serde_json::json!({"type": "subscribe", "group": group}),
+    )
+    .await;
+    assert_eq!(answer["type"], "subscribed", "{answer}");
 }
 
-/// The next text or close message, skipping pings and pongs.
-pub async fn next_message(client: &mut Client) -> Message {
-    loop {
-        let message = tokio::time::timeout(WAIT, client.next())
-            .await
-            .expect("timed out waiting for a message")
-            .expect("stream ended")
-            .expect("websocket error");
-        if !matches!(message, Message::Ping(_) | Message::Pong(_)) {
-            return message;
-        }
-    }
+/// Publishes `{"type": "chat.message", "text": text}` to `group`, which must
+/// succeed.
+pub async fn say(client: &mut Client, group: &str, text: &str) {
+    let data = serde_json::json!({"type": "chat.message", "text": text});
+    let answer = ask(
+        client,
+        serde_json::json!({"type": "publish", "group": group, "data": data}),
+    )
+    .await;
+    assert_eq!(answer["type"], "published", "{answer}");
 }
 
-/// The next text frame parsed as JSON.
-pub async fn next_json(client: &mut Client) -> serde_json::Value {
-    match next_message(client).await {
-        Message::Text(text) => serde_json::from_str(&text).unwrap(),
-        other => panic!("expected a text frame, got {other:?}"),
-    }
+/// The next frame, which must be a `message` push; returns it whole.
+pub async fn next_push(client: &mut Client) -> serde_json::Value {
+    let push = next_json(client).await;
+    assert_eq!(push["type"], "message", "{push}");
+    push
 }
 
-/// Reads until the close frame and returns it (frames before it are skipped).
-pub async fn expect_close(client: &mut Client) -> CloseFrame {
-    loop {
-        let next = tokio::time::timeout(WAIT, client.next())
-            .await
-            .expect("timed out waiting for the close frame");
-        match next {
-            Some(Ok(Message::Close(Some(frame)))) => return frame,
-            Some(Ok(Message::Close(None))) => panic!("close without a code"),
-            Some(Ok(_)) => {}
-            Some(Err(error)) => panic!("websocket error before the close frame: {error}"),
-            None => panic!("stream ended without a close frame"),
-        }
-    }
-}
-
-/// Checks that no text frame arrives within `wait`.
-pub async fn expect_quiet(client: &mut Client, wait: Duration) {
-    if let Ok(Some(Ok(message))) = tokio::time::timeout(wait, client.next()).await {
-        assert!(
-            matches!(message, Message::Ping(_) | Message::Pong(_)),
-            "expected nothing, got {message:?}"
-        );
-    }
+/// The `text` of the next push.
+pub async fn next_text(client: &mut Client) -> String {
+    let push = next_push(client).await;
+    push["data"]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no data.text in {push}"))
+        .to_owned()
 }
 
 /// Starts the binary with `args` and `envs`; returns it and the address it
@@ -230,4 +204,36 @@ pub async fn http(
     body: &[u8],
 ) -> HttpResponse {
     test_support::http::request(address, method, path, headers, body.to_vec()).await
+}
+
+/// The workspace's root directory.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The interop venv's python: `$CHANNELS_INTEROP_PYTHON` (set by
+/// `scripts/test.sh`), else `target/interop-venv/bin/python` (made by
+/// `scripts/install-deps.sh`, with channels, channels_redis and Django).
+pub fn python() -> std::path::PathBuf {
+    let path = std::env::var_os("CHANNELS_INTEROP_PYTHON").map_or_else(
+        || workspace_root().join("target/interop-venv/bin/python"),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "the Python interop venv is missing ({}): run `bash scripts/install-deps.sh`",
+        path.display()
+    );
+    path
+}
+
+/// The `channels-server` binary: `$CHANNELS_SERVER_BIN`, else the one cargo built.
+pub fn server_bin() -> std::path::PathBuf {
+    std::env::var_os("CHANNELS_SERVER_BIN").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_BIN_EXE_channels-server")),
+        std::path::PathBuf::from,
+    )
 }

@@ -1,7 +1,8 @@
-//! The multi-room chat demo served by `channels-server` with no setup: the
-//! page at `/` and [`ChatConsumer`] at `/ws/chat/{room}`. Each room is the
-//! group `chat_<room>`, so it works unchanged on the in-memory layer and
-//! across several processes sharing Redis.
+//! The multi-room chat demo: the page at `/` ([`page`]) and [`ChatConsumer`]
+//! at `/ws/chat/{room}` ([`consumers`]), mounted by this crate's binary in
+//! its own axum app. Each room is the group `chat_<room>`, so it works
+//! unchanged on the in-memory layer and across several processes sharing
+//! Redis.
 //!
 //! # Protocol
 //! Text frames holding JSON objects, both ways.

@@ -1,5 +1,5 @@
 //! The chat page in a real headless Chromium, across two real
-//! `channels-server` processes sharing a private `redis-server`
+//! `chat` processes sharing a private `redis-server`
 //! (`--layer redis`): page A on process 1 and page B on process 2 in the same
 //! room; B sees A's join notice and the message typed into A (real key
 //! input, mouse click and Enter); a bad frame shows in A's error display;
@@ -16,16 +16,15 @@
 // Helpers outside #[test] fns unwrap too: a panic is how a test reports failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod cdp;
 mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cdp::{Browser, Page};
 use channels_redis::testing::{RedisServer, unique_prefix};
 use common::start_binary;
+use test_support::cdp::{Browser, Page};
 
 /// How long a page may take to show something that crossed the processes.
 const SHOW: Duration = Duration::from_secs(10);
@@ -33,7 +32,7 @@ const SHOW: Duration = Duration::from_secs(10);
 /// Where the screenshot goes: `$CARGO_TARGET_DIR`, else the workspace's `target/`.
 fn screenshot_path() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
         PathBuf::from,
     );
     target.join("chat-browser.png")

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use channels_server::ServerConfig;
-use channels_server::chat::DEFAULT_MAX_MESSAGE_CHARS;
+use chat::DEFAULT_MAX_MESSAGE_CHARS;
 use common::{Server, connect, expect_quiet, http, next_json, say, send_text, try_connect};
 use futures_util::SinkExt;
 use serde_json::json;

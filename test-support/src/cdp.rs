@@ -1,10 +1,9 @@
-//! A minimal Chrome DevTools Protocol client for the browser tests: starts a
-//! headless Chromium with a fresh profile, opens pages, evaluates
-//! JavaScript, types, clicks, presses Enter and takes screenshots. One
-//! WebSocket to the browser, sessions in flat mode. Every wait has a timeout.
-
-// A panic is how tests report failure.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+//! A minimal Chrome DevTools Protocol client for the browser tests (the
+//! chat example's page, the server's console): starts a headless Chromium
+//! with a fresh profile, opens pages, evaluates JavaScript, types, clicks,
+//! presses Enter and takes screenshots. One WebSocket to the browser,
+//! sessions in flat mode. Every wait has a timeout; a panic is how a helper
+//! reports failure.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -41,6 +40,7 @@ const FLAGS: &[&str] = &[
 ];
 
 /// A running headless Chromium, killed (and its profile removed) on drop.
+#[derive(Debug)]
 pub struct Browser {
     child: Child,
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -64,8 +64,8 @@ impl Browser {
             .expect("clock after 1970")
             .as_nanos();
         let profile =
-            std::env::temp_dir().join(format!("chat-browser-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&profile).unwrap();
+            std::env::temp_dir().join(format!("cdp-browser-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&profile).expect("create the browser profile directory");
         let mut child = Command::new(&program)
             .args(FLAGS)
             .arg(format!("--user-data-dir={}", profile.display()))
@@ -110,6 +110,9 @@ impl Browser {
     }
 
     /// Sends one command (to `session`, or the browser) and returns its result.
+    ///
+    /// # Panics
+    /// When it fails or gets no answer within 10 s.
     pub async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
@@ -123,7 +126,7 @@ impl Browser {
         )
         .await
         .unwrap_or_else(|_| panic!("sending {method} timed out"))
-        .unwrap();
+        .unwrap_or_else(|e| panic!("sending {method} failed: {e}"));
         let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
         loop {
             let next = tokio::time::timeout_at(deadline, self.socket.next())
@@ -132,7 +135,7 @@ impl Browser {
                 .expect("DevTools socket ended")
                 .expect("DevTools socket error");
             let Message::Text(text) = next else { continue };
-            let answer: Value = serde_json::from_str(&text).unwrap();
+            let answer: Value = serde_json::from_str(&text).expect("DevTools sends JSON");
             if answer["id"] != id {
                 continue; // an event
             }
@@ -239,7 +242,8 @@ impl Browser {
         .await;
     }
 
-    /// Clicks the middle of the element matching `selector` with the mouse.
+    /// Scrolls the element matching `selector` into view and clicks its
+    /// middle with the mouse.
     pub async fn click(&mut self, page: &Page, selector: &str) {
         self.call(Some(&page.session), "Page.bringToFront", json!({}))
             .await;
@@ -247,12 +251,16 @@ impl Browser {
             .eval(
                 page,
                 &format!(
-                    "(() => {{ const r = document.querySelector({selector:?}).getBoundingClientRect(); \
+                    "(() => {{ const e = document.querySelector({selector:?}); \
+                     e.scrollIntoView({{ block: 'center' }}); const r = e.getBoundingClientRect(); \
                      return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
                 ),
             )
             .await;
-        let (x, y) = (centre[0].as_f64().unwrap(), centre[1].as_f64().unwrap());
+        let (x, y) = (
+            centre[0].as_f64().expect("x is a number"),
+            centre[1].as_f64().expect("y is a number"),
+        );
         for kind in ["mousePressed", "mouseReleased"] {
             self.call(
                 Some(&page.session),
@@ -272,8 +280,10 @@ impl Browser {
         for kind in ["keyDown", "keyUp"] {
             let mut event = key.clone();
             event["type"] = kind.into();
-            if kind == "keyUp" {
-                event.as_object_mut().unwrap().remove("text");
+            if kind == "keyUp"
+                && let Some(fields) = event.as_object_mut()
+            {
+                fields.remove("text");
             }
             self.call(Some(&page.session), "Input.dispatchKeyEvent", event)
                 .await;
@@ -328,9 +338,14 @@ fn decode_base64(text: &str) -> Vec<u8> {
     out
 }
 
-#[test]
-fn base64_decodes() {
-    assert_eq!(decode_base64("aGVsbG8="), b"hello");
-    assert_eq!(decode_base64("aGk="), b"hi");
-    assert_eq!(decode_base64("YWJj"), b"abc");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_decodes() {
+        assert_eq!(decode_base64("aGVsbG8="), b"hello");
+        assert_eq!(decode_base64("aGk="), b"hi");
+        assert_eq!(decode_base64("YWJj"), b"abc");
+    }
 }
