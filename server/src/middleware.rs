@@ -55,18 +55,71 @@ impl OriginCheck {
         if self.allowed.is_empty() || self.allowed.iter().any(|a| a == "*") {
             return true;
         }
-        let Some(origin) = origin else { return false };
-        let origin = origin.trim_end_matches('/');
-        self.allowed.iter().any(|pattern| {
-            let pattern = pattern.trim_end_matches('/');
-            match pattern.split_once("://*.") {
-                Some((scheme, domain)) => origin
-                    .strip_prefix(scheme)
-                    .and_then(|rest| rest.strip_prefix("://"))
-                    .is_some_and(|host| host.ends_with(&format!(".{domain}"))),
-                None => pattern.eq_ignore_ascii_case(origin),
-            }
+        // Parsed, never compared as text: `https://evil.com/.example.com`
+        // must not pass for `https://*.example.com`.
+        let Some(origin) = origin.and_then(Origin::parse) else {
+            return false;
+        };
+        self.allowed.iter().any(|pattern| origin.matches(pattern))
+    }
+}
+
+/// An `Origin` header value: scheme, host and port, nothing else (a path,
+/// a query or user info makes it invalid).
+#[derive(Debug, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    port: Option<u16>,
+}
+
+impl Origin {
+    fn parse(text: &str) -> Option<Self> {
+        let uri: http::Uri = text.trim().parse().ok()?;
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let authority = uri.authority()?;
+        if authority.as_str().contains('@') || uri.query().is_some() {
+            return None;
+        }
+        if !matches!(uri.path(), "" | "/") {
+            return None;
+        }
+        Some(Self {
+            scheme,
+            host: authority.host().to_ascii_lowercase(),
+            port: authority.port_u16(),
         })
+    }
+
+    /// The port the origin means, explicit or its scheme's default.
+    fn effective_port(&self) -> Option<u16> {
+        self.port.or(match self.scheme.as_str() {
+            "http" | "ws" => Some(80),
+            "https" | "wss" => Some(443),
+            _ => None,
+        })
+    }
+
+    /// Whether this origin is allowed by `pattern`: an exact origin, or
+    /// `scheme://*.domain` for every subdomain of `domain`.
+    fn matches(&self, pattern: &str) -> bool {
+        let (pattern, wildcard) = match pattern.split_once("://*.") {
+            Some((scheme, domain)) => (format!("{scheme}://{domain}"), true),
+            None => (pattern.to_owned(), false),
+        };
+        let Some(allowed) = Self::parse(&pattern) else {
+            return false;
+        };
+        if allowed.scheme != self.scheme || allowed.effective_port() != self.effective_port() {
+            return false;
+        }
+        if wildcard {
+            self.host
+                .strip_suffix(allowed.host.as_str())
+                .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.'))
+        } else {
+            allowed.host == self.host
+        }
     }
 }
 
@@ -277,5 +330,18 @@ mod tests {
         assert!(!listed.allows(Some("http://chat.example.com")));
         assert!(!listed.allows(Some("http://localhost:8001")));
         assert!(!listed.allows(None));
+        // Parsed, not compared as text.
+        assert!(!listed.allows(Some("https://evil.com/.example.com")));
+        assert!(!listed.allows(Some("https://evil.com?.example.com")));
+        assert!(!listed.allows(Some("https://user@chat.example.com")));
+        assert!(
+            !listed.allows(Some("https://example.com")),
+            "subdomains only"
+        );
+        assert!(!listed.allows(Some("https://xexample.com")));
+        assert!(listed.allows(Some("HTTPS://Chat.Example.COM")));
+        assert!(listed.allows(Some("https://chat.example.com:443")));
+        assert!(!listed.allows(Some("https://chat.example.com:8443")));
+        assert!(!listed.allows(Some("not an origin")));
     }
 }

@@ -356,3 +356,39 @@ async fn with_an_admin_listener_the_whole_api_moves_there() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_oversized_body_is_read_before_its_413_so_the_client_sees_the_answer() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let server = start().await;
+    let body = vec![b'x'; 4 * 1024 * 1024];
+    let mut stream = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/groups/news HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    // The whole body goes out in pieces, paced like a real network (the
+    // pause is the pacing, not a wait for anything), as a client like
+    // Python's requests sends it, and the answer is read afterwards: a server
+    // that answers and closes early resets the connection mid-send.
+    let sent = tokio::time::timeout(WAIT * 20, async {
+        stream.write_all(head.as_bytes()).await?;
+        for piece in body.chunks(64 * 1024) {
+            stream.write_all(piece).await?;
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    })
+    .await
+    .expect("the exchange finishes");
+    let answer = sent.expect("no reset");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"error\""), "{answer}");
+    server.stop().await.unwrap();
+}
