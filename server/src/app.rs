@@ -148,7 +148,11 @@ impl App {
             self.metrics.clone(),
             self.config.ping_interval,
         )?;
-        Ok(self.consumers(gateway.consumers()).merge(gateway.console()))
+        let mut app = self.consumers(gateway.consumers()).merge(gateway.console());
+        if let Some(registry) = gateway.worker_registry() {
+            app.workers.push(Box::new(registry));
+        }
+        Ok(app)
     }
 
     /// Adds plain HTTP routes (pages, your own API) next to the WebSockets.

@@ -11,8 +11,11 @@
 //! - [`json`]: msgpack values as JSON, for pushes;
 //! - [`auth`]: JWT and Django-signed tokens, claims, development mode;
 //! - [`forward`]: ASGI events for the backend worker;
-//! - [`console`]: the console page.
+//! - [`console`]: the console page;
+//! - [`asgi`]: with a forward channel, every other WebSocket path passed
+//!   through to Python ASGI workers (`channels_rust.worker`).
 
+mod asgi;
 mod auth;
 mod console;
 mod consumer;
@@ -24,7 +27,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use channels_core::SharedLayer;
 use channels_core::consumer::ConsumerRouter;
+use futures_util::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
 use crate::error::ServerError;
@@ -69,6 +75,8 @@ pub(crate) struct Shared {
 #[derive(Debug, Clone)]
 pub(crate) struct Gateway {
     shared: Arc<Shared>,
+    /// The ASGI pass-through, with a forward channel.
+    asgi: Option<Arc<asgi::AsgiShared>>,
 }
 
 impl Gateway {
@@ -90,22 +98,53 @@ impl Gateway {
         if let Some(channel) = &config.forward_channel {
             tracing::info!(%channel, "forwarding client frames to a backend worker");
         }
-        Ok(Self {
-            shared: Arc::new(Shared {
-                verifier,
-                forward: config.forward_channel.as_deref().map(Arc::from),
-                metrics,
-                ping_interval: ping_interval.map(|interval| interval.as_secs().max(1)),
-            }),
-        })
+        let shared = Arc::new(Shared {
+            verifier,
+            forward: config.forward_channel.as_deref().map(Arc::from),
+            metrics,
+            ping_interval: ping_interval.map(|interval| interval.as_secs().max(1)),
+        });
+        let asgi = shared.forward.as_ref().map(|_| {
+            Arc::new(asgi::AsgiShared {
+                workers: Arc::default(),
+                gateway: shared.clone(),
+            })
+        });
+        Ok(Self { shared, asgi })
     }
 
-    /// The `/ws` route.
+    /// The `/ws` route and, with a forward channel, the ASGI pass-through on
+    /// every other path.
     pub(crate) fn consumers(&self) -> ConsumerRouter {
         let shared = self.shared.clone();
-        ConsumerRouter::new().route(WS_PATH, move |_| {
+        let mut router = ConsumerRouter::new().route(WS_PATH, move |_| {
             consumer::GatewayConsumer::new(shared.clone())
-        })
+        });
+        if let Some(asgi) = self.asgi.clone() {
+            router = router.route(asgi::ROUTE, move |_| asgi::AsgiConsumer::new(asgi.clone()));
+        }
+        router
+    }
+
+    /// With a forward channel, the task that keeps the table of live ASGI
+    /// workers (run it on the server's layer until shutdown).
+    pub(crate) fn worker_registry(
+        &self,
+    ) -> Option<
+        impl FnOnce(SharedLayer, CancellationToken) -> BoxFuture<'static, ()> + Send + 'static,
+    > {
+        let asgi = self.asgi.as_ref()?;
+        let forward = self.shared.forward.as_deref()?;
+        let registry = asgi::Registry {
+            workers: asgi.workers.clone(),
+            group: asgi::heartbeat_group(forward),
+            metrics: self.shared.metrics.asgi.clone(),
+        };
+        Some(
+            move |layer: SharedLayer, stop: CancellationToken| -> BoxFuture<'static, ()> {
+                Box::pin(registry.run(layer, stop))
+            },
+        )
     }
 
     /// The console page at `/`.

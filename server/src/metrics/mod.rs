@@ -11,6 +11,7 @@
 //! histogram against 23 ns in `prometheus-client`'s mutex-guarded one, and
 //! 26 ns against 45 ns with two threads recording at once.
 
+mod asgi;
 mod collector;
 mod gateway;
 mod layer;
@@ -28,6 +29,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+pub use asgi::AsgiMetrics;
 pub use gateway::GatewayMetrics;
 pub use layer::MeteredLayer;
 pub use process::ProcessCollector;
@@ -119,6 +121,8 @@ pub struct Metrics {
     api_calls: Family<EndpointLabel, Counter>,
     /// The gateway's counters.
     pub gateway: GatewayMetrics,
+    /// The ASGI pass-through's counters.
+    pub asgi: Arc<AsgiMetrics>,
 }
 
 impl Metrics {
@@ -166,6 +170,7 @@ impl Metrics {
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
         self.gateway.register(registry);
+        self.asgi.register(registry);
         registry.register_collector(Box::new(ServerCollector::new(self.clone(), layer)));
         registry.register_collector(Box::new(ProcessCollector));
     }

@@ -253,7 +253,7 @@ fn deadline_of(exp: u64) -> tokio::time::Instant {
 
 /// The token the client gave when it connected: `?token=`, else a
 /// `token.TOKEN` subprotocol.
-fn handshake_token(ctx: &ConsumerContext) -> Option<String> {
+pub(super) fn handshake_token(ctx: &ConsumerContext) -> Option<String> {
     let scope = ctx.scope();
     scope.query("token").filter(|t| !t.is_empty()).or_else(|| {
         scope
