@@ -39,3 +39,6 @@ if ! cat "${requirements[@]}" | cmp -s - "$stamp" 2>/dev/null; then
         -r interop/requirements.txt -r interop/requirements-api.txt
     cat "${requirements[@]}" > "$stamp"
 fi
+# The ASGI worker adapter (python/) from the working tree, and its test tools.
+"$venv/bin/pip" install --quiet --disable-pip-version-check pytest==9.2.0 websockets==17.4
+"$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall ./python

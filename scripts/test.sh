@@ -19,3 +19,6 @@ else
     cargo test --workspace --all-features --no-fail-fast --lib --bins --tests
 fi
 cargo test --workspace --all-features --doc
+
+# The ASGI worker adapter (python/): the tutorial chat behind the gateway.
+"$CHANNELS_INTEROP_PYTHON" -m pytest -q python/tests
