@@ -1,0 +1,268 @@
+//! The ASGI pass-through (docs/protocol.md, "ASGI workers") against a worker
+//! written here on the same memory layer, speaking the worker protocol:
+//! heartbeats to `NAME.workers`, `websocket.connect` with the request's path
+//! on the worker's own channel, answers to `reply_channel`, layer messages
+//! sent to the connection's channel arriving as `asgi.dispatch`, and the
+//! close codes: 4006 with no worker, 4005 when its heartbeats stop, 4009
+//! when its channel is full, 4007 when it never accepts. The Python worker
+//! itself is tested end to end in python/tests.
+
+// Helpers outside #[test] fns unwrap too: a panic is how a test reports failure.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use channels_core::{LayerConfig, Message, Receiver, SharedLayer, Value};
+use channels_memory::InMemoryChannelLayer;
+use channels_server::{App, GatewayConfig, ServerConfig};
+use common::{Server, connect, expect_close, http, next_message, send_text};
+use test_support::metric_value;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+const FORWARD: &str = "django";
+const HEARTBEAT: f64 = 0.2;
+
+async fn server(layer: SharedLayer) -> Server {
+    let config = ServerConfig::default().gateway(GatewayConfig::default().forward_channel(FORWARD));
+    let app = App::new(layer.clone(), config).gateway().unwrap();
+    Server::start_app(layer, app).await
+}
+
+async fn metric(server: &Server, name: &str) -> f64 {
+    let page = http(server.address, "GET", "/metrics", &[], b"").await;
+    metric_value(&page.body, name).unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+async fn wait_metric(server: &Server, name: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = metric(server, name).await;
+        if seen == value {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} is {seen}, not {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A worker: its channel, and a task sending heartbeats until aborted.
+struct FakeWorker {
+    inbox: Receiver,
+    beats: JoinHandle<()>,
+}
+
+impl FakeWorker {
+    async fn start(layer: &SharedLayer) -> Self {
+        let inbox = layer.new_receiver("worker").await.unwrap();
+        let channel = inbox.channel().to_owned();
+        let beat_layer = layer.clone();
+        let beats = tokio::spawn(async move {
+            loop {
+                let beat = Message::new("asgi.worker.heartbeat")
+                    .with("channel", channel.as_str())
+                    .with("interval", HEARTBEAT);
+                beat_layer
+                    .group_send(&format!("{FORWARD}.workers"), beat)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_secs_f64(HEARTBEAT)).await;
+            }
+        });
+        Self { inbox, beats }
+    }
+
+    async fn next(&self) -> Message {
+        tokio::time::timeout(Duration::from_secs(5), self.inbox.recv())
+            .await
+            .expect("an event for the worker")
+            .unwrap()
+    }
+}
+
+fn text(message: &Message, key: &str) -> String {
+    message
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string {key} in {message:?}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn no_live_worker_closes_with_4006() {
+    let layer: SharedLayer = Arc::new(InMemoryChannelLayer::new());
+    let server = server(layer).await;
+    let mut client = connect(&server.ws_url("/ws/chat/lobby/")).await;
+    assert_eq!(u16::from(expect_close(&mut client).await.code), 4006);
+    assert_eq!(metric(&server, "channels_asgi_no_worker_total").await, 1.0);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn events_go_to_one_worker_and_its_death_closes_with_4005() {
+    let layer: SharedLayer = Arc::new(InMemoryChannelLayer::new());
+    let server = server(layer.clone()).await;
+    let worker = FakeWorker::start(&layer).await;
+    wait_metric(&server, "channels_asgi_workers", 1.0).await;
+
+    let mut client = connect(&server.ws_url("/ws/chat/lobby/?x=1")).await;
+    let connect_event = worker.next().await;
+    assert_eq!(connect_event.message_type(), Some("websocket.connect"));
+    assert_eq!(text(&connect_event, "path"), "/ws/chat/lobby/");
+    assert_eq!(text(&connect_event, "query_string"), "x=1");
+    let reply = text(&connect_event, "reply_channel");
+
+    layer
+        .send(&reply, Message::new("websocket.accept"))
+        .await
+        .unwrap();
+    layer
+        .send(
+            &reply,
+            Message::new("websocket.send").with("text", "welcome"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut client).await, WsMessage::text("welcome"));
+
+    send_text(&mut client, "hello").await;
+    let receive = worker.next().await;
+    assert_eq!(receive.message_type(), Some("websocket.receive"));
+    assert_eq!(text(&receive, "text"), "hello");
+    assert_eq!(text(&receive, "reply_channel"), reply);
+
+    // A layer message to the connection's channel reaches its worker.
+    layer
+        .send(&reply, Message::new("chat.message").with("message", "hi"))
+        .await
+        .unwrap();
+    let dispatch = worker.next().await;
+    assert_eq!(dispatch.message_type(), Some("asgi.dispatch"));
+    assert_eq!(text(&dispatch, "reply_channel"), reply);
+    let inner = Message::from_value(dispatch.get("message").unwrap().clone()).unwrap();
+    assert_eq!(inner.message_type(), Some("chat.message"));
+    assert_eq!(text(&inner, "message"), "hi");
+
+    // The heartbeats stop: the connection closes with 4005 within
+    // 5 intervals (1 s) and a sweep.
+    worker.beats.abort();
+    let started = tokio::time::Instant::now();
+    assert_eq!(u16::from(expect_close(&mut client).await.code), 4005);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        metric(&server, "channels_asgi_worker_lost_total").await,
+        1.0
+    );
+    assert_eq!(metric(&server, "channels_asgi_workers").await, 0.0);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_spread_over_workers_and_stay_with_theirs() {
+    let layer: SharedLayer = Arc::new(InMemoryChannelLayer::new());
+    let server = server(layer.clone()).await;
+    let one = FakeWorker::start(&layer).await;
+    let two = FakeWorker::start(&layer).await;
+    wait_metric(&server, "channels_asgi_workers", 2.0).await;
+
+    let mut first = connect(&server.ws_url("/a/")).await;
+    let mut second = connect(&server.ws_url("/b/")).await;
+    // Each worker got one connect.
+    let (a, b) = tokio::join!(one.next(), two.next());
+    let mut by_path = std::collections::HashMap::new();
+    for (event, worker) in [(a, &one), (b, &two)] {
+        assert_eq!(event.message_type(), Some("websocket.connect"));
+        by_path.insert(text(&event, "path"), worker.inbox.channel().to_owned());
+    }
+    assert_eq!(by_path.len(), 2);
+    // Later frames follow their connection's worker.
+    send_text(&mut first, "to a").await;
+    send_text(&mut second, "to b").await;
+    for worker in [&one, &two] {
+        let event = worker.next().await;
+        let expected = if by_path["/a/"] == worker.inbox.channel() {
+            "to a"
+        } else {
+            "to b"
+        };
+        assert_eq!(text(&event, "text"), expected);
+    }
+    one.beats.abort();
+    two.beats.abort();
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_full_worker_channel_closes_with_4009() {
+    let layer: SharedLayer = Arc::new(InMemoryChannelLayer::with_config(
+        LayerConfig::default().capacity(2),
+    ));
+    let server = server(layer.clone()).await;
+    let worker = FakeWorker::start(&layer).await;
+    wait_metric(&server, "channels_asgi_workers", 1.0).await;
+    // The worker reads nothing: connect + 1 frame fill its channel.
+    let mut client = connect(&server.ws_url("/busy/")).await;
+    for i in 0..3 {
+        send_text(&mut client, &format!("frame {i}")).await;
+    }
+    assert_eq!(u16::from(expect_close(&mut client).await.code), 4009);
+    assert_eq!(
+        metric(&server, "channels_asgi_worker_busy_total").await,
+        1.0
+    );
+    worker.beats.abort();
+    drop(worker.inbox);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_application_that_never_accepts_is_closed_with_4007() {
+    let layer: SharedLayer = Arc::new(InMemoryChannelLayer::new());
+    let server = server(layer.clone()).await;
+    let worker = FakeWorker::start(&layer).await;
+    wait_metric(&server, "channels_asgi_workers", 1.0).await;
+    let mut client = connect(&server.ws_url("/never/")).await;
+    assert_eq!(
+        worker.next().await.message_type(),
+        Some("websocket.connect")
+    );
+    // expect_close waits 5 s at most; the accept timeout is 10 s.
+    let started = tokio::time::Instant::now();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(15), expect_close_patiently(&mut client))
+            .await
+        {
+            Ok(Some(code)) => break code,
+            Ok(None) => continue,
+            Err(_) => panic!("no close within 15 s"),
+        }
+    };
+    assert_eq!(close, 4007);
+    assert!(started.elapsed() >= Duration::from_secs(9));
+    // The worker hears that the client is gone.
+    let gone = worker.next().await;
+    assert_eq!(gone.message_type(), Some("websocket.disconnect"));
+    assert_eq!(gone.get("code").and_then(Value::as_u64), Some(4007));
+    assert_eq!(
+        metric(&server, "channels_asgi_accept_timeouts_total").await,
+        1.0
+    );
+    worker.beats.abort();
+    server.stop().await.unwrap();
+}
+
+/// The close code of the next close frame, `None` while nothing came.
+async fn expect_close_patiently(client: &mut common::Client) -> Option<u16> {
+    use futures_util::StreamExt as _;
+    match tokio::time::timeout(Duration::from_secs(1), client.next()).await {
+        Err(_) => None,
+        Ok(Some(Ok(WsMessage::Close(Some(frame))))) => Some(u16::from(frame.code)),
+        Ok(other) => panic!("expected a close, got {other:?}"),
+    }
+}
