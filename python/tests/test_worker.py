@@ -237,3 +237,24 @@ def test_no_live_worker_closes_with_4006(cluster_factory: Callable[[str], Cluste
 
     asyncio.run(scenario())
     assert server.metric("channels_asgi_no_worker_total") == 1
+
+
+def test_a_worker_stopped_with_sigterm_closes_its_connections_at_once(
+    cluster_factory: Callable[[str], Cluster],
+) -> None:
+    cluster = cluster_factory("pubsub")
+    server = cluster.start_server()
+    # Heartbeats every 5 s: only the worker's goodbye can close within 5 s.
+    worker = cluster.start_worker(heartbeat=5.0)
+    cluster.wait_workers(1)
+
+    async def scenario() -> None:
+        client = await Client.open("leaving", server.url("/ws/chat/bye/"))
+        await chat_round(client, [client], "before the restart")
+        worker.stop(signal.SIGTERM)
+        assert worker.popen.returncode == 0, worker.output()
+        assert await client.closed(timeout=5) == 4005
+
+    asyncio.run(scenario())
+    assert server.metric("channels_asgi_worker_lost_total") == 1
+    assert server.metric("channels_asgi_workers") == 0

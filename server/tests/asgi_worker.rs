@@ -149,6 +149,37 @@ async fn events_go_to_one_worker_and_its_death_closes_with_4005() {
     assert_eq!(inner.message_type(), Some("chat.message"));
     assert_eq!(text(&inner, "message"), "hi");
 
+    // A group the backend subscribed the connection to reaches the worker
+    // the same way; other gateway.* types do not.
+    layer
+        .send(
+            &reply,
+            Message::new("gateway.subscribe").with("group", "room"),
+        )
+        .await
+        .unwrap();
+    layer
+        .send(&reply, Message::new("gateway.unknown"))
+        .await
+        .unwrap();
+    // Handled in order: once this one reaches the worker, the connection
+    // is in the group.
+    layer
+        .send(&reply, Message::new("sync.point"))
+        .await
+        .unwrap();
+    let sync = worker.next().await;
+    let inner = Message::from_value(sync.get("message").unwrap().clone()).unwrap();
+    assert_eq!(inner.message_type(), Some("sync.point"), "{sync:?}");
+    layer
+        .group_send("room", Message::new("room.news").with("n", 1))
+        .await
+        .unwrap();
+    let news = worker.next().await;
+    assert_eq!(news.message_type(), Some("asgi.dispatch"), "{news:?}");
+    let inner = Message::from_value(news.get("message").unwrap().clone()).unwrap();
+    assert_eq!(inner.message_type(), Some("room.news"));
+
     // The heartbeats stop: the connection closes with 4005 within
     // 5 intervals (1 s) and a sweep.
     worker.beats.abort();

@@ -313,7 +313,15 @@ class Worker:
         self.connections[reply] = connection
         # Queued first: events that come while the scope is built follow it.
         connection.events.put_nowait({"type": "websocket.connect"})
-        scope = await self._scope(message)
+        try:
+            scope = await self._scope(message)
+        except Exception:  # noqa: BLE001 - the client gets 1011, the worker goes on
+            logger.exception("could not build the scope of %s; closing it with %d",
+                             reply, APP_ERROR)
+            self.connections.pop(reply, None)
+            connection.closed = True
+            await self._reply(connection, {"type": "websocket.close", "code": APP_ERROR})
+            return
         connection.path = str(scope["path"])
         context = contextvars.copy_context()
         context.run(_current.set, reply)

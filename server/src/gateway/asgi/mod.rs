@@ -191,6 +191,23 @@ impl WebsocketConsumer for AsgiConsumer {
                 let reason = message.get("reason").and_then(Value::as_str).unwrap_or("");
                 ctx.close(code, reason);
             }
+            "gateway.subscribe" | "gateway.unsubscribe" => {
+                let Some(group) = message.get("group").and_then(Value::as_str) else {
+                    tracing::warn!(?message, "gateway control message without a string `group`");
+                    return Ok(());
+                };
+                let result = if message_type == "gateway.subscribe" {
+                    ctx.group_add(group).await
+                } else {
+                    ctx.group_discard(group).await
+                };
+                if let Err(error) = result {
+                    tracing::warn!(%group, %error, "gateway control message failed");
+                }
+            }
+            other if other.starts_with("gateway.") || other.starts_with("websocket.") => {
+                tracing::debug!(message_type = other, "not for an ASGI connection; dropped");
+            }
             WORKER_GONE => {
                 // The registry already forgot the worker: say nothing to it.
                 self.worker = None;
