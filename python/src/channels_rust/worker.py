@@ -48,6 +48,11 @@ APP_ERROR = 1011
 REJECTED = 4403
 #: Seconds an application instance may keep running after its client left.
 DISCONNECT_GRACE = 5.0
+#: Layer operations (send, group_add, ...) in flight at once. redis-py's
+#: pool holds 100 connections by default and raises when they are all busy
+#: (``MaxConnectionsError``): a thousand consumers connecting at once would
+#: otherwise fail most of their calls.
+LAYER_CONCURRENCY = 64
 
 #: The connection whose application instance runs in this context.
 _current: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -124,13 +129,15 @@ class WorkerLayer:
         if connection is not None:
             connection.inbox.put_nowait(dict(message))
             return
-        await self._real.send(channel, message)
+        async with self._worker.slots:
+            await self._real.send(channel, message)
 
     async def group_add(self, group: str, channel: str) -> None:
         """A local connection joins through the worker's alias of ``group``."""
         connection = self._worker.connections.get(channel)
         if connection is None:
-            await self._real.group_add(group, channel)
+            async with self._worker.slots:
+                await self._real.group_add(group, channel)
             return
         await self._worker.join(group, connection)
 
@@ -138,14 +145,16 @@ class WorkerLayer:
         """A local connection leaves through the worker's alias of ``group``."""
         connection = self._worker.connections.get(channel)
         if connection is None:
-            await self._real.group_discard(group, channel)
+            async with self._worker.slots:
+                await self._real.group_discard(group, channel)
             return
         await self._worker.leave(group, connection)
 
     async def group_send(self, group: str, message: Message) -> None:
         """Through the real layer: every worker's alias and every gateway
         channel in the group get it."""
-        await self._real.group_send(group, message)
+        async with self._worker.slots:
+            await self._real.group_send(group, message)
 
 
 class Worker:
@@ -166,6 +175,8 @@ class Worker:
         self.connections: dict[str, Connection] = {}
         self.groups: dict[str, GroupAlias] = {}
         self._group_lock = asyncio.Lock()
+        #: Bounds the layer operations in flight (:data:`LAYER_CONCURRENCY`).
+        self.slots = asyncio.Semaphore(LAYER_CONCURRENCY)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.layer = WorkerLayer(self, real)
         self._auth_installed: bool | None = None
@@ -198,6 +209,10 @@ class Worker:
                 group.pump.cancel()
 
     async def _heartbeat_once(self) -> None:
+        async with self.slots:
+            await self._beat()
+
+    async def _beat(self) -> None:
         await self.real.group_send(
             heartbeat_group(self.name),
             {
@@ -401,7 +416,8 @@ class Worker:
 
     async def _reply(self, connection: Connection, message: Message) -> None:
         try:
-            await self.real.send(connection.channel, message)
+            async with self.slots:
+                await self.real.send(connection.channel, message)
         except Exception as error:  # noqa: BLE001
             logger.warning("%s to %s not delivered: %r", message["type"], connection.channel, error)
 
@@ -486,7 +502,8 @@ class Worker:
             alias.members.add(connection)
             connection.groups.add(group)
             if not alias.joined:
-                await self.real.group_add(group, alias.channel)
+                async with self.slots:
+                    await self.real.group_add(group, alias.channel)
                 alias.joined = True
 
     async def leave(self, group: str, connection: Connection) -> None:
@@ -501,7 +518,8 @@ class Worker:
             if not alias.members and alias.joined:
                 alias.joined = False
                 try:
-                    await self.real.group_discard(group, alias.channel)
+                    async with self.slots:
+                        await self.real.group_discard(group, alias.channel)
                 except Exception:  # noqa: BLE001
                     logger.exception("could not leave group %s", group)
 
