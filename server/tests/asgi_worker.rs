@@ -131,6 +131,29 @@ async fn events_go_to_one_worker_and_its_death_closes_with_4005() {
         .unwrap();
     assert_eq!(next_message(&mut client).await, WsMessage::text("welcome"));
 
+    // Replies batched through the gateway process's registry channel.
+    let gateway = text(&connect_event, "gateway");
+    let batch = Message::new("asgi.batch").with(
+        "messages",
+        Value::Array(vec![
+            Value::Array(vec![
+                reply.as_str().into(),
+                Message::new("websocket.send")
+                    .with("text", "one")
+                    .to_value(),
+            ]),
+            Value::Array(vec![
+                reply.as_str().into(),
+                Message::new("websocket.send")
+                    .with("text", "two")
+                    .to_value(),
+            ]),
+        ]),
+    );
+    layer.send(&gateway, batch).await.unwrap();
+    assert_eq!(next_message(&mut client).await, WsMessage::text("one"));
+    assert_eq!(next_message(&mut client).await, WsMessage::text("two"));
+
     send_text(&mut client, "hello").await;
     let receive = worker.next().await;
     assert_eq!(receive.message_type(), Some("websocket.receive"));

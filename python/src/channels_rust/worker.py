@@ -53,6 +53,10 @@ DISCONNECT_GRACE = 5.0
 #: (``MaxConnectionsError``): a thousand consumers connecting at once would
 #: otherwise fail most of their calls.
 LAYER_CONCURRENCY = 64
+#: Replies in one ``asgi.batch`` message at most.
+BATCH_ITEMS = 256
+#: Replies waiting for the flusher before the application's sends wait too.
+MAX_PENDING = 10_000
 
 #: The connection whose application instance runs in this context.
 _current: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -71,6 +75,8 @@ class Connection:
 
     channel: str
     path: str = ""
+    #: The gateway process's registry channel, for batched replies.
+    gateway: str | None = None
     events: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
     inbox: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
     groups: set[str] = field(default_factory=set)
@@ -177,6 +183,11 @@ class Worker:
         self._group_lock = asyncio.Lock()
         #: Bounds the layer operations in flight (:data:`LAYER_CONCURRENCY`).
         self.slots = asyncio.Semaphore(LAYER_CONCURRENCY)
+        #: Replies to batch, by gateway registry channel, in order.
+        self._pending: dict[str, list[list[Any]]] = {}
+        self._pending_count = 0
+        self._flush_wanted = asyncio.Event()
+        self._drained = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.layer = WorkerLayer(self, real)
         self._auth_installed: bool | None = None
@@ -191,9 +202,11 @@ class Worker:
         await self._heartbeat_once()
         beats = asyncio.create_task(self._heartbeats())
         loop = asyncio.create_task(self._receive_loop())
+        flusher = asyncio.create_task(self._flusher())
         await stop.wait()
         beats.cancel()
         loop.cancel()
+        flusher.cancel()
         try:
             await self.real.group_send(
                 heartbeat_group(self.name),
@@ -324,7 +337,8 @@ class Worker:
         if reply in self.connections:
             logger.warning("duplicate websocket.connect for %s; ignored", reply)
             return
-        connection = Connection(reply)
+        gateway = message.get("gateway")
+        connection = Connection(reply, gateway=gateway if isinstance(gateway, str) else None)
         self.connections[reply] = connection
         # Queued first: events that come while the scope is built follow it.
         connection.events.put_nowait({"type": "websocket.connect"})
@@ -415,11 +429,47 @@ class Worker:
         await self._reply(connection, out)
 
     async def _reply(self, connection: Connection, message: Message) -> None:
+        if connection.gateway is not None:
+            # Batched: one layer message per gateway process and flush, which
+            # the gateway spreads over its connections (a group message to
+            # N local consumers is not N sends from Python).
+            while self._pending_count >= MAX_PENDING:
+                drained = self._drained
+                await drained.wait()
+            self._pending.setdefault(connection.gateway, []).append(
+                [connection.channel, message]
+            )
+            self._pending_count += 1
+            self._flush_wanted.set()
+            return
         try:
             async with self.slots:
                 await self.real.send(connection.channel, message)
         except Exception as error:  # noqa: BLE001
             logger.warning("%s to %s not delivered: %r", message["type"], connection.channel, error)
+
+    async def _flusher(self) -> None:
+        """Sends the pending replies as ``asgi.batch`` messages, in order."""
+        while True:
+            await self._flush_wanted.wait()
+            # Let the consumers woken with this one add theirs.
+            await asyncio.sleep(0)
+            self._flush_wanted.clear()
+            pending, self._pending = self._pending, {}
+            self._pending_count = 0
+            drained, self._drained = self._drained, asyncio.Event()
+            drained.set()
+            for gateway, items in pending.items():
+                for start in range(0, len(items), BATCH_ITEMS):
+                    chunk = items[start:start + BATCH_ITEMS]
+                    try:
+                        async with self.slots:
+                            await self.real.send(
+                                gateway, {"type": "asgi.batch", "messages": chunk}
+                            )
+                    except Exception as error:  # noqa: BLE001
+                        logger.warning("%d replies to gateway %s not delivered: %r",
+                                       len(chunk), gateway, error)
 
     async def _scope(self, message: Message) -> Scope:
         raw_path = str(message.get("path") or "/")

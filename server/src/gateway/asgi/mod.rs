@@ -145,7 +145,11 @@ impl WebsocketConsumer for AsgiConsumer {
             return Ok(Accept::default().into());
         };
         self.worker = Some(worker);
-        let event = forward::connect_event(ctx, self.user.as_deref());
+        let mut event = forward::connect_event(ctx, self.user.as_deref());
+        if let Some(registry) = self.shared.workers.registry_channel() {
+            // Where the worker may send `asgi.batch` replies.
+            event.insert("gateway", &*registry);
+        }
         self.to_worker(ctx, event).await;
         ctx.wake_at(tokio::time::Instant::now() + ACCEPT_TIMEOUT);
         Ok(Accept::default().into())

@@ -49,6 +49,9 @@ struct Worker {
 #[derive(Debug, Default)]
 pub(crate) struct Workers {
     table: Mutex<HashMap<Arc<str>, Worker>>,
+    /// The registry's own channel, once it has one: workers send it
+    /// `asgi.batch` replies for this process's connections.
+    registry_channel: Mutex<Option<Arc<str>>>,
 }
 
 impl Workers {
@@ -75,6 +78,11 @@ impl Workers {
         if let Some(entry) = lock(&self.table).get_mut(worker) {
             entry.connections.remove(connection);
         }
+    }
+
+    /// The registry's channel, when it has one yet.
+    pub(crate) fn registry_channel(&self) -> Option<Arc<str>> {
+        lock(&self.registry_channel).clone()
     }
 
     /// How many workers are in the table (a dead one stays until the sweep
@@ -155,6 +163,7 @@ impl Registry {
             }
         };
         let channel = receiver.channel().to_owned();
+        *lock(&self.workers.registry_channel) = Some(Arc::from(channel.as_str()));
         let mut sweep = tokio::time::interval(SWEEP_PERIOD);
         let mut rejoin = tokio::time::interval(REJOIN_PERIOD);
         loop {
@@ -191,6 +200,10 @@ impl Registry {
     }
 
     async fn on_message(&self, layer: &SharedLayer, message: &Message) {
+        if message.message_type() == Some(BATCH) {
+            deliver_batch(layer, message).await;
+            return;
+        }
         let Some(worker) = message.get("channel").and_then(Value::as_str) else {
             tracing::warn!(
                 ?message,
@@ -231,6 +244,48 @@ impl Registry {
             }
         }
     }
+}
+
+/// The message type of a worker's replies to several connections of this
+/// process at once: `{"type": "asgi.batch", "messages": [[CHANNEL, MESSAGE], ...]}`.
+pub(crate) const BATCH: &str = "asgi.batch";
+
+/// Sends each message of a batch to its connection's channel: the messages
+/// of one connection in order, different connections at once.
+async fn deliver_batch(layer: &SharedLayer, batch: &Message) {
+    let Some(Value::Array(items)) = batch.get("messages") else {
+        tracing::warn!("asgi.batch without a `messages` array; dropped");
+        return;
+    };
+    let mut by_channel: Vec<(&str, Vec<Message>)> = Vec::new();
+    for item in items {
+        let parsed = match item {
+            Value::Array(pair) if pair.len() == 2 => pair[0].as_str().and_then(|channel| {
+                Message::from_value(pair[1].clone())
+                    .ok()
+                    .map(|m| (channel, m))
+            }),
+            _ => None,
+        };
+        let Some((channel, message)) = parsed else {
+            tracing::warn!("asgi.batch item is not [channel, message]; dropped");
+            continue;
+        };
+        match by_channel.iter_mut().find(|(c, _)| *c == channel) {
+            Some((_, messages)) => messages.push(message),
+            None => by_channel.push((channel, vec![message])),
+        }
+    }
+    let sends = by_channel
+        .into_iter()
+        .map(|(channel, messages)| async move {
+            for message in messages {
+                if let Err(error) = layer.send(channel, message).await {
+                    tracing::warn!(%channel, %error, "a batched reply was not delivered");
+                }
+            }
+        });
+    futures_util::future::join_all(sends).await;
 }
 
 #[cfg(test)]
