@@ -13,7 +13,7 @@
 //! - [`forward`]: ASGI events for the backend worker;
 //! - [`console`]: the console page.
 
-mod auth;
+pub(crate) mod auth;
 mod console;
 mod consumer;
 mod forward;
