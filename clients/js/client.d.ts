@@ -46,6 +46,8 @@ export interface SocketOptions {
   protocols?: string[];
   /** Reconnect delays. */
   backoff?: Backoff;
+  /** How long an attempt may take to open, in ms, before it counts as failed (default 10000). */
+  connectTimeout?: number;
   /** The reconnect policy (default {@link defaultShouldReconnect}). */
   shouldReconnect?: (code: number) => ReconnectVerdict;
   /** A WebSocket constructor (default the global one). */

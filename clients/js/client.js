@@ -23,6 +23,9 @@ export const CloseCode = Object.freeze({
 /** The close code this client uses when a pong does not come back in time. */
 const NO_PONG = 4000;
 
+/** How long an attempt may take to open before it is given up, in ms. */
+const DEFAULT_CONNECT_TIMEOUT = 10000;
+
 /** Backoff defaults: the first retry comes after 0.25 to 0.5 s, none after more than 10 s. */
 const DEFAULT_BACKOFF = Object.freeze({ initial: 500, max: 10000, factor: 2 });
 
@@ -118,7 +121,9 @@ export class ReconnectingSocket extends EventTarget {
     clearTimeout(this.timer);
     const socket = this.socket;
     this.socket = null;
-    if (socket) socket.close(code, reason);
+    // close() takes only 1000 and 3000-4999; anything else closes without a code.
+    if (socket && (code === 1000 || (code >= 3000 && code <= 4999))) socket.close(code, reason);
+    else if (socket) socket.close();
   }
 
   async #start() {
@@ -154,7 +159,12 @@ export class ReconnectingSocket extends EventTarget {
     const socket = new (this.options.WebSocket ?? WebSocket)(url, protocols);
     socket.binaryType = "arraybuffer";
     this.socket = socket;
+    // A server that accepts TCP but never answers the upgrade (frozen, overloaded) must not hang us.
+    const openTimer = setTimeout(() => {
+      if (socket === this.socket && socket.readyState === 0) this.drop(1006, "connect timeout");
+    }, this.options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT);
     socket.onopen = () => {
+      clearTimeout(openTimer);
       if (socket !== this.socket) return;
       this.attempt = 0;
       this.#setState("open");
@@ -169,6 +179,7 @@ export class ReconnectingSocket extends EventTarget {
       this.#emit("message", { data: event.data, json });
     };
     socket.onclose = (event) => {
+      clearTimeout(openTimer);
       if (socket !== this.socket) return; // closed on purpose
       this.socket = null;
       this.#retry(event.code, event.reason);
