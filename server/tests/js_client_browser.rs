@@ -67,6 +67,15 @@ async fn server(bind: &str) -> (test_support::ServerProcess, SocketAddr) {
     start_binary(&args, &[]).await
 }
 
+/// Sends SIG`name` to the server process.
+fn signal(server: &test_support::ServerProcess, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} failed");
+}
+
 /// Publishes `message` to `group` with the HTTP API.
 async fn api_publish(address: SocketAddr, group: &str, message: &Value) {
     let bearer = format!("Bearer {API_TOKEN}");
@@ -106,6 +115,10 @@ async fn client_page(browser: &mut Browser, address: SocketAddr, options: &str) 
       log.textContent = JSON.stringify(t.events);
     }});
   }}
+  // Every frame the client sends, for the test to read.
+  t.sent = [];
+  const sendJSON = client.socket.sendJSON.bind(client.socket);
+  client.socket.sendJSON = (frame) => {{ t.sent.push(frame); return sendJSON(frame); }};
   const ping = client.ping.bind(client);
   client.ping = () => {{ t.pings += 1; return ping(); }};
   t.count = (type, test = () => true) => t.events.filter((e) => e.type === type && test(e.detail)).length;
@@ -134,7 +147,7 @@ fn settle(promise: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_connects_subscribes_receives_publishes_and_surfaces_errors() {
-    let (_server, address) = server("127.0.0.1:0").await;
+    let (server, address) = server("127.0.0.1:0").await;
     let mut browser = Browser::start().await;
     let alice = token("alice", 3600, &alice_claims());
     let page = client_page(&mut browser, address, &format!("{{ token: {alice:?} }}")).await;
@@ -277,6 +290,25 @@ async fn the_client_connects_subscribes_receives_publishes_and_surfaces_errors()
         eval(&mut browser, &page, "t.count('disconnected')").await,
         0
     );
+
+    // A frozen server (SIGSTOP) answers no pong: the client gives up on the
+    // socket after one ping interval, and reconnects once the server thaws.
+    signal(&server, "STOP");
+    wait(
+        &mut browser,
+        &page,
+        "t.count('disconnected', (d) => d.code === 4000 && d.reason === 'no pong' && d.willReconnect) === 1",
+        "the dead connection dropped",
+    )
+    .await;
+    signal(&server, "CONT");
+    wait(
+        &mut browser,
+        &page,
+        "t.count('connected') === 2 && t.count('subscribed', (d) => d.group === 'room.1') === 2",
+        "the reconnect after the thaw",
+    )
+    .await;
 
     // close(): disconnected for good, pending work refused.
     eval(&mut browser, &page, "t.client.close()").await;
@@ -435,10 +467,13 @@ async fn the_client_reconnects_and_resubscribes_after_the_server_is_killed_and_r
         "t.client.subscribe('news', (data) => t.got.push(data)).ready",
     )
     .await;
+    // As if the group kept history: the push carries a position (the
+    // server moves `_offset`/`_epoch` into the envelope), which the client
+    // must send back as `recover` when it resubscribes.
     api_publish(
         address,
         "news",
-        &json!({"type": "news.item", "text": "before"}),
+        &json!({"type": "news.item", "text": "before", "_offset": 7, "_epoch": "e1"}),
     )
     .await;
     wait(
@@ -477,6 +512,13 @@ async fn the_client_reconnects_and_resubscribes_after_the_server_is_killed_and_r
     )
     .await;
     assert_eq!(resubscribed["recovered"], false, "{resubscribed}");
+    let asked = eval(
+        &mut browser,
+        &page,
+        "t.sent.filter((f) => f.type === 'subscribe').map((f) => f.recover ?? null)",
+    )
+    .await;
+    assert_eq!(asked, json!([null, {"offset": 7, "epoch": "e1"}]));
 
     api_publish(
         address,
