@@ -324,6 +324,19 @@ async fn the_example_works_on(layer: &str, django_layer: &str) {
             .await;
     }
 
+    // A binary frame reaches the worker too (as `bytes`), which answers it.
+    browser
+        .eval(&carol, "demo.client.send(new Uint8Array([1, 2, 3]))")
+        .await;
+    browser
+        .wait_for(
+            &carol,
+            "demo.events.some((e) => e.kind === 'worker' && e.frame.error === 'send JSON text frames')",
+            "the worker's answer to a binary frame",
+            SHOW,
+        )
+        .await;
+
     // The worker's group_send (to demo.room, which the pages subscribed to themselves).
     browser
         .eval(
