@@ -2,11 +2,15 @@
 //! `/client.js`) in a real headless Chromium against the real binary with
 //! `--jwt-secret`: it connects with a JWT, subscribes, receives a publish
 //! sent through the HTTP API, publishes to a Rust client, surfaces request
-//! errors with their codes; refreshes its token before `exp` (and gets a new
-//! one after a 4002 when the refresh was refused); does not loop on 4001; and
-//! after the server process is killed and restarted on the same port it
-//! reconnects, resubscribes, keeps pinging, and its handler gets what is
-//! published after the restart.
+//! errors with their codes, unsubscribes, pings; drops the socket of a
+//! frozen (SIGSTOP) server whose pong does not come and reconnects when it
+//! thaws; stays away after the backend's 4004 until `connect()`; refreshes
+//! its token before `exp` (and gets a new one after a 4002 when the refresh
+//! was refused); does not loop on 4001; and after the server process is
+//! killed and restarted on the same port it reconnects, resubscribes (with
+//! `recover` from the last position seen), keeps pinging, and its handler
+//! gets what is published after the restart. Its backoff is jittered and
+//! bounded.
 //!
 //! Needs the Debian package `chromium` (or `CHROMIUM=/path/to/chromium`);
 //! without it the test fails, it does not skip.
@@ -156,6 +160,29 @@ async fn the_client_connects_subscribes_receives_publishes_and_surfaces_errors()
     assert_eq!(connected["user"], "alice", "{connected}");
     assert_eq!(connected["groups"], json!(["user.alice"]), "{connected}");
     assert_eq!(connected["ping_interval"], 1, "{connected}");
+    // The backoff is jittered (between half and all of the cap) and bounded.
+    let delays = eval(
+        &mut browser,
+        &page,
+        "import('/client.js').then(({ backoffDelay }) => [0, 1, 2, 3, 10, 50].map((attempt) => {
+           const samples = Array.from({ length: 200 }, () => backoffDelay(attempt, { initial: 500, max: 10000 }));
+           return [Math.min(...samples), Math.max(...samples)];
+         }))",
+    )
+    .await;
+    for ((low, high), cap) in delays
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| (pair[0].as_f64().unwrap(), pair[1].as_f64().unwrap()))
+        .zip([500.0, 1000.0, 2000.0, 4000.0, 10000.0, 10000.0])
+    {
+        assert!(
+            cap / 2.0 <= low && high <= cap,
+            "{low}..{high} for cap {cap}"
+        );
+        assert!(high - low > cap / 10.0, "no jitter: {low}..{high}");
+    }
 
     // subscribe, then a publish through the HTTP API reaches the handler.
     let answer = eval(
@@ -309,6 +336,32 @@ async fn the_client_connects_subscribes_receives_publishes_and_surfaces_errors()
         "the reconnect after the thaw",
     )
     .await;
+
+    // The backend disconnects the user (4004): the client does not come back by itself...
+    let bearer = format!("Bearer {API_TOKEN}");
+    let answer = http(
+        address,
+        "POST",
+        "/api/users/alice/disconnect",
+        &[
+            ("authorization", bearer.as_str()),
+            ("content-type", "application/json"),
+        ],
+        b"{}",
+    )
+    .await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    wait(
+        &mut browser,
+        &page,
+        "t.count('disconnected', (d) => d.code === 4004 && !d.willReconnect) === 1 \
+         && t.client.state === 'closed'",
+        "the backend's disconnect",
+    )
+    .await;
+    // ... until connect() is called again.
+    let connected = eval(&mut browser, &page, "t.client.connect()").await;
+    assert_eq!(connected["user"], "alice", "{connected}");
 
     // close(): disconnected for good, pending work refused.
     eval(&mut browser, &page, "t.client.close()").await;
