@@ -11,7 +11,7 @@
 //! - [`json`]: msgpack values as JSON, for pushes;
 //! - [`auth`]: JWT and Django-signed tokens, claims, development mode;
 //! - [`forward`]: ASGI events for the backend worker;
-//! - [`console`]: the console page.
+//! - [`console`]: the console page and the JavaScript client (`/client.js`).
 
 pub(crate) mod auth;
 mod console;
