@@ -24,9 +24,13 @@
 #   --state-dir DIR       CLUSTER_STATE_DIR    (target/local-cluster)
 #   --server-bin PATH     CHANNELS_SERVER_BIN  (target/debug/channels-server, built
 #                                              with `cargo build -p channels-server` if missing)
+#   --config FILE         CLUSTER_CONFIG       the servers' config file (deploy/channels.toml,
+#                                              as in docker-compose.yml and k8s/)
 #   --build               run `cargo build -p channels-server` before starting
-# Other CHANNELS_* variables (CHANNELS_PUBLISH_TOKEN, CHANNELS_LOG_FORMAT, ...)
-# reach the servers unchanged; bind, layer and Redis URL are set per process.
+# Other CHANNELS_* variables (CHANNELS_JWT_SECRET, CHANNELS_PUBLISH_TOKEN, ...)
+# reach the servers unchanged and are kept for restarts (in the state
+# directory, readable by its owner only); bind, layer and Redis URL are set per
+# process and override the config file.
 #
 # Needs: redis-server (Debian package redis-server), nginx (Debian package nginx;
 # installed here with apt-get when missing and running as root), curl.
@@ -51,12 +55,13 @@ nginx_port="${CLUSTER_NGINX_PORT:-8080}"
 redis_port="${CLUSTER_REDIS_PORT:-6390}"
 state_dir="${CLUSTER_STATE_DIR:-$repo_root/target/local-cluster}"
 server_bin="${CHANNELS_SERVER_BIN:-}"
+config_file="${CLUSTER_CONFIG:-$repo_root/deploy/channels.toml}"
 build=0
 server_index=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        --servers|--layer|--base-port|--nginx-port|--redis-port|--state-dir|--server-bin)
+        --servers|--layer|--base-port|--nginx-port|--redis-port|--state-dir|--server-bin|--config)
             [ $# -ge 2 ] || die "$1 needs a value" ;;
     esac
     case "$1" in
@@ -67,6 +72,7 @@ while [ $# -gt 0 ]; do
         --redis-port) redis_port="$2"; shift 2 ;;
         --state-dir) state_dir="$2"; shift 2 ;;
         --server-bin) server_bin="$2"; shift 2 ;;
+        --config) config_file="$2"; shift 2 ;;
         --build) build=1; shift ;;
         -h|--help) usage; exit 0 ;;
         -*) die "unknown option \`$1\` (see --help)" ;;
@@ -198,11 +204,18 @@ redis_ping() {
 start_server() {
     local i="$1" port
     port="$(server_port "$i")"
-    # Flags win over any CHANNELS_BIND / CHANNELS_LAYER / CHANNELS_REDIS_URL in the
-    # environment, so every process gets its own port and the cluster's Redis.
-    NO_COLOR=1 setsid "$server_bin" --bind "127.0.0.1:$port" --layer "$layer" \
-        --redis-url "redis://127.0.0.1:$redis_port/0" \
-        </dev/null >>"$state_dir/server-$i.log" 2>&1 &
+    # Flags win over the config file and any CHANNELS_BIND / CHANNELS_LAYER /
+    # CHANNELS_REDIS_URL in the environment, so every process gets its own port
+    # and the cluster's Redis. The CHANNELS_* environment of `start` comes back
+    # from server.env, so a restart runs with the same secrets.
+    (
+        # shellcheck disable=SC1091 # written by cmd_start
+        [ -f "$state_dir/server.env" ] && . "$state_dir/server.env"
+        NO_COLOR=1 exec setsid "$server_bin" --config "$config_file" \
+            --bind "127.0.0.1:$port" --layer "$layer" \
+            --redis-url "redis://127.0.0.1:$redis_port/0" \
+            </dev/null >>"$state_dir/server-$i.log" 2>&1
+    ) &
     echo $! >"$state_dir/server-$i.pid"
     wait_ready "server $i on 127.0.0.1:$port" "$state_dir/server-$i.pid" \
         http_ok "http://127.0.0.1:$port/readyz" \
@@ -308,6 +321,10 @@ cmd_start() {
     fi
     [ -x "$server_bin" ] || die "channels-server binary not found at $server_bin"
     server_bin="$(cd "$(dirname "$server_bin")" && pwd)/$(basename "$server_bin")"
+    [ -f "$config_file" ] || die "config file $config_file not found"
+    config_file="$(cd "$(dirname "$config_file")" && pwd)/$(basename "$config_file")"
+    "$server_bin" --config "$config_file" --check-config >&2 \
+        || die "$config_file is not a valid channels-server configuration"
     command -v curl >/dev/null 2>&1 || die "curl not found: install the Debian package \`curl\`"
 
     for port in "$redis_port" "$nginx_port" $(seq "$base_port" $((base_port + servers - 1))); do
@@ -321,7 +338,14 @@ base_port=$base_port
 nginx_port=$nginx_port
 redis_port=$redis_port
 server_bin=$(printf '%q' "$server_bin")
+config_file=$(printf '%q' "$config_file")
 EOF
+    (
+        umask 077
+        for name in $(compgen -e | grep '^CHANNELS_' || true); do
+            declare -p "$name"
+        done | sed 's/^declare -x /declare -gx /' >"$state_dir/server.env"
+    )
     # A failed start leaves nothing running behind it.
     trap 'log "start failed: stopping what was started"; cmd_stop' EXIT
     start_redis

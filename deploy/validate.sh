@@ -7,7 +7,8 @@
 #   3. deploy/k8s/*.yaml        kubernetes-validate --strict (the Kubernetes
 #                               OpenAPI schemas, bundled: offline)
 #   4. deploy/nginx.conf        `nginx -t` (upstream hostnames mapped to loopback)
-#   5. all of them              deploy/tests/check_deploy.py: probes, drain
+#   5. deploy/channels.toml     `channels-server --check-config` (the server's own parser)
+#   6. all of them              deploy/tests/check_deploy.py: probes, drain
 #                               timing, non-root, labels/selectors, env names
 #                               against `channels-server --help`
 # The validators live in a venv (target/deploy-venv, from deploy/requirements.txt),
@@ -77,8 +78,19 @@ help_args=()
 if [ -x "$server_bin" ]; then
     help_args=(--server-help "$("$server_bin" --help)")
 else
-    help_args=(--server-source "$repo_root/server/src/config.rs")
+    help_args=(--server-source "$repo_root/server/src/config/args.rs")
 fi
+
+# The server's own parser reads the config file every deployment mounts
+# (k8s/configmap.yaml embeds it verbatim; check_deploy.py compares them).
+check_config() {
+    [ -x "$server_bin" ] || {
+        echo "validate: $server_bin not built (cargo build -p channels-server)" >&2
+        return 1
+    }
+    env -u CHANNELS_CONFIG "$server_bin" --config "$deploy_dir/channels.toml" --check-config
+}
+step "channels-server --check-config" check_config
 step "check_deploy.py" "$venv/bin/python" "$repo_root/deploy/tests/check_deploy.py" "$deploy_dir" "${help_args[@]}"
 
 if [ "$failed" -gt 0 ]; then

@@ -324,6 +324,7 @@ async fn slow_client_is_closed_1013_while_others_keep_receiving() {
     let mut slow = Communicator::new(layer.clone(), Scope::new("/ws"), room("hot", &log))
         .settings(settings.clone());
     slow.connect().await.unwrap();
+    slow.stop_reading().unwrap();
     let mut fast =
         Communicator::new(layer.clone(), Scope::new("/ws"), room("hot", &log)).settings(settings);
     fast.connect().await.unwrap();
@@ -347,6 +348,39 @@ async fn slow_client_is_closed_1013_while_others_keep_receiving() {
     assert_eq!(ConsumerStats::get(&stats.connections_open), 1);
     fast.disconnect(1000).await.unwrap();
     assert_eq!(ConsumerStats::get(&stats.connections_open), 0);
+}
+
+#[tokio::test]
+async fn a_server_behind_its_clients_holds_messages_back_instead_of_closing_them() {
+    let layer = memory_layer();
+    let log = Log::default();
+    let stats = Arc::new(ConsumerStats::default());
+    let settings = ConnectionSettings::default()
+        .outbound_queue(4)
+        .stats(stats.clone());
+    // Nothing drains this client's queue yet, but its socket has room: the
+    // writer is what lags (a server short of CPU), not the client.
+    let mut lagging =
+        Communicator::new(layer.clone(), Scope::new("/ws"), room("hot", &log)).settings(settings);
+    lagging.connect().await.unwrap();
+    for i in 0..20 {
+        layer
+            .group_send(
+                "hot",
+                Message::new("chat.message").with("text", format!("m{i}")),
+            )
+            .await
+            .unwrap();
+    }
+    // Every message arrives, in order, once the writer catches up; the
+    // runtime took no more than the queue holds and left the rest waiting in
+    // the layer channel.
+    for i in 0..20 {
+        assert_eq!(lagging.receive_text().await.unwrap(), format!("m{i}"));
+    }
+    assert_eq!(ConsumerStats::get(&stats.queue_drops), 0);
+    assert_eq!(layer.stats().dropped_full, 0);
+    lagging.disconnect(1000).await.unwrap();
 }
 
 #[tokio::test]

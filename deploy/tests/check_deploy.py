@@ -17,6 +17,8 @@ import re
 import sys
 from pathlib import Path
 
+import tomllib
+
 import yaml
 
 # The server's drain timeout (server/src/config.rs DEFAULT_DRAIN_TIMEOUT).
@@ -84,6 +86,21 @@ def check_dockerfile(deploy, env_names):
     )
 
 
+REDIS_BACKENDS = {
+    "channels_redis.core.RedisChannelLayer",
+    "channels_redis.pubsub.RedisPubSubChannelLayer",
+}
+
+
+def load_config(deploy):
+    """deploy/channels.toml, or {} (with a failed check) when it is missing or invalid."""
+    try:
+        return tomllib.loads((deploy / "channels.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        check("channels.toml: exists and is TOML", False, str(error))
+        return {}
+
+
 def check_compose(deploy, env_names):
     compose = yaml.safe_load((deploy / "docker-compose.yml").read_text())
     services = compose.get("services", {})
@@ -91,12 +108,27 @@ def check_compose(deploy, env_names):
     check("compose: 3 server replicas", len(servers) == 3, f"{sorted(servers)}")
     redis = services.get("redis", {})
     check("compose: a redis service with a healthcheck", redis.get("healthcheck"))
+    config = load_config(deploy)
+    check(
+        "channels.toml: a Redis layer (the replicas share groups through it)",
+        config.get("layer", {}).get("backend") in REDIS_BACKENDS,
+        f"backend {config.get('layer', {}).get('backend')!r}",
+    )
+    hosts = config.get("layer", {}).get("config", {}).get("hosts", [])
     for name, service in servers.items():
         env = service.get("environment", {})
-        check(f"compose: {name} uses --layer redis", env.get("CHANNELS_LAYER") == "redis")
+        mounts = [str(v) for v in service.get("volumes", [])]
+        target = env.get("CHANNELS_CONFIG")
         check(
-            f"compose: {name} points at the redis service",
-            str(env.get("CHANNELS_REDIS_URL", "")).startswith("redis://redis:"),
+            f"compose: {name} reads deploy/channels.toml (mounted where CHANNELS_CONFIG points)",
+            target and any(m.startswith("./channels.toml:") and m.split(":")[1] == target for m in mounts),
+            f"CHANNELS_CONFIG {target!r}, volumes {mounts}",
+        )
+        url = env.get("CHANNELS_REDIS_URL") or (hosts[0] if hosts else "")
+        check(f"compose: {name} points at the redis service", str(url).startswith("redis://redis:"), f"{url!r}")
+        check(
+            f"compose: {name} does not override the layer of the config file",
+            "CHANNELS_LAYER" not in env,
         )
         unknown = {k for k in env if k.startswith("CHANNELS_")} - env_names
         check(f"compose: {name} sets only known CHANNELS_* variables", not unknown, f"unknown: {sorted(unknown)}")
@@ -190,12 +222,39 @@ def check_k8s(deploy, env_names):
     data = config.get("data", {}) if config else {}
     names = set(data) | {e["name"] for e in container.get("env", [])}
     check("k8s: only known CHANNELS_* variables", names <= env_names, f"unknown: {sorted(names - env_names)}")
-    check("k8s: ConfigMap selects the redis layer", data.get("CHANNELS_LAYER") == "redis")
-    bind_port = re.search(r":(\d+)$", data.get("CHANNELS_BIND", ""))
+    check("k8s: the environment does not override the layer of the config file", "CHANNELS_LAYER" not in data)
+
+    # The config file: a ConfigMap volume holding deploy/channels.toml verbatim,
+    # mounted where CHANNELS_CONFIG points.
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    file_path = data.get("CHANNELS_CONFIG", "")
+    mounted = None
+    for mount in container.get("volumeMounts", []):
+        volume = volumes.get(mount.get("name"), {})
+        config_map = volume.get("configMap", {}).get("name")
+        for item in volume.get("configMap", {}).get("items", []):
+            if f"{mount.get('mountPath', '').rstrip('/')}/{item.get('path')}" == file_path:
+                mounted = (config_map, item.get("key"))
+    check("k8s: CHANNELS_CONFIG names a file mounted from a ConfigMap", mounted, f"CHANNELS_CONFIG {file_path!r}")
+    embedded = None
+    if mounted:
+        embedded = objects.get(("ConfigMap", mounted[0]), {}).get("data", {}).get(mounted[1])
+    try:
+        original = (deploy / "channels.toml").read_text()
+    except OSError:
+        original = None
+    check("k8s: the mounted config file is deploy/channels.toml, verbatim", embedded is not None and embedded == original)
+    file_config = tomllib.loads(embedded) if embedded else {}
+    check(
+        "k8s: the config file selects a Redis layer",
+        file_config.get("layer", {}).get("backend") in REDIS_BACKENDS,
+    )
+    bind = data.get("CHANNELS_BIND") or file_config.get("server", {}).get("bind", "")
+    bind_port = re.search(r":(\d+)$", bind)
     check(
         "k8s: the container port is the port the server binds",
         bind_port and int(bind_port.group(1)) in ports.values(),
-        f"bind {data.get('CHANNELS_BIND')} ports {ports}",
+        f"bind {bind} ports {ports}",
     )
 
     service = objects.get(("Service", "channels-server"))

@@ -208,6 +208,7 @@ async fn write_loop(
     hard_stop: CancellationToken,
     stats: &ConsumerStats,
 ) -> bool {
+    let socket = outbox.socket_state();
     loop {
         let first = tokio::select! {
             () = hard_stop.cancelled() => return false,
@@ -220,12 +221,17 @@ async fn write_loop(
             Poll::Ready(written) => Ok(written),
             // The socket is backed up: only now arm a timer (boxed, so an
             // idle connection's state does not carry one).
+            // The queue knows, so a full queue is blamed on the client only
+            // while its socket is stuck.
             Poll::Pending => {
+                socket.set_backed_up(true);
                 let timed = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, write));
-                tokio::select! {
+                let written = tokio::select! {
                     () = hard_stop.cancelled() => return false,
                     written = timed => written,
-                }
+                };
+                socket.set_backed_up(false);
+                written
             }
         };
         let closing = match written {

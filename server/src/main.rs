@@ -17,6 +17,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.check_config {
+        return match settings.check() {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("channels-server: {error}");
+                ExitCode::from(2)
+            }
+        };
+    }
     // Outside the runtime: the OTLP exporter (feature `otel`) flushes with
     // blocking I/O when this guard drops at the end of `main`.
     let _telemetry = settings.init_logging();

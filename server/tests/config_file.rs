@@ -310,3 +310,35 @@ fn the_converter_refuses_what_channels_redis_refuses() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("list of Redis hosts"), "stderr: {stderr}");
 }
+
+#[test]
+fn check_config_describes_a_valid_configuration_and_refuses_a_missing_key_file() {
+    let output = Command::new(server_bin())
+        .arg("--config")
+        .arg(workspace_root().join("deploy/channels.toml"))
+        .args(["--layer", "redis-pubsub", "--check-config"])
+        .env("CHANNELS_JWT_SECRET", "a secret")
+        .env_remove("CHANNELS_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // The flag and the environment win over the file; the secret is not shown.
+    assert!(stdout.contains("layer redis-pubsub"), "stdout: {stdout}");
+    assert!(stdout.contains("prefix \"asgi\""), "stdout: {stdout}");
+    assert!(stdout.contains("auth jwt-hs256"), "stdout: {stdout}");
+    assert!(!stdout.contains("a secret"), "stdout: {stdout}");
+
+    let dir = TempDir::new();
+    let missing = dir.0.join("missing.pem");
+    let output = Command::new(server_bin())
+        .arg("--jwt-public-key")
+        .arg(&missing)
+        .arg("--check-config")
+        .env_remove("CHANNELS_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("missing.pem"), "stderr: {stderr}");
+}

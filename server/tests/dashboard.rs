@@ -186,6 +186,12 @@ fn every_dashboard_query_names_served_metrics() {
         "channels_layer_dropped_total",
         "process_resident_memory_bytes",
         "channels_build_info",
+        "channels_slow_client_closes_total",
+        "channels_flood_closes_total",
+        "channels_frames_rate_limited_total",
+        "channels_gateway_closes_total",
+        "channels_gateway_auth_failures_total",
+        "channels_forward_dropped_total",
     ] {
         assert!(used.contains(name), "the dashboard does not show {name}");
     }

@@ -736,7 +736,8 @@ async fn the_console_page_is_one_self_contained_file() {
     );
     assert!(page.header("content-security-policy").is_some());
     for needle in [
-        "new WebSocket",
+        "new ReconnectingSocket",
+        "from \"/client.js\"",
         "channels.v1",
         "\"subscribe\"",
         "\"publish\"",
@@ -755,5 +756,14 @@ async fn the_console_page_is_one_self_contained_file() {
             "the console refers to {external}"
         );
     }
+    // The JavaScript client it imports (clients/js/client.js), importable from any origin.
+    let client = http(server.address, "GET", "/client.js", &[], b"").await;
+    assert_eq!(client.status, 200);
+    assert_eq!(
+        client.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(client.header("access-control-allow-origin"), Some("*"));
+    assert!(client.body.contains("export class ChannelsClient"));
     server.stop().await.unwrap();
 }

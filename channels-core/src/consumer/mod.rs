@@ -105,7 +105,7 @@ pub use context::ConsumerContext;
 pub use error::ConsumerError;
 pub use frame::{CloseFrame, Frame, Inbound, Outbound, Text, close_code};
 pub use json::{InvalidJson, Json, JsonConsumer};
-pub use outbox::OutboxReceiver;
+pub use outbox::{OutboxReceiver, SocketState};
 pub use routing::{ConsumerFactory, ConsumerRouter, Route, RouteMatch};
 pub use runtime::{
     Accepted, Connection, ConnectionSettings, DEFAULT_IDLE_TIMEOUT, DEFAULT_OUTBOUND_BYTES,

@@ -10,6 +10,18 @@
 //! The queue is bounded twice: in frames and in bytes (payloads are shared
 //! buffers, so a broadcast counts against every member that holds it, which
 //! bounds what one slow client can keep alive).
+//!
+//! A full queue means one of two things. If the writer is stuck on the
+//! socket (the client does not read), the client is slow: it is closed with
+//! 1013. If the socket has room and the writer simply has not run yet (the
+//! server itself is behind), the client is healthy: the frame is taken
+//! anyway, up to twice the bounds, and the queue reports
+//! [`Outbox::is_over`], so the runtime stops taking layer messages until the
+//! writer catches up (back-pressure into the layer channel, whose drops are
+//! counted there). A queue that is over its bounds when the writer finds the
+//! socket stuck is a slow client after all.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,18 +51,59 @@ struct State {
     receiver_gone: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
     /// Wakes the receiver (one waiter; a notification waits for it as a permit).
     ready: Notify,
+    /// Wakes the sender's runtime when an over-full queue is back under its
+    /// bounds (or the connection is being closed).
+    space: Notify,
+    /// The queue holds more than its bounds (the server was behind).
+    over: AtomicBool,
+    /// The writer is waiting for the socket to take a write.
+    backed_up: AtomicBool,
+    /// An urgent close (slow client) was queued: nothing more is taken.
+    slow: AtomicBool,
+    capacity: usize,
+    max_bytes: usize,
+    stats: Arc<ConsumerStats>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         crate::sync::lock(&self.state)
     }
+
+    /// Whether `state` plus one frame of `len` bytes goes past the bounds.
+    fn is_full(&self, state: &State, len: usize, factor: usize) -> bool {
+        state.queue.len() >= self.capacity.saturating_mul(factor)
+            || (!state.queue.is_empty()
+                && state.bytes.saturating_add(len) > self.max_bytes.saturating_mul(factor))
+    }
+
+    /// Queues the urgent 1013 (the caller holds the lock), counts it and
+    /// wakes both sides.
+    fn close_slow(&self, state: &mut State) {
+        state.urgent = Some(CloseFrame::new(
+            close_code::TRY_AGAIN_LATER,
+            "outbound queue full: client too slow",
+        ));
+        self.slow.store(true, Ordering::Release);
+        self.ready.notify_one();
+        self.space.notify_one();
+        ConsumerStats::incr(&self.stats.queue_drops);
+        tracing::warn!(
+            capacity = self.capacity,
+            max_bytes = self.max_bytes,
+            "client too slow: outbound queue full, closing with 1013"
+        );
+    }
 }
+
+/// How far past its bounds a queue may grow while the socket has room (the
+/// server, not the client, is behind).
+const OVER_FACTOR: usize = 2;
 
 /// The sending side. Never waits: when the queue is full the client is too
 /// slow, so the frame is dropped, the drop counted, and an urgent close
@@ -58,13 +111,10 @@ impl Shared {
 #[derive(Debug)]
 pub(crate) struct Outbox {
     shared: Arc<Shared>,
-    capacity: usize,
-    max_bytes: usize,
     closed: bool,
     /// Frames queued since the shared counter was last updated: one atomic
     /// add per wake-up of the connection, not one per frame.
     uncounted: u64,
-    stats: Arc<ConsumerStats>,
 }
 
 impl Outbox {
@@ -76,14 +126,21 @@ impl Outbox {
         max_bytes: usize,
         stats: Arc<ConsumerStats>,
     ) -> (Self, OutboxReceiver) {
-        let shared = Arc::new(Shared::default());
-        let outbox = Self {
-            shared: shared.clone(),
+        let shared = Arc::new(Shared {
+            state: Mutex::default(),
+            ready: Notify::new(),
+            space: Notify::new(),
+            over: AtomicBool::new(false),
+            backed_up: AtomicBool::new(false),
+            slow: AtomicBool::new(false),
             capacity: capacity.max(1),
             max_bytes,
+            stats,
+        });
+        let outbox = Self {
+            shared: shared.clone(),
             closed: false,
             uncounted: 0,
-            stats,
         };
         let receiver = OutboxReceiver {
             shared,
@@ -94,7 +151,24 @@ impl Outbox {
 
     /// Returns whether a close was queued (nothing more will be sent).
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed
+        self.closed || self.shared.slow.load(Ordering::Acquire)
+    }
+
+    /// Returns whether the queue holds more than its bounds: the server fell
+    /// behind, and the runtime should take no more layer messages until
+    /// [`Outbox::space`] says the writer caught up.
+    pub(crate) fn is_over(&self) -> bool {
+        self.shared.over.load(Ordering::Acquire)
+    }
+
+    /// Resolves when an over-full queue is back under its bounds, or the
+    /// connection is being closed as slow.
+    pub(crate) async fn space(&self) {
+        let space = self.shared.space.notified();
+        if !self.is_over() || self.is_closed() {
+            return;
+        }
+        space.await;
     }
 
     /// Queues a frame or ping.
@@ -106,32 +180,28 @@ impl Outbox {
             Outbound::Frame(frame) => Some(frame.len()),
             Outbound::Ping(_) | Outbound::Close(_) => None,
         };
-        let mut state = self.shared.lock();
-        if state.receiver_gone {
+        let shared = &*self.shared;
+        let mut state = shared.lock();
+        if state.receiver_gone || state.urgent.is_some() {
             drop(state);
             self.closed = true;
             return Err(ConsumerError::Closed);
         }
-        let over_bytes = bytes.is_some_and(|len| {
-            !state.queue.is_empty() && state.bytes.saturating_add(len) > self.max_bytes
-        });
-        if state.queue.len() >= self.capacity || over_bytes {
-            state.urgent = Some(CloseFrame::new(
-                close_code::TRY_AGAIN_LATER,
-                "outbound queue full: client too slow",
-            ));
-            drop(state);
-            self.closed = true;
-            self.shared.ready.notify_one();
-            ConsumerStats::incr(&self.stats.queue_drops);
-            tracing::warn!(
-                capacity = self.capacity,
-                max_bytes = self.max_bytes,
-                "client too slow: outbound queue full, closing with 1013"
-            );
-            return Err(ConsumerError::SlowClient {
-                capacity: self.capacity,
-            });
+        let len = bytes.unwrap_or(0);
+        // Pings and closes go past the bounds: they are tiny and rare.
+        if bytes.is_some() && shared.is_full(&state, len, 1) {
+            // Stuck on the socket, or over even the server-behind allowance:
+            // the client is too slow.
+            if shared.backed_up.load(Ordering::Acquire) || shared.is_full(&state, len, OVER_FACTOR)
+            {
+                shared.close_slow(&mut state);
+                drop(state);
+                self.closed = true;
+                return Err(ConsumerError::SlowClient {
+                    capacity: shared.capacity,
+                });
+            }
+            shared.over.store(true, Ordering::Release);
         }
         let was_empty = state.queue.is_empty();
         state.bytes += bytes.unwrap_or(0);
@@ -160,7 +230,8 @@ impl Outbox {
     /// Adds the frames queued since the last call to the shared counter.
     pub(crate) fn publish_counts(&mut self) {
         if self.uncounted > 0 {
-            self.stats
+            self.shared
+                .stats
                 .frames_out
                 .fetch_add(self.uncounted, std::sync::atomic::Ordering::Relaxed);
             self.uncounted = 0;
@@ -198,7 +269,38 @@ pub struct OutboxReceiver {
     done: bool,
 }
 
+/// Where the writer tells the queue whether the socket is stuck (see
+/// [`OutboxReceiver::socket_state`]).
+#[derive(Debug)]
+pub struct SocketState {
+    shared: Arc<Shared>,
+}
+
+impl SocketState {
+    /// The writer says whether it is waiting for the socket to take a write
+    /// (`true` while stuck, `false` once the write went through). Stuck with
+    /// a queue past its bounds means the client is slow: it is closed with
+    /// 1013.
+    pub fn set_backed_up(&self, backed_up: bool) {
+        let shared = &*self.shared;
+        shared.backed_up.store(backed_up, Ordering::Release);
+        if backed_up && shared.over.load(Ordering::Acquire) {
+            let mut state = shared.lock();
+            if state.urgent.is_none() && shared.is_full(&state, 0, 1) {
+                shared.close_slow(&mut state);
+            }
+        }
+    }
+}
+
 impl OutboxReceiver {
+    /// The handle through which the writer reports a stuck socket.
+    pub fn socket_state(&self) -> SocketState {
+        SocketState {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Waits for the next item to send. Cancel-safe: an item is only taken
     /// from the queue when it is returned.
     pub async fn recv(&mut self) -> Option<Outbound> {
@@ -234,6 +336,10 @@ impl OutboxReceiver {
             if let Outbound::Frame(frame) = &item {
                 state.bytes -= frame.len();
             }
+            if self.shared.over.load(Ordering::Relaxed) && !self.shared.is_full(&state, 0, 1) {
+                self.shared.over.store(false, Ordering::Release);
+                self.shared.space.notify_one();
+            }
             if state.queue.is_empty() && state.queue.capacity() > SHRINK_ABOVE {
                 state.queue.shrink_to(RETAINED_SLOTS);
             }
@@ -268,6 +374,8 @@ mod tests {
     async fn full_queue_closes_urgently_and_counts() {
         let stats = Arc::new(ConsumerStats::default());
         let (mut outbox, mut receiver) = Outbox::new(2, usize::MAX, stats.clone());
+        // The writer is stuck on the socket: the client does not read.
+        receiver.socket_state().set_backed_up(true);
         outbox.push(Outbound::Frame(Frame::from("a"))).unwrap();
         outbox.push(Outbound::Frame(Frame::from("b"))).unwrap();
         let error = outbox.push(Outbound::Frame(Frame::from("c"))).unwrap_err();
@@ -288,6 +396,81 @@ mod tests {
         assert_eq!(ConsumerStats::get(&stats.queue_drops), 1);
         outbox.publish_counts();
         assert_eq!(ConsumerStats::get(&stats.frames_out), 2);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_with_a_free_socket_holds_the_sender_back_instead_of_closing() {
+        let stats = Arc::new(ConsumerStats::default());
+        let (mut outbox, mut receiver) = Outbox::new(2, usize::MAX, stats.clone());
+        for text in ["a", "b", "c"] {
+            outbox.push(Outbound::Frame(Frame::from(text))).unwrap();
+        }
+        // Past the bound, but the socket has room: the server is behind.
+        assert!(outbox.is_over());
+        assert!(!outbox.is_closed());
+        {
+            let waiting = outbox.space();
+            let mut waiting = std::pin::pin!(waiting);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(std::future::Future::poll(waiting.as_mut(), &mut cx).is_pending());
+            // The writer catches up: back under the bound, the sender may go on.
+            assert_eq!(
+                receiver.recv().await,
+                Some(Outbound::Frame(Frame::from("a")))
+            );
+            assert_eq!(
+                receiver.recv().await,
+                Some(Outbound::Frame(Frame::from("b")))
+            );
+            tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
+                .await
+                .unwrap();
+        }
+        assert!(!outbox.is_over());
+        assert_eq!(ConsumerStats::get(&stats.queue_drops), 0);
+        // Twice the bound is the most a free socket buys.
+        for text in ["d", "e", "f"] {
+            outbox.push(Outbound::Frame(Frame::from(text))).unwrap();
+        }
+        assert!(matches!(
+            outbox.push(Outbound::Frame(Frame::from("g"))),
+            Err(ConsumerError::SlowClient { capacity: 2 })
+        ));
+        assert_eq!(ConsumerStats::get(&stats.queue_drops), 1);
+    }
+
+    #[tokio::test]
+    async fn an_over_full_queue_whose_socket_then_sticks_is_a_slow_client() {
+        let stats = Arc::new(ConsumerStats::default());
+        let (mut outbox, mut receiver) = Outbox::new(2, usize::MAX, stats.clone());
+        for text in ["a", "b", "c"] {
+            outbox.push(Outbound::Frame(Frame::from(text))).unwrap();
+        }
+        assert!(outbox.is_over());
+        let socket = receiver.socket_state();
+        socket.set_backed_up(true);
+        // The held-back sender wakes and sees the close.
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.space())
+            .await
+            .unwrap();
+        assert!(outbox.is_closed());
+        assert!(matches!(
+            outbox.push(Outbound::Frame(Frame::from("d"))),
+            Err(ConsumerError::Closed)
+        ));
+        assert_eq!(
+            receiver.recv().await,
+            Some(Outbound::Close(CloseFrame::new(
+                close_code::TRY_AGAIN_LATER,
+                "outbound queue full: client too slow"
+            )))
+        );
+        assert_eq!(ConsumerStats::get(&stats.queue_drops), 1);
+        // A stuck socket with a queue within its bounds is not slow yet.
+        let (mut outbox, receiver) = Outbox::new(2, usize::MAX, Arc::default());
+        outbox.push(Outbound::Frame(Frame::from("a"))).unwrap();
+        receiver.socket_state().set_backed_up(true);
+        assert!(!outbox.is_closed());
     }
 
     #[tokio::test]
@@ -338,6 +521,8 @@ mod tests {
             .push(Outbound::Frame(Frame::from("0123456789ab")))
             .unwrap();
         assert!(receiver.recv().await.is_some());
+        // The client does not read.
+        receiver.socket_state().set_backed_up(true);
         outbox.push(Outbound::Frame(Frame::from("0123"))).unwrap();
         outbox.push(Outbound::Frame(Frame::from("4567"))).unwrap();
         let error = outbox

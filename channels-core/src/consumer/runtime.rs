@@ -470,6 +470,10 @@ async fn serve_events(
             // A slow-client close already jumped the queue.
             return close_code::TRY_AGAIN_LATER;
         }
+        // The client's queue is past its bounds while its socket has room:
+        // the server is behind, so take no layer messages until the writer
+        // catches up (they wait in the layer channel, bounded there).
+        let held_back = ctx.outbox_mut().is_over();
         tokio::select! {
             biased;
             () = &mut shutting_down, if !shutdown_seen => {
@@ -509,7 +513,8 @@ async fn serve_events(
                     ctx.close(frame.code, frame.reason);
                 }
             },
-            result = &mut receive, if pause.is_none() => {
+            () = ctx.outbox_mut().space(), if held_back => {}
+            result = &mut receive, if pause.is_none() && !held_back => {
                 receive.set(receiver.recv());
                 match result {
                     Ok(message) => {
@@ -518,7 +523,10 @@ async fn serve_events(
                         let mut handled = 1;
                         dispatch(consumer, ctx, stats, message, &mut dispatched).await;
                         // Drain what else is queued now, in one wake-up.
-                        while handled < DISPATCH_BATCH && !ctx.is_closing() {
+                        while handled < DISPATCH_BATCH
+                            && !ctx.is_closing()
+                            && !ctx.outbox_mut().is_over()
+                        {
                             match receiver.try_recv() {
                                 Ok(Some(message)) => {
                                     handled += 1;

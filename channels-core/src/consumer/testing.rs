@@ -309,6 +309,23 @@ impl Communicator {
         self.send_text(serde_json::to_string(value)?).await
     }
 
+    /// Plays a client whose socket stops taking writes (it does not read):
+    /// from now on a full outbound queue closes the connection with 1013, as
+    /// it would on a real socket. Without it, frames not yet received count
+    /// as a socket with room and a server that is behind (the runtime holds
+    /// layer messages back instead).
+    ///
+    /// # Errors
+    /// [`CommunicatorError::NotConnected`].
+    pub fn stop_reading(&self) -> Result<(), CommunicatorError> {
+        let output = self
+            .output
+            .as_ref()
+            .ok_or(CommunicatorError::NotConnected)?;
+        output.socket_state().set_backed_up(true);
+        Ok(())
+    }
+
     /// Waits for the next outbound item, pings included.
     ///
     /// # Errors

@@ -81,6 +81,42 @@ impl WsClient {
         Ok(client)
     }
 
+    /// Opens the gateway with a token (`/ws?token=...`) and returns the
+    /// client with its `connected` frame, or the close code the server
+    /// answered with instead.
+    ///
+    /// # Errors
+    /// As [`WsClient::connect`], or when neither `connected` nor a close
+    /// comes.
+    pub async fn connect_with_token(
+        lb: SocketAddr,
+        token: &str,
+    ) -> anyhow::Result<Result<(Self, serde_json::Value), Option<u16>>> {
+        let mut client = Self::connect(lb, &format!("/ws?token={token}")).await?;
+        match client.next_event(CONNECT_TIMEOUT).await? {
+            WsEvent::Json(value) if value["type"] == "connected" => Ok(Ok((client, value))),
+            WsEvent::Closed(code) => Ok(Err(code)),
+            other => bail!(
+                "{} answered {other:?}, expected `connected`",
+                client.upstream
+            ),
+        }
+    }
+
+    /// Sends a `subscribe` request and returns the answer (`subscribed`, or
+    /// an `error` frame).
+    ///
+    /// # Errors
+    /// When nothing comes or the connection ends.
+    pub async fn subscribe(&mut self, group: &str) -> anyhow::Result<serde_json::Value> {
+        self.send_json(&serde_json::json!({"type": "subscribe", "group": group}))
+            .await?;
+        match self.next_event(CONNECT_TIMEOUT).await? {
+            WsEvent::Json(value) => Ok(value),
+            other => bail!("{} answered {other:?} to subscribe", self.upstream),
+        }
+    }
+
     /// Publishes `{"type": "chat.message", "message": text}` to `group`
     /// (its `published` answer is left to [`WsClient::next_event`]).
     ///

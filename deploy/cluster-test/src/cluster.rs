@@ -33,6 +33,9 @@ pub struct ClusterOptions {
     pub layer: String,
     /// Publish API token given to every server (`CHANNELS_PUBLISH_TOKEN`).
     pub publish_token: Option<String>,
+    /// HS256 secret of client tokens (`CHANNELS_JWT_SECRET`); none keeps the
+    /// servers in development mode (anonymous clients).
+    pub jwt_secret: Option<String>,
     /// Where the script keeps config, pid files and logs.
     pub state_dir: PathBuf,
 }
@@ -44,6 +47,7 @@ impl ClusterOptions {
             servers,
             layer: "redis".to_owned(),
             publish_token: None,
+            jwt_secret: None,
             state_dir: state_dir.into(),
         }
     }
@@ -52,6 +56,13 @@ impl ClusterOptions {
     #[must_use]
     pub fn layer(mut self, layer: impl Into<String>) -> Self {
         self.layer = layer.into();
+        self
+    }
+
+    /// Turns development mode off: clients need a JWT signed with `secret`.
+    #[must_use]
+    pub fn jwt_secret(mut self, secret: impl Into<String>) -> Self {
+        self.jwt_secret = Some(secret.into());
         self
     }
 
@@ -130,6 +141,10 @@ impl LocalCluster {
         match &options.publish_token {
             Some(token) => command.env("CHANNELS_PUBLISH_TOKEN", token),
             None => command.env_remove("CHANNELS_PUBLISH_TOKEN"),
+        };
+        match &options.jwt_secret {
+            Some(secret) => command.env("CHANNELS_JWT_SECRET", secret),
+            None => command.env_remove("CHANNELS_JWT_SECRET"),
         };
         cluster.run(command, "start").await?;
         Ok(cluster)

@@ -27,8 +27,11 @@ const STEP: Duration = Duration::from_secs(5);
 /// Bound of a whole scenario (cluster start and stop come on top).
 const SCENARIO: Duration = Duration::from_secs(60);
 const TOKEN: &str = "cluster-test-token";
-/// WebSocket close code "going away": what a draining server sends.
-const GOING_AWAY: u16 = 1001;
+/// The close code a draining server sends: deploy/channels.toml sets
+/// `shutdown_close_code = 1012` ("service restart": reconnect at once).
+const SERVICE_RESTART: u16 = 1012;
+/// HS256 secret of the clients' tokens in the gateway-mode test.
+const JWT_SECRET: &str = "cluster-test-jwt-secret";
 
 fn state_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("local-cluster-{name}"))
@@ -156,6 +159,112 @@ async fn clients_spread_over_every_server_and_broadcasts_reach_them_all() -> any
             TcpListener::bind(("127.0.0.1", port)).is_ok(),
             "port {port} still taken after `local-cluster.sh stop`"
         );
+    }
+    Ok(())
+}
+
+/// A client token: `sub`, joined `groups`, subscribable `allow` patterns,
+/// valid for an hour.
+fn token(sub: &str, groups: &[&str], allow: &[&str], secret: &str) -> anyhow::Result<String> {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 3600;
+    let claims = json!({"sub": sub, "exp": exp, "groups": groups, "allow": allow});
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())?,
+    )?)
+}
+
+/// The next frame must be a `message` push whose data has `type` `kind`.
+async fn expect_push(client: &mut WsClient, kind: &str) -> anyhow::Result<serde_json::Value> {
+    match client.next_event(STEP).await? {
+        WsEvent::Json(value) if value["type"] == "message" && value["data"]["type"] == kind => {
+            Ok(value)
+        }
+        other => bail!(
+            "client on {} expected a `{kind}` push, got {other:?}",
+            client.upstream()
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_jwt_secret_clients_need_tokens_and_backends_reach_users_on_every_server()
+-> anyhow::Result<()> {
+    let options = ClusterOptions::new(2, state_dir("tokens"))
+        .publish_token(TOKEN)
+        .jwt_secret(JWT_SECRET);
+    let mut cluster = LocalCluster::start(options).await?;
+    run_bounded(&cluster, tokens_and_users(&cluster)).await?;
+    cluster.stop()?;
+    Ok(())
+}
+
+async fn tokens_and_users(cluster: &LocalCluster) -> anyhow::Result<()> {
+    let lb = cluster.nginx_addr();
+    // Development mode is off: a token signed with another secret is refused.
+    let forged = token("mallory", &[], &[], "another-secret")?;
+    match WsClient::connect_with_token(lb, &forged).await? {
+        Err(Some(4001)) => {}
+        Err(code) => bail!("a forged token was closed with {code:?}, expected 4001"),
+        Ok((_, connected)) => bail!("a forged token was accepted: {connected}"),
+    }
+
+    // Alice's connections, until nginx has put at least one on each server.
+    let alice_token = token("alice", &["team.blue"], &[], JWT_SECRET)?;
+    let mut alices = Vec::new();
+    while spread(cluster, &alices)?.len() < usize::from(cluster.servers()) {
+        ensure!(alices.len() < 8, "8 connections all landed on one server");
+        let (client, connected) = WsClient::connect_with_token(lb, &alice_token)
+            .await?
+            .map_err(|code| anyhow::anyhow!("alice's token was refused with {code:?}"))?;
+        ensure!(
+            connected["user"] == "alice"
+                && connected["groups"].as_array().is_some_and(
+                    |g| g.contains(&json!("user.alice")) && g.contains(&json!("team.blue"))
+                ),
+            "connected frame: {connected}"
+        );
+        alices.push(client);
+    }
+    let bob_token = token("bob", &["team.blue"], &["chat.*"], JWT_SECRET)?;
+    let (mut bob, _) = WsClient::connect_with_token(lb, &bob_token)
+        .await?
+        .map_err(|code| anyhow::anyhow!("bob's token was refused with {code:?}"))?;
+    // The token's `allow` decides what a client may subscribe to itself.
+    let refused = bob.subscribe("staff.only").await?;
+    ensure!(
+        refused["type"] == "error" && refused["code"] == "forbidden",
+        "subscribing outside `allow`: {refused}"
+    );
+    let allowed = bob.subscribe("chat.lobby").await?;
+    ensure!(
+        allowed["type"] == "subscribed",
+        "subscribing inside `allow`: {allowed}"
+    );
+
+    // A backend reaches every connection of one user, on every server...
+    let note = json!({"type": "note", "text": "for alice"});
+    let response = http_post_json(lb, "/api/users/alice/send", Some(TOKEN), &note).await?;
+    ensure!(response.status == 202, "send to a user: {response:?}");
+    for alice in &mut alices {
+        let push = expect_push(alice, "note").await?;
+        ensure!(push["data"]["text"] == "for alice", "{push}");
+    }
+    // ... and every member of a group the tokens joined. Bob's first push is
+    // the group's: the note was for alice only.
+    let news = json!({"type": "news", "n": 1});
+    let response = http_post_json(lb, "/api/groups/team.blue", Some(TOKEN), &news).await?;
+    ensure!(response.status == 202, "publish to a group: {response:?}");
+    for client in alices.iter_mut().chain([&mut bob]) {
+        let push = expect_push(client, "news").await?;
+        ensure!(push["group"] == "team.blue", "{push}");
+    }
+    for client in alices.into_iter().chain([bob]) {
+        client.close().await;
     }
     Ok(())
 }
@@ -440,7 +549,7 @@ async fn rolling_restart(cluster: &LocalCluster) -> anyhow::Result<()> {
     wait_until(STEP, "20 messages sent before the restart", progress(20)).await?;
 
     // Rolling restart of one server while messages flow: SIGTERM, drain
-    // (its clients get 1001), start again on the same port, /readyz.
+    // (its clients get 1012), start again on the same port, /readyz.
     let before = sent.load(Ordering::SeqCst);
     let started = Instant::now();
     cluster.restart_server(victim).await?;
@@ -491,12 +600,13 @@ async fn rolling_restart(cluster: &LocalCluster) -> anyhow::Result<()> {
             trace.server
         );
         if trace.server == victim {
-            // Closed with 1001, then back through nginx. A reconnect that
-            // still reaches the draining process is closed by it with 1001
+            // Closed with 1012, then back through nginx. A reconnect that
+            // still reaches the draining process is closed by it with 1012
             // too; a socket dropped without a close frame (None) never passes.
             ensure!(
-                !trace.closes.is_empty() && trace.closes.iter().all(|c| *c == Some(GOING_AWAY)),
-                "a client of the restarted server {victim} was closed with {:?}, expected 1001 only: {trace:?}",
+                !trace.closes.is_empty()
+                    && trace.closes.iter().all(|c| *c == Some(SERVICE_RESTART)),
+                "a client of the restarted server {victim} was closed with {:?}, expected 1012 only: {trace:?}",
                 trace.closes
             );
             ensure!(

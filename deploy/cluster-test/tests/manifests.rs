@@ -20,7 +20,8 @@ use tokio::time::timeout;
 const VALIDATE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The files validate.sh reads, relative to `deploy/`.
-const FILES: [&str; 11] = [
+const FILES: [&str; 12] = [
+    "channels.toml",
     "Dockerfile",
     "docker-compose.yml",
     "nginx.conf",
@@ -94,6 +95,7 @@ async fn deploy_files_pass_every_check_and_each_check_catches_its_mistake() -> a
         "ok: docker compose config",
         "ok: kubernetes-validate --strict",
         "ok: nginx -t nginx.conf",
+        "ok: channels-server --check-config",
         "ok: check_deploy.py",
     ] {
         ensure!(
@@ -133,11 +135,32 @@ async fn deploy_files_pass_every_check_and_each_check_catches_its_mistake() -> a
             "docker compose config",
         ),
         (
-            "compose-memory-layer",
+            "memory-layer",
+            "channels.toml",
+            "backend = \"channels_redis.core.RedisChannelLayer\"",
+            "backend = \"memory\"",
+            "channels.toml: a Redis layer",
+        ),
+        (
+            "config-unknown-key",
+            "channels.toml",
+            "capacity = 100\n",
+            "capacity = 100\ncapacities = 5\n",
+            "channels-server --check-config",
+        ),
+        (
+            "compose-config-elsewhere",
             "docker-compose.yml",
-            "CHANNELS_LAYER: redis",
-            "CHANNELS_LAYER: memory",
-            "uses --layer redis",
+            "./channels.toml:/etc/channels-server/channels.toml:ro",
+            "./channels.toml:/etc/channels.toml:ro",
+            "reads deploy/channels.toml",
+        ),
+        (
+            "k8s-config-drift",
+            "k8s/configmap.yaml",
+            "prefix = \"asgi\"",
+            "prefix = \"other\"",
+            "deploy/channels.toml, verbatim",
         ),
         (
             "k8s-schema",

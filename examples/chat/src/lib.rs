@@ -1,4 +1,5 @@
-//! The multi-room chat demo: the page at `/` ([`page`]) and [`ChatConsumer`]
+//! The multi-room chat demo: the page at `/` ([`page`], with the JavaScript
+//! client of `clients/js/` at `/client.js`) and [`ChatConsumer`]
 //! at `/ws/chat/{room}` ([`consumers`]), mounted by this crate's binary in
 //! its own axum app. Each room is the group `chat_<room>`, so it works
 //! unchanged on the in-memory layer and across several processes sharing
@@ -39,6 +40,7 @@
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::header;
 use axum::response::Html;
 use axum::routing::get;
 use channels_core::consumer::{
@@ -49,6 +51,9 @@ use serde_json::json;
 
 /// The demo page.
 const PAGE: &str = include_str!("../static/chat.html");
+
+/// The JavaScript client the page reconnects with (`clients/js/client.js`).
+const CLIENT_JS: &str = include_str!("../../../clients/js/client.js");
 
 /// The default longest nickname, in characters.
 pub const DEFAULT_MAX_NICK_CHARS: usize = 32;
@@ -71,9 +76,22 @@ pub fn consumers_with(limits: ChatLimits) -> ConsumerRouter {
     })
 }
 
-/// The demo page at `/`.
+/// The demo page at `/`, and the JavaScript client it imports at `/client.js`.
 pub fn page() -> Router {
-    Router::new().route("/", get(|| async { Html(PAGE) }))
+    Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route(
+            "/client.js",
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                        (header::CACHE_CONTROL, "no-cache"),
+                    ],
+                    CLIENT_JS,
+                )
+            }),
+        )
 }
 
 /// Input limits of the chat consumer.

@@ -113,6 +113,11 @@ async fn own_routes_and_the_mounted_chat_work_side_by_side() {
         page.contains("/ws/chat/"),
         "the chat page is not served at /"
     );
+    // The page imports the JavaScript client, served beside it.
+    assert!(page.contains(r#"from "/client.js""#), "{page}");
+    let (status, client) = get(&address, "/client.js").await;
+    assert_eq!(status, 200);
+    assert!(client.contains("export class ReconnectingSocket"));
     assert_eq!(get(&address, "/healthz").await.0, 200);
 
     let mut alice = connect(&format!("ws://{address}/ws/chat/lobby?nick=alice")).await;

@@ -10,6 +10,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use channels_core::{validate_channel_name, validate_group_name};
+use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq as _;
 
@@ -129,10 +130,36 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// The most of a refused body that is read (and thrown away) so the client
+/// gets its 413: a client that sends the whole body before it reads (Python's
+/// `requests` does) would otherwise see the connection reset instead.
+const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
+/// How long that reading may take.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Reads the whole body (the router's `DefaultBodyLimit` refuses a bigger
-/// one while it is read).
+/// one while it is read). A body whose `Content-Length` is over the limit is
+/// read and discarded first (up to [`DRAIN_BYTES`] within [`DRAIN_TIME`]),
+/// then refused.
 async fn read_body(request: Request, state: &ApiState) -> Result<Bytes, ApiError> {
     check_content_type(request.headers())?;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if let Some(length) = declared.filter(|length| *length > state.max_body_bytes as u64) {
+        if length <= DRAIN_BYTES {
+            let mut body = request.into_body().into_data_stream();
+            let drain = async { while let Some(Ok(_)) = body.next().await {} };
+            // A client that stalls only loses its answer: the limits above
+            // bound what this costs.
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+        }
+        return Err(ApiError::TooLarge {
+            limit: state.max_body_bytes,
+        });
+    }
     Bytes::from_request(request, state)
         .await
         .map_err(|rejection: BytesRejection| {

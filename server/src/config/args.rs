@@ -28,6 +28,12 @@ pub struct Args {
     #[arg(long, env = "CHANNELS_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
+    /// Check the configuration (file, flags, environment and key files), print
+    /// what it selects and exit: 0 when it is valid, 2 when not. Listens on
+    /// nothing and connects to nothing.
+    #[arg(long)]
+    pub check_config: bool,
+
     /// Address to listen on [default: 127.0.0.1:8000].
     #[arg(long, env = "CHANNELS_BIND", value_name = "ADDR")]
     pub bind: Option<SocketAddr>,

@@ -136,6 +136,64 @@ impl Settings {
         })
     }
 
+    /// Checks what only building the server would otherwise check (the
+    /// token verifiers' key files) and describes the configuration in one
+    /// line, secrets left out: what `--check-config` prints.
+    ///
+    /// # Errors
+    /// A key file that cannot be read or parsed.
+    pub fn check(&self) -> Result<String, ServerError> {
+        let verifier = crate::gateway::auth::Verifier::new(&self.server.gateway)?;
+        let auth = if verifier.is_development() {
+            "development mode (anonymous connections)".to_owned()
+        } else {
+            let gateway = &self.server.gateway;
+            let mut kinds = Vec::new();
+            if gateway.jwt_secret.is_some() {
+                kinds.push("jwt-hs256");
+            }
+            if gateway.jwt_public_key.is_some() {
+                kinds.push("jwt-public-key");
+            }
+            if gateway.jwks_file.is_some() {
+                kinds.push("jwks");
+            }
+            if gateway.django_secret_key.is_some() {
+                kinds.push("django-signing");
+            }
+            kinds.join("+")
+        };
+        let layer = &self.layer;
+        let layer_text = match layer.kind {
+            super::LayerKind::Memory => "memory".to_owned(),
+            kind => format!(
+                "{} ({} host{}, prefix {:?}{})",
+                match kind {
+                    super::LayerKind::RedisPubsub => "redis-pubsub",
+                    _ => "redis",
+                },
+                layer.hosts.len(),
+                if layer.hosts.len() == 1 { "" } else { "s" },
+                layer.prefix,
+                if layer.symmetric_encryption_keys.is_empty() {
+                    ""
+                } else {
+                    ", encrypted"
+                },
+            ),
+        };
+        let forward = self
+            .server
+            .gateway
+            .forward_channel
+            .as_deref()
+            .map_or_else(String::new, |channel| format!("; forward to {channel}"));
+        Ok(format!(
+            "configuration ok: bind {}; layer {layer_text}; auth {auth}{forward}",
+            self.bind
+        ))
+    }
+
     /// Binds the public address with a [`LISTEN_BACKLOG`]-deep accept queue.
     ///
     /// # Errors

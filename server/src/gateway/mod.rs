@@ -11,12 +11,12 @@
 //! - [`json`]: msgpack values as JSON, for pushes;
 //! - [`auth`]: JWT and Django-signed tokens, claims, development mode;
 //! - [`forward`]: ASGI events for the backend worker;
-//! - [`console`]: the console page;
+//! - [`console`]: the console page and the JavaScript client (`/client.js`);
 //! - [`asgi`]: with a forward channel, every other WebSocket path passed
 //!   through to Python ASGI workers (`channels_rust.worker`).
 
 mod asgi;
-mod auth;
+pub(crate) mod auth;
 mod console;
 mod consumer;
 mod forward;
