@@ -18,7 +18,7 @@ mod console;
 mod consumer;
 mod forward;
 mod json;
-mod protocol;
+pub(crate) mod protocol;
 
 use std::sync::Arc;
 use std::time::Duration;
