@@ -167,6 +167,33 @@ async fn sigterm_with_a_stuck_partial_head_exits_within_the_drain_timeout() {
 }
 
 #[tokio::test]
+async fn sigterm_with_200_clients_closes_each_with_1001_and_exits_within_the_drain() {
+    let _turn = server::exclusive();
+    let mut process = server::start(&["--drain-timeout", "2"]);
+    let addr = process.addr();
+    let mut clients = Vec::new();
+    for _ in 0..200 {
+        clients.push(RawWs::gateway(addr).await);
+    }
+    let started = Instant::now();
+    process.sigterm();
+    let closes = futures_util::future::join_all(
+        clients
+            .iter_mut()
+            .map(|client| client.expect_close(Duration::from_secs(5))),
+    )
+    .await;
+    assert!(closes.iter().all(|code| *code == 1001), "{closes:?}");
+    let exited = process.wait(Duration::from_secs(5));
+    let took = started.elapsed();
+    assert!(
+        exited.is_some_and(|status| status.success()),
+        "not a clean exit ({exited:?}) {took:?} after SIGTERM"
+    );
+    assert!(took < Duration::from_secs(4), "exit took {took:?}");
+}
+
+#[tokio::test]
 async fn a_connection_flood_over_max_connections_is_refused_without_leaking_fds() {
     let process = server::start(&["--max-connections", "5"]);
     let addr = process.addr();

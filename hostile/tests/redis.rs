@@ -41,11 +41,17 @@ struct Run {
 }
 
 async fn start(redis: &RedisServer) -> Run {
+    start_layer(redis, "redis").await
+}
+
+/// Starts the server on `layer` (`redis` or `redis-pubsub`) with readers
+/// in group `g` and a publisher numbering its messages.
+async fn start_layer(redis: &RedisServer, layer: &str) -> Run {
     let url = redis.url();
     let prefix = unique_prefix();
     let process = server::start(&[
         "--layer",
-        "redis",
+        layer,
         "--redis-url",
         &url,
         "--redis-prefix",
@@ -195,11 +201,12 @@ fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-#[tokio::test]
-async fn redis_sigkill_and_an_empty_restart_lose_nothing_accepted_after_it_returns() {
-    let _turn = server::exclusive();
+/// SIGKILLs Redis for 2 s under `layer` and restarts it empty; checks
+/// that nothing accepted is lost outside the kill window, that failures
+/// are visible and only around the outage, and that deliveries resume.
+async fn sigkill_and_restart(layer: &str) {
     let mut redis = RedisServer::start().unwrap();
-    let mut run = start(&redis).await;
+    let mut run = start_layer(&redis, layer).await;
     let origin = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let killed = Instant::now();
@@ -212,7 +219,7 @@ async fn redis_sigkill_and_an_empty_restart_lose_nothing_accepted_after_it_retur
     let lost = run.lost(&sent);
     let report = summary(&sent, &lost, origin);
     eprintln!(
-        "SIGKILL at {} ms, restart at {} ms: {report}",
+        "{layer}: SIGKILL at {} ms, restart at {} ms: {report}",
         killed.duration_since(origin).as_millis(),
         restarted.duration_since(origin).as_millis()
     );
@@ -246,6 +253,18 @@ async fn redis_sigkill_and_an_empty_restart_lose_nothing_accepted_after_it_retur
     );
     assert_eq!(http::get(run.addr, "/readyz").await.status, 200);
     drop(run.process);
+}
+
+#[tokio::test]
+async fn redis_sigkill_and_an_empty_restart_lose_nothing_accepted_after_it_returns() {
+    let _turn = server::exclusive();
+    sigkill_and_restart("redis").await;
+}
+
+#[tokio::test]
+async fn redis_pubsub_sigkill_and_an_empty_restart_lose_nothing_accepted_after_it_returns() {
+    let _turn = server::exclusive();
+    sigkill_and_restart("redis-pubsub").await;
 }
 
 #[tokio::test]
