@@ -15,12 +15,13 @@ use tokio_tungstenite::tungstenite::Message;
 const TOKEN: &str = "hostile-token";
 const MIB: u64 = 1024 * 1024;
 
-/// The stated worst case of one connection with `--outbound-bytes B` and
-/// `--max-frame-bytes F`: its outbound queue (B), tungstenite's write
-/// buffer (max(B, F) + 64 KiB), one inbound frame being read (F), and
-/// 64 KiB of buffers and bookkeeping.
+/// The worst case of one connection that README ("Limits and guarantees")
+/// states, with `--outbound-bytes B` and `--max-frame-bytes F`: its
+/// outbound queue at twice its bound while the server is behind (2 B),
+/// tungstenite's write buffer (max(B, F)), one incoming frame (F), and 64 KiB
+/// of read and write buffers and bookkeeping: about 3.1 MiB by default.
 fn worst_case_per_connection(outbound_bytes: u64, max_frame_bytes: u64) -> u64 {
-    outbound_bytes + outbound_bytes.max(max_frame_bytes) + 64 * 1024 + max_frame_bytes + 64 * 1024
+    2 * outbound_bytes + outbound_bytes.max(max_frame_bytes) + max_frame_bytes + 64 * 1024
 }
 
 /// Allocator slack over the baseline: freed memory the allocator keeps.
@@ -85,9 +86,10 @@ async fn a_ping_flood_from_a_client_that_never_reads_stays_bounded() {
 }
 
 #[tokio::test]
-#[ignore = "issue 13: a ping flood is never closed: control frames are not counted by \
-            --client-rate-limit and keep resetting the idle timer (1.1 M pings in 20 s \
-            from a client that never reads, still open; memory stays bounded)"]
+#[ignore = "issue 13: a ping flood is never closed (0.8-1.1 M pings in 8-20 s from a \
+            client that never reads, still open; memory stays bounded): pings are not \
+            counted by --client-rate-limit, they reset the idle timer, and the write \
+            buffer README says ends it never fills (tungstenite keeps one pending pong)"]
 async fn a_ping_flood_from_a_client_that_never_reads_is_closed() {
     let _turn = server::exclusive();
     let (sent, closed, took, _, _) = ping_flood(Duration::from_secs(20)).await;
@@ -216,17 +218,8 @@ async fn twenty_stuck_clients() -> (u64, u64, String) {
 #[tokio::test]
 async fn twenty_non_reading_clients_and_50k_broadcasts_stay_under_the_worst_case() {
     let _turn = server::exclusive();
-    twenty_stuck_clients().await;
-}
-
-#[tokio::test]
-#[ignore = "issue 13 (item 8): on a busy machine the reading client is closed with 1013 \
-            'outbound queue full' (199 of 600 seen): the 1 MiB bound is 20 frames of 50 KB, \
-            ~170 ms of slack at 6 MB/s, so a server or reader that falls behind briefly \
-            sheds a client that keeps up on average; passes on an idle machine"]
-async fn a_reader_next_to_twenty_stuck_clients_gets_every_broadcast() {
-    let _turn = server::exclusive();
     let (seen, accepted, reader_end) = twenty_stuck_clients().await;
+    // The one client that reads is not blamed for the stuck ones.
     assert_eq!(
         seen, accepted,
         "the reading client missed broadcasts, then {reader_end}"
