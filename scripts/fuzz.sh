@@ -12,6 +12,8 @@
 # fuzz/seeds/<target>/ once fixed: hostile/tests/fuzz_seeds.rs replays seeds.
 # FUZZ_SANITIZER=address turns AddressSanitizer on (the code is safe Rust,
 # so the default `none` trades it for two to three times the executions).
+# FUZZ_SKIP_BUILD=1 runs the targets as last built (two runs of this script
+# on different targets can then share the machine without rebuilding).
 set -euo pipefail
 
 cd "$(dirname "$0")/../fuzz"
@@ -24,7 +26,10 @@ else
     mapfile -t targets < <(cargo +nightly fuzz list)
 fi
 
-cargo +nightly fuzz build --sanitizer "$sanitizer" --debug-assertions
+if [ -z "${FUZZ_SKIP_BUILD:-}" ]; then
+    cargo +nightly fuzz build --sanitizer "$sanitizer" --debug-assertions
+fi
+bin="target/$(rustc +nightly -vV | sed -n 's/^host: //p')/release"
 
 mkdir -p logs
 printf '%-20s %14s %10s %8s %s\n' target executions exec/s crashes corpus
@@ -34,8 +39,8 @@ for target in "${targets[@]}"; do
     log="logs/$target.log"
     before=$(find "artifacts/$target" -type f | wc -l)
     set +e
-    cargo +nightly fuzz run --sanitizer "$sanitizer" --debug-assertions "$target" \
-        "corpus/$target" "seeds/$target" -- \
+    "$bin/$target" "corpus/$target" "seeds/$target" \
+        -artifact_prefix="artifacts/$target/" \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         >"$log" 2>&1
     code=$?
