@@ -51,9 +51,110 @@ pub(crate) fn dump(message: &Message, route: Route<'_>) -> Result<Vec<u8>, Layer
 /// # Errors
 /// [`LayerError::InvalidMessage`] when it is not a JSON object message.
 pub(crate) fn load(bytes: &[u8]) -> Result<Unpacked, LayerError> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| LayerError::invalid_message(format!("cannot decode JSON message: {e}")))?;
+    let value: Value = match serde_json::from_slice(bytes) {
+        Ok(value) => value,
+        Err(error) => with_non_finite_floats(bytes).ok_or_else(|| {
+            LayerError::invalid_message(format!("cannot decode JSON message: {error}"))
+        })?,
+    };
     wire::from_value(value)
+}
+
+/// Parses JSON holding Python's `NaN`, `Infinity` and `-Infinity` (which
+/// `json.dumps` writes for those floats and `json.loads` reads; serde_json
+/// does not): each one outside a string becomes a placeholder string, and
+/// the placeholders become floats again after parsing. A placeholder that
+/// some real string happens to equal is noticed (the counts differ) and
+/// another one is tried.
+fn with_non_finite_floats(bytes: &[u8]) -> Option<Value> {
+    const LITERALS: [(&[u8], u8, f64); 3] = [
+        (b"-Infinity", b'-', f64::NEG_INFINITY),
+        (b"Infinity", b'+', f64::INFINITY),
+        (b"NaN", b'n', f64::NAN),
+    ];
+    for attempt in 0..4u8 {
+        let tag = format!("\\u0001channels-non-finite-{attempt}-");
+        let mut text = Vec::with_capacity(bytes.len() + 32);
+        let mut replaced = 0usize;
+        let (mut in_string, mut escaped) = (false, false);
+        let mut i = 0;
+        'scan: while i < bytes.len() {
+            let byte = bytes[i];
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if byte == b'\\' {
+                    escaped = true;
+                } else if byte == b'"' {
+                    in_string = false;
+                }
+            } else if byte == b'"' {
+                in_string = true;
+            } else {
+                for (literal, mark, _) in LITERALS {
+                    if bytes[i..].starts_with(literal) {
+                        text.push(b'"');
+                        text.extend_from_slice(tag.as_bytes());
+                        text.push(mark);
+                        text.push(b'"');
+                        replaced += 1;
+                        i += literal.len();
+                        continue 'scan;
+                    }
+                }
+            }
+            text.push(byte);
+            i += 1;
+        }
+        if replaced == 0 {
+            return None;
+        }
+        let mut value: Value = serde_json::from_slice(&text).ok()?;
+        let placeholder = tag.replace("\\u0001", "\u{1}");
+        let mut restored = 0usize;
+        restore_non_finite(&mut value, &placeholder, &LITERALS, &mut restored);
+        if restored == replaced {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Turns the placeholder strings [`with_non_finite_floats`] wrote back into floats.
+fn restore_non_finite(
+    value: &mut Value,
+    placeholder: &str,
+    literals: &[(&[u8], u8, f64)],
+    restored: &mut usize,
+) {
+    match value {
+        Value::String(s) => {
+            let float = s
+                .as_str()
+                .and_then(|s| s.strip_prefix(placeholder))
+                .and_then(|mark| {
+                    literals
+                        .iter()
+                        .find(|(_, m, _)| mark.as_bytes() == [*m])
+                        .map(|(_, _, float)| *float)
+                });
+            if let Some(float) = float {
+                *value = Value::F64(float);
+                *restored += 1;
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                restore_non_finite(item, placeholder, literals, restored);
+            }
+        }
+        Value::Map(entries) => {
+            for (_, item) in entries {
+                restore_non_finite(item, placeholder, literals, restored);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn unsupported(what: &str) -> LayerError {
@@ -196,6 +297,36 @@ fn write_str(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_non_finite_floats_are_read() {
+        // json.dumps({"type": "x", "f": float("nan"), "g": [float("inf"), -float("inf")],
+        //             "s": 'NaN " Infinity'})
+        let text =
+            br#"{"type": "x", "f": NaN, "g": [Infinity, -Infinity], "s": "NaN \" Infinity"}"#;
+        let message = load(text).unwrap().message;
+        assert!(message.get("f").and_then(Value::as_f64).unwrap().is_nan());
+        assert_eq!(
+            message.get("g"),
+            Some(&Value::Array(vec![
+                Value::F64(f64::INFINITY),
+                Value::F64(f64::NEG_INFINITY)
+            ]))
+        );
+        assert_eq!(
+            message.get("s").and_then(Value::as_str),
+            Some("NaN \" Infinity")
+        );
+        assert_eq!(dump(&message, Route::None).unwrap(), text);
+        // A string that equals the placeholder stays a string.
+        let tricky = br#"{"type": "\u0001channels-non-finite-0-n", "f": NaN}"#;
+        let message = load(tricky).unwrap().message;
+        assert_eq!(message.message_type(), Some("\u{1}channels-non-finite-0-n"));
+        assert!(message.get("f").and_then(Value::as_f64).unwrap().is_nan());
+        // Not JSON either way.
+        assert!(load(b"{\"type\": \"x\", \"f\": NaNa}").is_err());
+        assert!(load(b"{\"type\": \"x\", \"f\": -NaN}").is_err());
+    }
 
     fn text(message: &Message, route: Route<'_>) -> String {
         String::from_utf8(dump(message, route).unwrap()).unwrap()

@@ -41,6 +41,8 @@ mod config;
 mod connection;
 pub mod control;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gateway;
 mod health;
 mod http;

@@ -235,6 +235,18 @@ fn parse_command(text: &str, limits: ChatLimits) -> Result<Command, Rejection> {
     }
 }
 
+/// Fuzzing entry point (not API): decodes one client text frame as the
+/// consumer does, with the default limits. `Ok` holds `("say", message)` or
+/// `("nick", nickname)`; `Err` the error event's code.
+#[doc(hidden)]
+pub fn decode_frame_for_fuzzing(text: &str) -> Result<(&'static str, String), &'static str> {
+    match parse_command(text, ChatLimits::default()) {
+        Ok(Command::Say(message)) => Ok(("say", message)),
+        Ok(Command::Nick(nick)) => Ok(("nick", nick)),
+        Err(rejection) => Err(rejection.code),
+    }
+}
+
 impl ChatConsumer {
     /// Builds the consumer for a connection from its scope (room from the
     /// path, identity from authentication), with the default limits.

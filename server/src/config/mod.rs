@@ -6,7 +6,7 @@
 //! Precedence, per setting: flag > env var > file > default.
 
 mod args;
-mod file;
+pub(crate) mod file;
 mod gateway;
 mod layer;
 mod server;

@@ -43,6 +43,11 @@ impl Settings {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
+        Self::resolve_file(args, file)
+    }
+
+    /// Resolves `args` over an already parsed config `file`.
+    pub(crate) fn resolve_file(args: &Args, file: FileConfig) -> Result<Self, ServerError> {
         let origin = args
             .config
             .as_ref()

@@ -21,7 +21,7 @@ mod console;
 mod consumer;
 mod forward;
 mod json;
-mod protocol;
+pub(crate) mod protocol;
 
 use std::sync::Arc;
 use std::time::Duration;
