@@ -24,7 +24,7 @@ pub(crate) fn dump(message: &Message, route: Route<'_>) -> Result<Vec<u8>, Layer
         first = false;
         write_str(&mut out, key);
         out.push_str(": ");
-        write_value(&mut out, value)?;
+        write_value(&mut out, value, 2)?;
     }
     let channels: Vec<Value> = match route {
         Route::None => Vec::new(),
@@ -38,8 +38,8 @@ pub(crate) fn dump(message: &Message, route: Route<'_>) -> Result<Vec<u8>, Layer
         write_str(&mut out, RESERVED_CHANNEL_KEY);
         out.push_str(": ");
         match route {
-            Route::Channel(_) => write_value(&mut out, &channels[0])?,
-            _ => write_value(&mut out, &Value::Array(channels))?,
+            Route::Channel(_) => write_value(&mut out, &channels[0], 2)?,
+            _ => write_value(&mut out, &Value::Array(channels), 2)?,
         }
     }
     out.push('}');
@@ -163,7 +163,17 @@ fn unsupported(what: &str) -> LayerError {
     ))
 }
 
-fn write_value(out: &mut String, value: &Value) -> Result<(), LayerError> {
+/// Deepest nesting of arrays and maps written: serde_json (and so every
+/// reader of ours) refuses deeper JSON, so such a message fails when it is
+/// sent, not when it is received.
+const MAX_DEPTH: usize = 127;
+
+fn write_value(out: &mut String, value: &Value, depth: usize) -> Result<(), LayerError> {
+    if depth > MAX_DEPTH && matches!(value, Value::Array(_) | Value::Map(_)) {
+        return Err(LayerError::invalid_message(format!(
+            "the JSON serializer cannot encode arrays and maps nested deeper than {MAX_DEPTH} levels"
+        )));
+    }
     match value {
         Value::Nil => out.push_str("null"),
         Value::Boolean(true) => out.push_str("true"),
@@ -187,7 +197,7 @@ fn write_value(out: &mut String, value: &Value) -> Result<(), LayerError> {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_value(out, item)?;
+                write_value(out, item, depth + 1)?;
             }
             out.push(']');
         }
@@ -202,7 +212,7 @@ fn write_value(out: &mut String, value: &Value) -> Result<(), LayerError> {
                 };
                 write_str(out, key);
                 out.push_str(": ");
-                write_value(out, item)?;
+                write_value(out, item, depth + 1)?;
             }
             out.push('}');
         }

@@ -53,9 +53,6 @@ fn every_target_has_a_seed_directory_and_a_fuzz_target() {
 /// `fuzz/crashes/<target>/` until the code is fixed (then they move to
 /// `fuzz/seeds/<target>/`).
 #[test]
-#[ignore = "issue 13: json_from_msgpack: a message nested deeper than 127 levels (msgpack \
-            reads it) is written as JSON that serde_json's recursion limit refuses to read \
-            back; Python's json.loads reads it"]
 fn known_crashes_pass_their_checks() {
     let crashes = seeds_dir().join("../crashes");
     for target in fuzz_checks::TARGETS {

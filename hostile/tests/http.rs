@@ -75,9 +75,6 @@ async fn partial_heads_and_dripping_clients_are_closed_after_the_header_timeout(
 }
 
 #[tokio::test]
-#[ignore = "issue 13: silent TCP connections are never closed: hyper-util's auto \
-            builder waits for the first bytes (HTTP version sniffing) with no timeout, \
-            before hyper's header timer starts"]
 async fn silent_connections_are_closed_after_the_header_timeout() {
     let process = server::start(&["--header-timeout", "1"]);
     let addr = process.addr();
@@ -98,8 +95,6 @@ async fn silent_connections_are_closed_after_the_header_timeout() {
 }
 
 #[tokio::test]
-#[ignore = "issue 13: at the fd limit /healthz is never served: the silent connections \
-            holding every fd are never closed (see silent_connections_are_closed_...)"]
 async fn healthz_is_served_while_silent_connections_hold_every_fd() {
     let _turn = server::exclusive();
     // 64 descriptors: a few for the runtime, the rest for clients.

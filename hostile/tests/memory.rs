@@ -86,10 +86,6 @@ async fn a_ping_flood_from_a_client_that_never_reads_stays_bounded() {
 }
 
 #[tokio::test]
-#[ignore = "issue 13: a ping flood is never closed (0.8-1.1 M pings in 8-20 s from a \
-            client that never reads, still open; memory stays bounded): pings are not \
-            counted by --client-rate-limit, they reset the idle timer, and the write \
-            buffer README says ends it never fills (tungstenite keeps one pending pong)"]
 async fn a_ping_flood_from_a_client_that_never_reads_is_closed() {
     let _turn = server::exclusive();
     let (sent, closed, took, _, _) = ping_flood(Duration::from_secs(20)).await;

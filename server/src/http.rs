@@ -1,8 +1,8 @@
 //! The HTTP accept loop: hyper's HTTP/1 server (with WebSocket upgrades)
 //! under the limits `axum::serve` does not offer.
 //!
-//! - A request head must arrive within the header timeout, or the connection
-//!   is closed (slowloris: partial heads and silent TCP connections used to
+//! - The first byte and then the whole request head must each arrive within
+//!   the header timeout, or the connection is closed (slowloris: partial heads and silent TCP connections used to
 //!   be held forever, until the process ran out of file descriptors).
 //! - Shutdown is bounded: the listener stops, idle keep-alive connections
 //!   close at once, and connections still mid-request when the drain time is
@@ -82,12 +82,22 @@ pub(crate) async fn serve(
             let router = router.clone();
             async move { router.oneshot(request).await }
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(socket), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         connections.spawn(async move {
-            if let Err(error) = connection.await {
+            // hyper-util's builder reads the first bytes (to tell HTTP/1
+            // from HTTP/2) before hyper's header timer starts, with no timer
+            // of its own: a connection that never sends a byte would be held
+            // forever. The first byte must come within the header timeout.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(header_timeout, socket.peek(&mut first)).await {
+                Ok(Ok(read)) if read > 0 => {}
+                _ => return,
+            }
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(socket), service)
+                .into_owned();
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%peer, %error, "http connection ended with an error");
             }
         });

@@ -504,7 +504,25 @@ async fn serve_events(
                     stats.handle_latency.observe(last_seen.elapsed());
                     handle_result(ctx, stats, "receive", result);
                 }
-                Some(Inbound::Ping(_) | Inbound::Pong(_)) => last_seen = Instant::now(),
+                Some(Inbound::Ping(_)) => {
+                    // Pings count against the same rate limit as frames: the
+                    // transport answers each with a pong, so a client that
+                    // pings without reading would keep the connection busy
+                    // (and alive) for ever.
+                    last_seen = Instant::now();
+                    if let Some(limiter) = &mut limiter {
+                        match limiter.admit(last_seen) {
+                            Admit::Yes => {}
+                            Admit::Drop => ConsumerStats::incr(&stats.frames_rate_limited),
+                            Admit::Close => {
+                                ConsumerStats::incr(&stats.frames_rate_limited);
+                                ConsumerStats::incr(&stats.flood_closes);
+                                ctx.close(close_code::FLOOD, "sending too fast");
+                            }
+                        }
+                    }
+                }
+                Some(Inbound::Pong(_)) => last_seen = Instant::now(),
                 Some(Inbound::Close(frame)) => {
                     return frame.map_or(close_code::NO_STATUS, |f| f.code);
                 }
