@@ -32,7 +32,8 @@ if [ "$(ulimit -n)" -le "$per_server" ]; then
     exit 1
 fi
 
-cargo build --release -q -p loadgen -p shootout
+# NO_BUILD=1 uses the release binaries as they are (e.g. while another build holds the lock).
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p loadgen -p shootout
 bin=target/release
 
 pids=()

@@ -41,14 +41,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// clients. It grows when a frame needs more.
 const READ_BUFFER: usize = 4096;
 
-/// How a client ended.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct ClientEnd {
-    pub(crate) connected: bool,
-    /// The connection ended before the run did.
-    pub(crate) disconnected: bool,
-}
-
 /// Everything a client task needs; the task runs [`ClientTask::run`] to completion.
 #[derive(Debug)]
 pub(crate) struct ClientTask {
@@ -104,8 +96,7 @@ async fn connect(url: &str, source_ip: Option<IpAddr>) -> Result<Socket, String>
 
 impl ClientTask {
     /// Connects, then serves commands and incoming frames until the driver says stop.
-    pub(crate) async fn run(mut self) -> ClientEnd {
-        let mut end = ClientEnd::default();
+    pub(crate) async fn run(mut self) {
         let connected = {
             // The permit bounds concurrent handshakes; it is released once connected.
             let _permit = self.connect_permits.acquire().await;
@@ -116,15 +107,14 @@ impl ClientTask {
             Ok(Ok(ws)) => ws,
             Ok(Err(e)) => {
                 tracing::debug!(client = self.index, error = %e, "connect failed");
-                return end;
+                return;
             }
             Err(_) => {
                 tracing::debug!(client = self.index, "connect timed out");
-                return end;
+                return;
             }
         };
         self.shared.connected.fetch_add(1, Ordering::Release);
-        end.connected = true;
 
         let mut checker = Checker {
             shared: &self.shared,
@@ -155,6 +145,10 @@ impl ClientTask {
                 },
             }
         }
+        if !open {
+            // Counted now: a client still closing when the run ends was not disconnected.
+            self.counters.disconnected.incr(1);
+        }
         checker.finish();
         if open {
             let close = CloseFrame {
@@ -163,10 +157,7 @@ impl ClientTask {
             };
             // The run is over either way; a server that does not answer is not our problem.
             let _closed = timeout(CLOSE_TIMEOUT, ws.close(Some(close))).await;
-        } else {
-            end.disconnected = true;
         }
-        end
     }
 }
 

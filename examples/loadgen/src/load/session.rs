@@ -8,7 +8,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::timeout_at;
 
-use super::client::{ClientEnd, ClientTask, Command};
+use super::client::{ClientTask, Command};
 use super::driver::Driver;
 use super::stats::{ClientCounters, Senders, Shared, Totals};
 use super::{LoadConfig, Mode};
@@ -18,6 +18,8 @@ use crate::LoadError;
 const COMMAND_QUEUE: usize = 64;
 /// How often the connect and drain phases look at the counters.
 const POLL: Duration = Duration::from_millis(10);
+/// How long the run waits for every client task to close its connection at the end.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the clients get to flush their latency samples on request.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -27,7 +29,7 @@ pub(crate) struct Session {
     pub(crate) shared: Arc<Shared>,
     pub(crate) driver: Driver,
     counters: Vec<Arc<ClientCounters>>,
-    handles: Vec<JoinHandle<ClientEnd>>,
+    handles: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     /// Clients that connected.
     pub(crate) connected: u64,
@@ -130,17 +132,33 @@ impl Session {
     pub(crate) async fn finish(self) -> (Totals, u64) {
         // Every client selects on `stop` first, then closes within CLOSE_TIMEOUT.
         self.stop.send_replace(true);
-        let mut disconnects = 0u64;
-        let join_deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut panicked = 0u64;
+        let mut still_closing = 0u64;
+        let join_deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
         for mut handle in self.handles {
             match timeout_at(join_deadline, &mut handle).await {
-                Ok(Ok(end)) => disconnects += u64::from(end.connected && end.disconnected),
-                Ok(Err(_)) | Err(_) => {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => panicked += 1,
+                Err(_) => {
                     handle.abort();
-                    disconnects += 1;
+                    still_closing += 1;
                 }
             }
         }
+        if still_closing > 0 {
+            // Tens of thousands of close handshakes can outlast the deadline on a busy
+            // machine; those clients were connected to the end, so they are not disconnects.
+            tracing::warn!(
+                still_closing,
+                "clients still closing at the end were aborted"
+            );
+        }
+        let disconnects = panicked
+            + self
+                .counters
+                .iter()
+                .map(|c| c.disconnected.get())
+                .sum::<u64>();
         (
             Totals::read(self.counters.iter().map(Arc::as_ref)),
             disconnects,

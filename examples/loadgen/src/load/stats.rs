@@ -285,6 +285,8 @@ pub(crate) struct ClientCounters {
     pub(crate) unexpected: Counter,
     /// Wall-clock microseconds of the last measured delivery.
     pub(crate) last_delivery_us: Counter,
+    /// 1 once the connection ended before the run told the client to stop.
+    pub(crate) disconnected: Counter,
 }
 
 /// The sum of many clients' counters at one moment.
