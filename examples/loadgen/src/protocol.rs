@@ -92,16 +92,17 @@ impl Incoming {
     }
 }
 
-/// Reads the decimal digits at the start of `text` (at most 19, so the value fits a `u64`).
+/// Reads the decimal digits at the start of `text` (a `u64` has at most 20; overflow is `None`).
 fn scan_u64(text: &str) -> Option<(u64, &str)> {
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 || digits > 19 || (digits > 1 && text.starts_with('0')) {
+    if digits == 0 || digits > 20 || (digits > 1 && text.starts_with('0')) {
         return None;
     }
     let (number, rest) = text.split_at(digits);
-    let value = number
-        .bytes()
-        .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+    let mut value = 0u64;
+    for d in number.bytes() {
+        value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
     Some((value, rest))
 }
 
