@@ -19,7 +19,7 @@
 # lost) per configuration.
 #
 # Environment: CLIENTS (1000) DURATION (10 s) RUNS (3) MAXES ("16 64") LADDER
-# ("100,100,3000"; empty skips the ladders) PROCS (1: loadgen processes for the --max
+# ("100,100,3000"; empty skips the ladders; MAXES="" runs only the ladders) PROCS (1: loadgen processes for the --max
 # runs). Loopback only; every process it starts is killed on exit; the one redis-server
 # is private, on a free port. Results: target/bench-shootout/*.json and summary.txt.
 set -euo pipefail
@@ -28,7 +28,7 @@ cd "$(dirname "$0")/.."
 clients=${CLIENTS:-1000}
 seconds=${DURATION:-10}
 runs=${RUNS:-3}
-maxes=${MAXES:-16 64}
+maxes=${MAXES-16 64}
 ladder=${LADDER-100,100,3000}
 procs=${PROCS:-1}
 out=target/bench-shootout
