@@ -1,46 +1,46 @@
 #!/usr/bin/env bash
-# Side-by-side broadcast benchmark: the hand-written ceiling-server (no channel
-# layer) against the shootout example on our layers, in one sitting, with the
-# same load generator. Prints one JSON line per run and the ratios.
+# Side-by-side broadcast benchmark, in one sitting: the hand-written ceiling-server
+# (no channel layer) against the shootout example on our layers, with the same load
+# generator.
 #
-#   scripts/bench-shootout.sh [CLIENTS] [SECONDS] [MAX_IN_FLIGHT]
+#   scripts/bench-shootout.sh            # everything below, with the defaults
+#   RUNS=1 MAXES=16 LADDER= scripts/bench-shootout.sh   # a quick look
 #
-# Defaults: 1000 clients, 10 s, --max 16. Loopback only; every process it
-# starts is killed on exit. Needs redis-server on PATH for the Redis runs.
+# Pairs (each ratio compares a row with the ceiling of its own pair):
+#   ceiling-local        ceiling-server --mode local, one process
+#   shootout-memory      shootout --layer memory, one process
+#   ceiling-redis        two ceiling-server --mode redis processes over one redis-server
+#   shootout-redis       two shootout --layer redis processes (Redis core layer)
+#   shootout-pubsub      two shootout --layer redis-pubsub processes
+# For each --max in MAXES, RUNS runs of every configuration, interleaved (run 1 of each,
+# then run 2 of each, ...), and the median of each figure. A run that lost or duplicated
+# a delivery is INVALID: it is printed, counted, and left out of the medians. Then a
+# ladder (LADDER=START,STEP,MAX broadcasts/s, 6 s steps, pass = p99 < 250 ms and nothing
+# lost) per configuration.
+#
+# Environment: CLIENTS (1000) DURATION (10 s) RUNS (3) MAXES ("16 64") LADDER
+# ("100,100,3000"; empty skips the ladders; MAXES="" runs only the ladders) PROCS (1: loadgen processes for the --max
+# runs). Loopback only; every process it starts is killed on exit; the one redis-server
+# is private, on a free port. Results: target/bench-shootout/*.json and summary.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-clients=${1:-1000}
-seconds=${2:-10}
-max=${3:-16}
+clients=${CLIENTS:-1000}
+seconds=${DURATION:-10}
+runs=${RUNS:-3}
+maxes=${MAXES-16 64}
+ladder=${LADDER-100,100,3000}
+procs=${PROCS:-1}
 out=target/bench-shootout
+rm -rf "$out"
 mkdir -p "$out"
 
-cargo build --release -q -p loadgen -p shootout
+# NO_BUILD=1 uses the release binaries as they are (e.g. while another build holds the lock).
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p loadgen -p shootout
 bin=target/release
 
 pids=()
-cleanup() {
-    stop_servers
-}
-trap cleanup EXIT
-
-# start NAME CMD...: starts a server printing `listening on ADDR`, sets $addr and $pid.
-start() {
-    local name=$1
-    shift
-    "$@" >"$out/$name.out" 2>"$out/$name.err" &
-    pid=$!
-    pids+=("$pid")
-    for _ in $(seq 100); do
-        addr=$(sed -n 's/^listening on //p' "$out/$name.out" | head -1)
-        [ -n "$addr" ] && return 0
-        sleep 0.1
-    done
-    echo "bench: $name did not start; see $out/$name.err" >&2
-    exit 1
-}
-
+redis_pid=
 stop_servers() {
     for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null || true
@@ -48,65 +48,175 @@ stop_servers() {
     done
     pids=()
 }
+cleanup() {
+    stop_servers
+    if [ -n "$redis_pid" ]; then
+        kill "$redis_pid" 2>/dev/null || true
+        wait "$redis_pid" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
 
-# load NAME URL... -- PID...: runs loadgen and prints its JSON line.
-load() {
+# start NAME CMD...: starts a server printing `listening on ADDR`; appends to $urls and $spids.
+start() {
     local name=$1
     shift
-    local args=()
-    while [ "$1" != "--" ]; do args+=(--url "$1"); shift; done
-    shift
-    for pid in "$@"; do args+=(--pid "$pid"); done
-    "$bin/loadgen" "${args[@]}" --clients "$clients" --mode broadcast --max "$max" \
-        --duration "$seconds" --warmup 2 --json-only >"$out/$name.json"
-    printf '%-22s %s\n' "$name" "$(cat "$out/$name.json")"
+    "$@" >"$out/$name.out" 2>"$out/$name.err" &
+    local pid=$!
+    pids+=("$pid")
+    for _ in $(seq 100); do
+        local addr
+        addr=$(sed -n 's/^listening on //p' "$out/$name.out" | head -1)
+        if [ -n "$addr" ]; then
+            urls+=(--url "ws://$addr/ws")
+            spids+=(--pid "$pid")
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "bench: $name did not start; see $out/$name.err" >&2
+    exit 1
 }
 
-redis_port() {
+free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-start ceiling "$bin/ceiling-server" --bind 127.0.0.1:0 --mode local
-load ceiling-local "ws://$addr/ws" -- "$pid"
-stop_servers
-
-start shootout "$bin/shootout" --bind 127.0.0.1:0 --layer memory
-load shootout-memory "ws://$addr/ws" -- "$pid"
-stop_servers
-
-port=$(redis_port)
-redis-server --port "$port" --save "" --appendonly no --bind 127.0.0.1 >"$out/redis.log" 2>&1 &
+redis_port=$(free_port)
+redis-server --port "$redis_port" --save "" --appendonly no --bind 127.0.0.1 \
+    >"$out/redis.log" 2>&1 &
 redis_pid=$!
-trap 'cleanup; kill $redis_pid 2>/dev/null || true' EXIT
-sleep 0.5
-url="redis://127.0.0.1:$port"
-
-start ceiling-a "$bin/ceiling-server" --bind 127.0.0.1:0 --mode redis --redis-url "$url"
-a=$addr pa=$pid
-start ceiling-b "$bin/ceiling-server" --bind 127.0.0.1:0 --mode redis --redis-url "$url"
-load ceiling-redis-2proc "ws://$a/ws" "ws://$addr/ws" -- "$pa" "$pid"
-stop_servers
-
-for layer in redis redis-pubsub; do
-    start "shootout-$layer-a" "$bin/shootout" --bind 127.0.0.1:0 --layer "$layer" --redis-url "$url"
-    a=$addr pa=$pid
-    start "shootout-$layer-b" "$bin/shootout" --bind 127.0.0.1:0 --layer "$layer" --redis-url "$url"
-    load "shootout-$layer-2proc" "ws://$a/ws" "ws://$addr/ws" -- "$pa" "$pid"
-    stop_servers
+redis_url="redis://127.0.0.1:$redis_port"
+for _ in $(seq 50); do
+    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+    sleep 0.1
 done
 
-python3 - "$out" <<'EOF'
-import json, sys, pathlib
+# servers CONFIG: starts the servers of one configuration (sets $urls and $spids).
+servers() {
+    urls=()
+    spids=()
+    case $1 in
+    ceiling-local) start "$1" "$bin/ceiling-server" --bind 127.0.0.1:0 --mode local ;;
+    shootout-memory) start "$1" "$bin/shootout" --bind 127.0.0.1:0 --layer memory ;;
+    ceiling-redis)
+        for p in a b; do
+            start "$1-$p" "$bin/ceiling-server" --bind 127.0.0.1:0 --mode redis \
+                --redis-url "$redis_url"
+        done
+        ;;
+    shootout-redis | shootout-pubsub)
+        local layer=redis
+        [ "$1" = shootout-pubsub ] && layer=redis-pubsub
+        for p in a b; do
+            start "$1-$p" "$bin/shootout" --bind 127.0.0.1:0 --layer "$layer" \
+                --redis-url "$redis_url"
+        done
+        ;;
+    esac
+}
+
+# run NAME CONFIG LOADGEN-ARGS...: one loadgen run against fresh servers; the JSON line
+# gets the 1/5/15-minute load average before the run as `loadavg`.
+run() {
+    local name=$1 config=$2
+    shift 2
+    redis-cli -p "$redis_port" flushall >/dev/null
+    servers "$config"
+    local load
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
+    if "$bin/loadgen" "${urls[@]}" "${spids[@]}" --clients "$clients" --mode broadcast \
+        --json-only "$@" >"$out/$name.raw" 2>"$out/$name.lgerr"; then
+        python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).read()); r["loadavg"]=sys.argv[2]; print(json.dumps(r))' \
+            "$out/$name.raw" "$load" >"$out/$name.json"
+    else
+        echo "bench: loadgen failed for $name; see $out/$name.lgerr" >&2
+    fi
+    stop_servers
+    if [ -f "$out/$name.json" ]; then
+        python3 - "$out/$name.json" "$name" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+lad = r.get("ladder")
+# A ladder ends at its first failing step, which may lose: only --max runs must be clean.
+ok = "ladder" if lad else "valid" if r["lost"] == 0 and r["duplicated"] == 0 else "INVALID"
+extra = f"  passes {lad['highest_passing_rate']}/s" if lad else ""
+print(f"{sys.argv[2]:32} {r['deliveries_per_sec']:>11,.0f}/s  cpu/M {r['server_cpu_s_per_m_deliveries']}  "
+      f"lg cpu/M {r['client_cpu_s_per_m_deliveries']}  p99 {r['latency_ms']['p99']:.1f} ms  "
+      f"lost {r['lost']} dup {r['duplicated']}  {ok}  load {r['loadavg']}{extra}", flush=True)
+EOF
+    fi
+}
+
+configs="ceiling-local shootout-memory ceiling-redis shootout-redis shootout-pubsub"
+echo "bench: $(nproc) cores, $clients clients, ${seconds}s, $runs runs, --max $maxes, loadgen procs $procs"
+for max in $maxes; do
+    for i in $(seq "$runs"); do
+        for c in $configs; do
+            run "max$max-$c-$i" "$c" --max "$max" --duration "$seconds" --warmup 2 \
+                --procs "$procs"
+        done
+    done
+done
+if [ -n "$ladder" ]; then
+    for c in $configs; do
+        run "ladder-$c" "$c" --ladder "$ladder" --step-seconds 6 --warmup 1
+    done
+fi
+
+python3 - "$out" "$maxes" "$configs" <<'EOF' | tee "$out/summary.txt"
+import json, pathlib, statistics, sys
 out = pathlib.Path(sys.argv[1])
-r = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
-def line(name, base):
-    run, ref = r[name], r[base]
-    valid = "valid" if run["lost"] == 0 and run["duplicated"] == 0 else "INVALID (lost/duplicated)"
-    print(f"{name:24} {run['deliveries_per_sec']:>12,.0f}/s  {run['deliveries_per_sec'] / ref['deliveries_per_sec']:.2f}x "
-          f"{base}  p99 {run['latency_ms']['p99']:.1f} ms  rss/conn {run.get('rss_per_connection_bytes')}  {valid}")
-line("ceiling-local", "ceiling-local")
-line("shootout-memory", "ceiling-local")
-line("ceiling-redis-2proc", "ceiling-redis-2proc")
-line("shootout-redis-2proc", "ceiling-redis-2proc")
-line("shootout-redis-pubsub-2proc", "ceiling-redis-2proc")
+maxes, configs = sys.argv[2].split(), sys.argv[3].split()
+ceiling = {"ceiling-local": "ceiling-local", "shootout-memory": "ceiling-local",
+           "ceiling-redis": "ceiling-redis", "shootout-redis": "ceiling-redis",
+           "shootout-pubsub": "ceiling-redis"}
+def load(name):
+    p = out / f"{name}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+def med(rows, f):
+    vals = [f(r) for r in rows if f(r) is not None]
+    return statistics.median(vals) if vals else None
+print(f"{'configuration':18} {'max':>4} {'deliveries/s':>13} {'x ceil':>7} {'cpu-s/M':>8} {'x ceil':>7} "
+      f"{'p99 ms':>7} {'x ceil':>7} {'lg cpu-s/M':>10} valid  load avg (1 min) per run")
+for max_ in maxes:
+    medians = {}
+    for c in configs:
+        rows = [load(p.stem) for p in sorted(out.glob(f"max{max_}-{c}-*.json"))]
+        rows = [r for r in rows if r]
+        valid = [r for r in rows if r["lost"] == 0 and r["duplicated"] == 0]
+        medians[c] = dict(
+            d=med(valid, lambda r: r["deliveries_per_sec"]),
+            cpu=med(valid, lambda r: r["server_cpu_s_per_m_deliveries"]),
+            p99=med(valid, lambda r: r["latency_ms"]["p99"]),
+            lg=med(valid, lambda r: r["client_cpu_s_per_m_deliveries"]),
+            n=f"{len(valid)}/{len(rows)}",
+            load=" ".join(r["loadavg"].split()[0] for r in rows))
+    for c in configs:
+        m, b = medians[c], medians[ceiling[c]]
+        def ratio(k, inverse=False):
+            if m[k] is None or not b[k]:
+                return "-"
+            return f"{(b[k] / m[k] if inverse else m[k] / b[k]):.2f}x"
+        fmt = lambda v, f: "-" if v is None else format(v, f)
+        print(f"{c:18} {max_:>4} {fmt(m['d'], ',.0f'):>13} {ratio('d'):>7} {fmt(m['cpu'], '.3f'):>8} "
+              f"{ratio('cpu', True):>7} {fmt(m['p99'], '.1f'):>7} {ratio('p99'):>7} {fmt(m['lg'], '.3f'):>10} "
+              f"{m['n']:>5}  {m['load']}")
+print("x ceil: throughput and p99 as ours/ceiling; cpu-s/M as ceiling/ours (above 1 = cheaper than the ceiling)")
+lad = {c: load(f"ladder-{c}") for c in configs}
+if any(lad.values()):
+    print()
+    print(f"{'ladder':18} {'passes /s':>10} {'x ceil':>7}  first failing step")
+    for c in configs:
+        r = lad[c]
+        if not r:
+            print(f"{c:18} {'-':>10}")
+            continue
+        best = r["ladder"]["highest_passing_rate"]
+        base = (lad[ceiling[c]] or {}).get("ladder", {}).get("highest_passing_rate")
+        fail = [s for s in r["ladder"]["steps"] if not s["passed"]]
+        f = (f"{fail[0]['rate']:.0f}/s: p99 {fail[0]['latency_ms']['p99']:.0f} ms, lost {fail[0]['lost']}"
+             if fail else "none (reached MAX)")
+        ratio = f"{best / base:.2f}x" if best and base else "-"
+        print(f"{c:18} {best or 0:>10.0f} {ratio:>7}  {f}  load {r['loadavg'].split()[0]}")
 EOF

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod ceiling;
+pub mod cpu;
 pub mod error;
 pub mod load;
 pub mod nofile;

@@ -14,11 +14,12 @@
 //!     --clients 1000 --mode broadcast --rate 40 --duration 10
 //! ```
 
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use loadgen::load::{self, LoadConfig, Mode, Pace};
+use loadgen::load::{self, LadderSpec, LoadConfig, Mode, Pace, Senders};
 use tracing_subscriber::EnvFilter;
 
 /// Load generator for the websocket-shootout protocol; prints one JSON line.
@@ -41,8 +42,36 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Mode::Broadcast)]
     mode: Mode,
     /// Frames per second over all clients.
-    #[arg(long, conflicts_with = "max")]
+    #[arg(long, conflicts_with_all = ["max", "idle", "ladder"])]
     rate: Option<f64>,
+    /// Idle probe: connect, read server RSS, send one broadcast, wait until everyone has it,
+    /// read RSS again (`latency_ms.max` is the time it took to reach everyone).
+    #[arg(long, conflicts_with_all = ["max", "ladder"])]
+    idle: bool,
+    /// Ladder of broadcast rates START,STEP,MAX: each step runs --step-seconds and passes with
+    /// p99 under --ladder-p99-ms and nothing lost; reports the highest passing rate.
+    #[arg(long, value_name = "START,STEP,MAX", conflicts_with = "max")]
+    ladder: Option<String>,
+    /// Seconds per ladder step.
+    #[arg(long, default_value_t = 6.0)]
+    step_seconds: f64,
+    /// A ladder step passes with a p99 latency below this many milliseconds.
+    #[arg(long, default_value_t = 250.0)]
+    ladder_p99_ms: f64,
+    /// Load generator processes: this one spawns N children with a share of the clients
+    /// each, and merges their results (broadcasts from any child count for every client).
+    #[arg(long, default_value_t = 1)]
+    procs: usize,
+    /// Local address to connect from (repeatable; round-robin over clients), e.g. several
+    /// 127.0.0.x so that 100,000 connections do not run out of ports.
+    #[arg(long = "source-ip")]
+    source_ips: Vec<IpAddr>,
+    /// Index of the first client (set by a multi-process parent for its children).
+    #[arg(long, default_value_t = 0, hide = true)]
+    first_client: usize,
+    /// BASE,INDEX,COUNT: run as child INDEX of a multi-process run (set by the parent).
+    #[arg(long, hide = true)]
+    child: Option<String>,
     /// As fast as possible with at most this many frames in flight [default: 16].
     #[arg(long)]
     max: Option<u64>,
@@ -74,12 +103,64 @@ fn seconds(name: &str, secs: f64) -> Result<Duration, String> {
         .map_err(|_| format!("--{name} must be a non-negative number of seconds"))
 }
 
-fn config(args: Args) -> Result<LoadConfig, String> {
+fn numbers<const N: usize>(flag: &str, text: &str) -> Result<[f64; N], String> {
+    let parts: Vec<&str> = text.split(',').collect();
+    let bad = || format!("--{flag} takes {N} comma-separated numbers, got `{text}`");
+    if parts.len() != N {
+        return Err(bad());
+    }
+    let mut out = [0.0; N];
+    for (slot, part) in out.iter_mut().zip(parts) {
+        *slot = part.trim().parse().map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+fn ladder(args: &Args) -> Result<Option<LadderSpec>, String> {
+    let Some(text) = &args.ladder else {
+        return Ok(None);
+    };
+    let [start, step, max] = numbers::<3>("ladder", text)?;
+    Ok(Some(LadderSpec {
+        start,
+        step,
+        max,
+        step_time: seconds("step-seconds", args.step_seconds)?,
+        p99_limit: seconds("ladder-p99-ms", args.ladder_p99_ms / 1000.0)?,
+    }))
+}
+
+fn child(args: &Args) -> Result<Option<Senders>, String> {
+    let Some(text) = &args.child else {
+        return Ok(None);
+    };
+    let bad = || format!("--child takes BASE,INDEX,COUNT, got `{text}`");
+    let parts: Vec<u64> = text
+        .split(',')
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let [base, index, count] = parts[..] else {
+        return Err(bad());
+    };
+    let (index, count) = (
+        usize::try_from(index).map_err(|_| bad())?,
+        usize::try_from(count).map_err(|_| bad())?,
+    );
+    if index >= count {
+        return Err(bad());
+    }
+    Ok(Some(Senders { base, index, count }))
+}
+
+fn config(args: Args) -> Result<(LoadConfig, Option<Senders>), String> {
     let pace = match (args.rate, args.max) {
+        _ if args.idle => Pace::Once,
         (Some(rate), _) => Pace::Rate(rate),
         (None, max) => Pace::Max(max.unwrap_or(16)),
     };
-    Ok(LoadConfig {
+    let ladder = ladder(&args)?;
+    let child = child(&args)?;
+    let config = LoadConfig {
         command: shell_words(std::env::args()),
         urls: args.urls,
         clients: args.clients,
@@ -92,8 +173,13 @@ fn config(args: Args) -> Result<LoadConfig, String> {
         drain: seconds("drain", args.drain)?,
         payload_bytes: args.payload_bytes,
         pids: args.pids,
+        source_ips: args.source_ips,
+        procs: args.procs,
+        first_client: args.first_client,
+        ladder,
         allow_remote: args.allow_remote,
-    })
+    };
+    Ok((config, child))
 }
 
 /// Joins argv, quoting the words a shell would split.
@@ -126,13 +212,19 @@ async fn main() -> ExitCode {
         Ok(limit) => tracing::info!(limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
-    let config = match config(args) {
+    let (config, child) = match config(args) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("loadgen: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(senders) = child {
+        return match load::run_child(config, senders).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
+    }
     match load::run(config).await {
         Ok(report) => match serde_json::to_string(&report) {
             Ok(line) => {
@@ -144,14 +236,16 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
-                source = cause.source();
-            }
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(&e),
     }
+}
+
+fn fail(e: &loadgen::LoadError) -> ExitCode {
+    eprintln!("loadgen: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+    ExitCode::FAILURE
 }

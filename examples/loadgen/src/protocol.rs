@@ -52,9 +52,58 @@ pub struct Incoming {
 
 impl Incoming {
     /// Parses a text frame; `None` when it is not a shootout frame carrying our payload shape.
+    ///
+    /// The frame the load generator wrote comes back byte for byte from a server that splices
+    /// the payload (as the shootout servers do), so [`Incoming::scan`] reads it without a JSON
+    /// parser; any other spelling of the same JSON falls back to `serde_json`.
     pub fn parse(text: &str) -> Option<Self> {
-        serde_json::from_str(text).ok()
+        Self::scan(text).or_else(|| serde_json::from_str(text).ok())
     }
+
+    /// Reads a frame in exactly the layout [`client_frame`] writes, slicing the three numbers
+    /// out and checking the padding, with no allocation; `None` for any other layout.
+    pub fn scan(text: &str) -> Option<Self> {
+        let rest = text.strip_prefix("{\"type\":\"")?;
+        let (kind, rest) = rest.split_once('"')?;
+        let kind = match kind {
+            "broadcast" => Kind::Broadcast,
+            "broadcastResult" => Kind::BroadcastResult,
+            "echo" => Kind::Echo,
+            _ => return None,
+        };
+        let rest = rest.strip_prefix(",\"payload\":{\"r\":")?;
+        let (r, rest) = scan_u64(rest)?;
+        let (k, rest) = scan_u64(rest.strip_prefix(",\"k\":")?)?;
+        let (t, rest) = scan_u64(rest.strip_prefix(",\"t\":")?)?;
+        let rest = rest.strip_prefix(",\"w\":")?;
+        let (w, rest) = if let Some(rest) = rest.strip_prefix("true") {
+            (true, rest)
+        } else {
+            (false, rest.strip_prefix("false")?)
+        };
+        let pad = rest.strip_prefix(",\"p\":\"")?.strip_suffix("\"}}")?;
+        if pad.bytes().any(|b| b == b'"' || b == b'\\') {
+            return None;
+        }
+        Some(Self {
+            kind,
+            payload: Some(Payload { r, k, t, w }),
+        })
+    }
+}
+
+/// Reads the decimal digits at the start of `text` (a `u64` has at most 20; overflow is `None`).
+fn scan_u64(text: &str) -> Option<(u64, &str)> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 || digits > 20 || (digits > 1 && text.starts_with('0')) {
+        return None;
+    }
+    let (number, rest) = text.split_at(digits);
+    let mut value = 0u64;
+    for d in number.bytes() {
+        value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some((value, rest))
 }
 
 /// Builds the text of a `{"type":kind,"payload":{...}}` frame from the load generator.
@@ -128,6 +177,39 @@ mod tests {
             let parsed = Incoming::parse(&text).expect("parses");
             assert_eq!(parsed.kind, Kind::Broadcast);
             assert_eq!(parsed.payload, Some(payload.clone()));
+        }
+    }
+
+    #[test]
+    fn scan_agrees_with_serde_and_declines_other_layouts() {
+        for (kind, r, k, t, w) in [
+            ("broadcast", 0, 0, 0, false),
+            ("broadcastResult", u64::MAX, 7, 123, true),
+            ("echo", 18_446_744_073_709, 1 << 40, 9, false),
+        ] {
+            let payload = Payload { r, k, t, w };
+            let text = client_frame(kind, &payload, 80);
+            let scanned = Incoming::scan(&text).expect("our own layout scans");
+            let parsed: Incoming = serde_json::from_str(&text).expect("valid json");
+            assert_eq!(scanned.kind, parsed.kind);
+            assert_eq!(scanned.payload, parsed.payload);
+        }
+        // Same JSON, other spelling: the scan declines, the parse falls back to serde.
+        let spaced = r#"{"type": "broadcast", "payload": {"r": 1, "k": 2, "t": 3}}"#;
+        assert!(Incoming::scan(spaced).is_none());
+        let parsed = Incoming::parse(spaced).expect("serde fallback");
+        assert_eq!(
+            parsed.payload.map(|p| (p.r, p.k, p.t, p.w)),
+            Some((1, 2, 3, false))
+        );
+        for bad in [
+            r#"{"type":"broadcast","payload":{"r":01,"k":2,"t":3,"w":false,"p":""}}"#,
+            r#"{"type":"broadcast","payload":{"r":1,"k":2,"t":3,"w":false,"p":"a"b"}}"#,
+            r#"{"type":"broadcast","payload":{"r":99999999999999999999,"k":2,"t":3,"w":false,"p":""}}"#,
+            r#"{"type":"other","payload":{"r":1,"k":2,"t":3,"w":false,"p":""}}"#,
+            r#"{"type":"broadcast","payload":{"r":1,"k":2,"t":3,"w":false,"p":""}"#,
+        ] {
+            assert!(Incoming::scan(bad).is_none(), "{bad}");
         }
     }
 

@@ -1,10 +1,10 @@
 //! The one JSON line a load run prints.
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Delivery latency percentiles in milliseconds (from the payload's send time to its arrival).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencyMs {
     /// Median.
     pub p50: f64,
@@ -32,6 +32,44 @@ impl LatencyMs {
     }
 }
 
+/// One rung of a ladder run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LadderStep {
+    /// Broadcasts per second asked for.
+    pub rate: f64,
+    /// Broadcasts sent in the step.
+    pub sent: u64,
+    /// Broadcasts per second achieved.
+    pub broadcasts_per_sec: f64,
+    /// `sent × clients`.
+    pub expected: u64,
+    /// Distinct deliveries that arrived (by the end of the step's drain).
+    pub received: u64,
+    /// `expected - received`.
+    pub lost: u64,
+    /// Extra copies.
+    pub duplicated: u64,
+    /// The step's latency percentiles.
+    pub latency_ms: LatencyMs,
+    /// Deliveries per second over the step.
+    pub deliveries_per_sec: f64,
+    /// p99 under the limit, nothing lost, nothing duplicated.
+    pub passed: bool,
+}
+
+/// The ladder part of a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LadderReport {
+    /// A step passes with a p99 below this (milliseconds).
+    pub p99_limit_ms: f64,
+    /// Seconds per step.
+    pub step_s: f64,
+    /// The highest rate whose step (and every step before it) passed.
+    pub highest_passing_rate: Option<f64>,
+    /// Every step run, up to and including the first that failed.
+    pub steps: Vec<LadderStep>,
+}
+
 /// The result of one load run; printed as exactly one JSON line.
 ///
 /// A run is valid only when `lost` and `duplicated` are both zero.
@@ -39,6 +77,8 @@ impl LatencyMs {
 pub struct Report {
     /// `echo` or `broadcast`.
     pub mode: &'static str,
+    /// Load generator processes that ran the clients.
+    pub procs: u64,
     /// Clients that connected.
     pub clients: u64,
     /// Clients that were asked for.
@@ -61,18 +101,35 @@ pub struct Report {
     pub broadcast_results: u64,
     /// Frames that were not ours or made no sense (unknown type, unknown key, other runs).
     pub unexpected: u64,
-    /// Delivery latency percentiles.
+    /// Delivery latency percentiles (in idle mode, `max` is the time the one broadcast took
+    /// to reach every client).
     pub latency_ms: LatencyMs,
     /// `received` per second over the measured window (until the last delivery).
     pub deliveries_per_sec: f64,
     /// `sent` per second over the send window (echoes per second in echo mode).
     pub broadcasts_per_sec: f64,
-    /// Server RSS growth per connected client in bytes, when `--pid` was given.
+    /// CPU seconds (user + system) the `--pid` processes used over the measured window.
+    pub server_cpu_s: Option<f64>,
+    /// `server_cpu_s` per million received deliveries: the server's cost per delivery, which
+    /// does not depend on how fast the load generator is.
+    pub server_cpu_s_per_m_deliveries: Option<f64>,
+    /// CPU seconds the load generator processes used over the measured window.
+    pub client_cpu_s: f64,
+    /// `client_cpu_s` per million received deliveries.
+    pub client_cpu_s_per_m_deliveries: Option<f64>,
+    /// Server RSS growth per connected client in bytes before any traffic, when `--pid` was given.
     pub rss_per_connection_bytes: Option<i64>,
+    /// Server RSS growth per connected client in bytes after the traffic (in idle mode: after
+    /// the one broadcast), when `--pid` was given.
+    pub rss_per_connection_after_traffic_bytes: Option<i64>,
     /// Summed server RSS before connecting, when `--pid` was given.
     pub rss_before_bytes: Option<u64>,
     /// Summed server RSS with all clients connected, when `--pid` was given.
     pub rss_after_bytes: Option<u64>,
+    /// Summed server RSS after the traffic, when `--pid` was given.
+    pub rss_after_traffic_bytes: Option<u64>,
+    /// The ladder's steps, in ladder mode.
+    pub ladder: Option<LadderReport>,
     /// Length of the measured send window in seconds.
     pub duration_s: f64,
     /// Seconds taken to connect all clients.

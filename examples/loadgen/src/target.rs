@@ -6,7 +6,8 @@ use tokio_tungstenite::tungstenite::http::Uri;
 
 use crate::LoadError;
 
-/// Checks that `url` is a `ws://` or `wss://` URL whose host is on this machine.
+/// Checks that `url` is a `ws://` URL whose host is on this machine (the clients open plain
+/// TCP connections themselves, to choose their source address; TLS is not measured here).
 ///
 /// Loopback means `localhost`, `127.0.0.0/8` or `::1`. With `allow_remote` any host passes.
 ///
@@ -20,8 +21,8 @@ pub fn check_target(url: &str, allow_remote: bool) -> Result<(), LoadError> {
     };
     let uri: Uri = url.parse().map_err(|_| invalid("cannot parse"))?;
     match uri.scheme_str() {
-        Some("ws" | "wss") => {}
-        _ => return Err(invalid("scheme must be ws:// or wss://")),
+        Some("ws") => {}
+        _ => return Err(invalid("scheme must be ws://")),
     }
     let host = uri.host().ok_or_else(|| invalid("no host"))?;
     if allow_remote || is_loopback_host(host) {
@@ -71,6 +72,10 @@ mod tests {
         assert!(check_target("ws://example.com/ws", true).is_ok());
         assert!(matches!(
             check_target("http://127.0.0.1/ws", false),
+            Err(LoadError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            check_target("wss://127.0.0.1/ws", false),
             Err(LoadError::InvalidUrl { .. })
         ));
         assert!(matches!(

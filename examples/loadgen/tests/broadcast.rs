@@ -54,6 +54,24 @@ fn every_broadcast_reaches_every_client_once() {
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{report}");
     assert!(report["deliveries_per_sec"].as_f64().expect("rate") > 0.0);
     assert!(report["rss_per_connection_bytes"].is_i64(), "{report}");
+    // CPU per delivery: the server's (from /proc/<pid>/stat) and the load generator's own.
+    let server_cpu = report["server_cpu_s"].as_f64().expect("server cpu");
+    assert!(server_cpu > 0.0, "{report}");
+    let per_m = report["server_cpu_s_per_m_deliveries"]
+        .as_f64()
+        .expect("cpu per million");
+    let received = field(&report, "received") as f64;
+    assert!(
+        (per_m - server_cpu * 1e6 / received).abs() < 0.01,
+        "{report}"
+    );
+    assert!(
+        report["client_cpu_s_per_m_deliveries"]
+            .as_f64()
+            .expect("client cpu")
+            > 0.0,
+        "{report}"
+    );
     assert!(
         report["command"]
             .as_str()

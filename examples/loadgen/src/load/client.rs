@@ -1,28 +1,38 @@
 //! One simulated client: a task that owns its socket, writes what the driver asks and checks
 //! every frame that arrives.
+//!
+//! The receive path is the load generator's hot loop (one pass per delivery, a million times a
+//! second): it scans the frame in place ([`Incoming::parse`] slices the fixed layout, no JSON
+//! tree, no allocation), updates plain single-writer counters, and batches latency samples.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::timeout;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
 use super::Mode;
-use super::stats::{ClientStats, LatencyBuffer, Seen, Shared};
+use super::stats::{ClientCounters, LatencyBuffer, Seen, Shared};
 use crate::protocol::{Incoming, Kind, Payload, client_frame};
 
-/// What the driver asks a client to write.
+/// What the driver asks a client to do.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Command {
     /// Send broadcast number `id`.
     Broadcast { id: u64, warm: bool },
     /// Send the next echo of this client's own sequence.
     Echo { warm: bool },
+    /// Hand the buffered latency samples to the shared histogram and count the flush.
+    Flush,
 }
 
 /// How long a client waits for the server's reply to its close frame.
@@ -36,51 +46,84 @@ const READ_BUFFER: usize = 4096;
 pub(crate) struct ClientTask {
     pub(crate) index: usize,
     pub(crate) url: String,
+    /// Local address to connect from (spreads ports over several 127.0.0.x).
+    pub(crate) source_ip: Option<IpAddr>,
     pub(crate) shared: Arc<Shared>,
+    pub(crate) counters: Arc<ClientCounters>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) connect_permits: Arc<Semaphore>,
     pub(crate) connect_timeout: Duration,
 }
 
+type Socket = WebSocketStream<TcpStream>;
+
+/// Opens the TCP connection (from `source_ip` when given) and runs the WebSocket handshake.
+async fn connect(url: &str, source_ip: Option<IpAddr>) -> Result<Socket, String> {
+    let uri: Uri = url.parse().map_err(|e| format!("bad url: {e}"))?;
+    let host = uri.host().ok_or("url has no host")?;
+    let port = uri.port_u16().unwrap_or(80);
+    let addr = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| format!("resolve: {e}"))?
+        .next()
+        .ok_or("host resolves to nothing")?;
+    let stream = match source_ip {
+        None => TcpStream::connect(addr).await,
+        Some(ip) => {
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()
+            } else {
+                TcpSocket::new_v6()
+            }
+            .map_err(|e| format!("socket: {e}"))?;
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .map_err(|e| format!("bind {ip}: {e}"))?;
+            socket.connect(addr).await
+        }
+    }
+    .map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("nodelay: {e}"))?;
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let (ws, _response) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    Ok(ws)
+}
+
 impl ClientTask {
     /// Connects, then serves commands and incoming frames until the driver says stop.
-    pub(crate) async fn run(mut self) -> ClientStats {
-        let mut stats = ClientStats::default();
+    pub(crate) async fn run(mut self) {
         let connected = {
             // The permit bounds concurrent handshakes; it is released once connected.
             let _permit = self.connect_permits.acquire().await;
-            timeout(
-                self.connect_timeout,
-                tokio_tungstenite::connect_async_with_config(
-                    self.url.as_str(),
-                    Some(WebSocketConfig::default().read_buffer_size(READ_BUFFER)),
-                    true,
-                ),
-            )
-            .await
+            timeout(self.connect_timeout, connect(&self.url, self.source_ip)).await
         };
         self.shared.connect_finished.fetch_add(1, Ordering::Release);
         let mut ws = match connected {
-            Ok(Ok((ws, _response))) => ws,
+            Ok(Ok(ws)) => ws,
             Ok(Err(e)) => {
                 tracing::debug!(client = self.index, error = %e, "connect failed");
-                return stats;
+                return;
             }
             Err(_) => {
                 tracing::debug!(client = self.index, "connect timed out");
-                return stats;
+                return;
             }
         };
         self.shared.connected.fetch_add(1, Ordering::Release);
-        stats.connected = true;
 
         let mut checker = Checker {
             shared: &self.shared,
-            seen: Seen::default(),
+            counters: &self.counters,
+            seen: (0..self.shared.senders.count)
+                .map(|_| Seen::default())
+                .collect(),
             latency: LatencyBuffer::new(self.index),
             echo_seq: 0,
-            stats: &mut stats,
         };
         let mut open = true;
         while open {
@@ -89,10 +132,10 @@ impl ClientTask {
                 _ = self.stop.changed() => break,
                 command = self.commands.recv() => {
                     let Some(command) = command else { break };
-                    let frame = checker.frame_for(command);
+                    let Some((frame, warm)) = checker.frame_for(command) else { continue };
                     open = ws.send(Message::Text(frame.into())).await.is_ok();
-                    if open && !command_is_warm(command) {
-                        checker.stats.sent += 1;
+                    if open && !warm {
+                        checker.counters.sent.incr(1);
                     }
                 }
                 message = ws.next() => match message {
@@ -102,8 +145,11 @@ impl ClientTask {
                 },
             }
         }
-        checker.latency.flush(&self.shared);
-        drop(checker);
+        if !open {
+            // Counted now: a client still closing when the run ends was not disconnected.
+            self.counters.disconnected.incr(1);
+        }
+        checker.finish();
         if open {
             let close = CloseFrame {
                 code: CloseCode::Normal,
@@ -111,33 +157,24 @@ impl ClientTask {
             };
             // The run is over either way; a server that does not answer is not our problem.
             let _closed = timeout(CLOSE_TIMEOUT, ws.close(Some(close))).await;
-        } else {
-            stats.disconnected = true;
         }
-        stats
-    }
-}
-
-fn command_is_warm(command: Command) -> bool {
-    match command {
-        Command::Broadcast { warm, .. } | Command::Echo { warm } => warm,
     }
 }
 
 /// Builds this client's frames and checks the ones that arrive.
 struct Checker<'a> {
     shared: &'a Shared,
-    seen: Seen,
+    counters: &'a ClientCounters,
+    /// Keys seen, per sending process.
+    seen: Box<[Seen]>,
     latency: LatencyBuffer,
     /// Measured echoes sent so far; echo keys at or above it are unexpected.
     echo_seq: u64,
-    stats: &'a mut ClientStats,
 }
 
 impl Checker<'_> {
-    fn frame_for(&mut self, command: Command) -> String {
-        let t = self.shared.now_us();
-        let r = self.shared.run_id;
+    /// The frame a command writes and whether it is warm-up; `None` for a flush.
+    fn frame_for(&mut self, command: Command) -> Option<(String, bool)> {
         let (kind, k, w) = match command {
             Command::Broadcast { id, warm } => ("broadcast", id, warm),
             Command::Echo { warm: true } => ("echo", 0, true),
@@ -145,8 +182,19 @@ impl Checker<'_> {
                 self.echo_seq += 1;
                 ("echo", self.echo_seq - 1, false)
             }
+            Command::Flush => {
+                self.latency.flush(self.shared);
+                self.shared.flushed.fetch_add(1, Ordering::Release);
+                return None;
+            }
         };
-        client_frame(kind, &Payload { r, k, t, w }, self.shared.payload_bytes)
+        let payload = Payload {
+            r: self.shared.run_id(),
+            k,
+            t: self.shared.now_us(),
+            w,
+        };
+        Some((client_frame(kind, &payload, self.shared.payload_bytes), w))
     }
 
     fn check(&mut self, text: &str) {
@@ -155,41 +203,56 @@ impl Checker<'_> {
             payload: Some(payload),
         }) = Incoming::parse(text)
         else {
-            self.stats.unexpected += 1;
+            self.counters.unexpected.incr(1);
             return;
         };
-        if payload.r != self.shared.run_id {
-            self.stats.unexpected += 1;
+        let Some(sender) = self.shared.senders.index_of(payload.r) else {
+            self.counters.unexpected.incr(1);
             return;
-        }
+        };
+        let own = sender == self.shared.senders.index;
         let limit = match (kind, self.shared.mode) {
+            // Another process's issued count is not known here until the end (`finish`).
+            (Kind::Broadcast, Mode::Broadcast) if !own => u64::MAX,
             (Kind::Broadcast, Mode::Broadcast) => self.shared.issued_ids.load(Ordering::Acquire),
-            (Kind::Echo, Mode::Echo) => self.echo_seq,
-            (Kind::BroadcastResult, Mode::Broadcast) => {
+            (Kind::Echo, Mode::Echo) if own => self.echo_seq,
+            (Kind::BroadcastResult, Mode::Broadcast) if own => {
                 if !payload.w {
-                    self.stats.results += 1;
+                    self.counters.results.incr(1);
                 }
                 return;
             }
             _ => {
-                self.stats.unexpected += 1;
+                self.counters.unexpected.incr(1);
                 return;
             }
         };
-        self.shared.count_arrival();
+        self.shared.count_arrival(sender);
         if payload.w {
             return;
         }
         if payload.k >= limit {
-            self.stats.unexpected += 1;
-        } else if self.seen.insert(payload.k) {
+            self.counters.unexpected.incr(1);
+        } else if self.seen[sender].insert(payload.k) {
             let now = self.shared.now_us();
-            self.stats.received += 1;
-            self.stats.last_delivery_us = now;
+            self.counters.received.incr(1);
+            self.counters.last_delivery_us.set_max(now);
             self.latency
                 .record(self.shared, now.saturating_sub(payload.t));
         } else {
-            self.stats.duplicated += 1;
+            self.counters.duplicated.incr(1);
+        }
+    }
+
+    /// Flushes latency samples and moves keys no sender issued from `received` to `unexpected`.
+    fn finish(&mut self) {
+        self.latency.flush(self.shared);
+        if let Some(limits) = self.shared.final_limits.get() {
+            for (seen, limit) in self.seen.iter().zip(limits) {
+                let bogus = seen.count_from(*limit);
+                self.counters.received.decr(bogus);
+                self.counters.unexpected.incr(bogus);
+            }
         }
     }
 }

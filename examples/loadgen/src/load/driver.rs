@@ -44,17 +44,14 @@ impl Driver {
         }
     }
 
-    /// Arrivals the issued commands should produce.
-    pub(crate) fn expected_arrivals(&self) -> u64 {
-        match self.shared.mode {
-            Mode::Echo => self.issued,
-            Mode::Broadcast => self.issued * self.shared.clients.load(Ordering::Acquire),
-        }
+    /// Changes the pace for the next `drive` (ladder steps).
+    pub(crate) fn set_pace(&mut self, pace: Pace) {
+        self.pace = pace;
     }
 
     /// Frames issued but not yet fully delivered.
     fn in_flight(&self) -> u64 {
-        let arrivals = self.shared.arrivals.load(Ordering::Acquire);
+        let arrivals = self.shared.own_arrivals();
         let completed = match self.shared.mode {
             Mode::Echo => arrivals,
             Mode::Broadcast => arrivals / self.shared.clients.load(Ordering::Acquire).max(1),
@@ -67,6 +64,37 @@ impl Driver {
         match self.pace {
             Pace::Rate(per_sec) => self.drive_rate(per_sec, warm, until).await,
             Pace::Max(bound) => self.drive_max(bound, warm, until).await,
+            Pace::Once => {
+                if self.shared.senders.index == 0 && self.issued == 0 {
+                    self.issue(warm);
+                }
+            }
+        }
+    }
+
+    /// Commands handed to clients so far, warm-up included (the ids this process issued).
+    pub(crate) fn issued(&self) -> u64 {
+        self.issued
+    }
+
+    /// Asks every client to flush its latency samples and waits (at most `limit`) until those
+    /// that got the request have done so.
+    pub(crate) async fn flush_clients(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let before = self.shared.flushed.load(Ordering::Acquire);
+        let mut asked = 0u64;
+        for client in &self.clients {
+            if matches!(
+                tokio::time::timeout_at(deadline, client.send(Command::Flush)).await,
+                Ok(Ok(()))
+            ) {
+                asked += 1;
+            }
+        }
+        while self.shared.flushed.load(Ordering::Acquire) - before < asked
+            && tokio::time::Instant::now() < deadline
+        {
+            sleep(TICK).await;
         }
     }
 
