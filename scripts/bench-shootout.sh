@@ -16,9 +16,10 @@
 # then run 2 of each, ...), and the median of each figure. A run that lost or duplicated
 # a delivery is INVALID: it is printed, counted, and left out of the medians. Then a
 # ladder (LADDER=START,STEP,MAX broadcasts/s, 6 s steps, pass = p99 < 250 ms and nothing
-# lost) per configuration.
+# lost) per configuration. And RUNS runs at a fixed RATE broadcasts/s (40) for latency:
+# median p50/p99 and the p99 ratio.
 #
-# Environment: CLIENTS (1000) DURATION (10 s) RUNS (3) MAXES ("16 64") LADDER
+# Environment: CLIENTS (1000) DURATION (10 s) RUNS (3) MAXES ("16 64") RATE (40; empty skips) LADDER
 # ("100,100,3000"; empty skips the ladders; MAXES="" runs only the ladders) PROCS (1: loadgen processes for the --max
 # runs). Loopback only; every process it starts is killed on exit; the one redis-server
 # is private, on a free port. Results: target/bench-shootout/*.json and summary.txt.
@@ -30,6 +31,7 @@ seconds=${DURATION:-10}
 runs=${RUNS:-3}
 maxes=${MAXES-16 64}
 ladder=${LADDER-100,100,3000}
+rate=${RATE-40}
 procs=${PROCS:-1}
 out=target/bench-shootout
 rm -rf "$out"
@@ -158,13 +160,20 @@ for max in $maxes; do
         done
     done
 done
+if [ -n "$rate" ]; then
+    for i in $(seq "$runs"); do
+        for c in $configs; do
+            run "rate$rate-$c-$i" "$c" --rate "$rate" --duration "$seconds" --warmup 2
+        done
+    done
+fi
 if [ -n "$ladder" ]; then
     for c in $configs; do
         run "ladder-$c" "$c" --ladder "$ladder" --step-seconds 6 --warmup 1
     done
 fi
 
-python3 - "$out" "$maxes" "$configs" <<'EOF' | tee "$out/summary.txt"
+python3 - "$out" "$maxes" "$configs" "$rate" <<'EOF' | tee "$out/summary.txt"
 import json, pathlib, statistics, sys
 out = pathlib.Path(sys.argv[1])
 maxes, configs = sys.argv[2].split(), sys.argv[3].split()
@@ -203,6 +212,22 @@ for max_ in maxes:
               f"{ratio('cpu', True):>7} {fmt(m['p99'], '.1f'):>7} {ratio('p99'):>7} {fmt(m['lg'], '.3f'):>10} "
               f"{m['n']:>5}  {m['load']}")
 print("x ceil: throughput and p99 as ours/ceiling; cpu-s/M as ceiling/ours (above 1 = cheaper than the ceiling)")
+rate = sys.argv[4] if len(sys.argv) > 4 else ""
+if rate:
+    print()
+    print(f"{'at ' + rate + ' broadcasts/s':18} {'p50 ms':>8} {'p99 ms':>8} {'x ceil':>7} valid")
+    p99s = {}
+    for c in configs:
+        rows = [r for r in (load(p.stem) for p in sorted(out.glob(f"rate{rate}-{c}-*.json"))) if r]
+        valid = [r for r in rows if r["lost"] == 0 and r["duplicated"] == 0]
+        p99s[c] = (med(valid, lambda r: r["latency_ms"]["p50"]), med(valid, lambda r: r["latency_ms"]["p99"]),
+                   f"{len(valid)}/{len(rows)}")
+    for c in configs:
+        p50, p99, n = p99s[c]
+        base = p99s[ceiling[c]][1]
+        ratio = f"{p99 / base:.2f}x" if p99 and base else "-"
+        fmt = lambda v: "-" if v is None else f"{v:.1f}"
+        print(f"{c:18} {fmt(p50):>8} {fmt(p99):>8} {ratio:>7} {n:>5}")
 lad = {c: load(f"ladder-{c}") for c in configs}
 if any(lad.values()):
     print()

@@ -262,10 +262,6 @@ async fn redis_sigkill_and_an_empty_restart_lose_nothing_accepted_after_it_retur
 }
 
 #[tokio::test]
-#[ignore = "issue 13 (item 5, pub/sub): after an empty restart, publishes answered 202 \
-            reach nobody until the subscriber connection has subscribed again: 8 to 23 \
-            lost in 3 of 4 runs, accepted 0 to 800 ms after the restart, no error to \
-            the publisher"]
 async fn redis_pubsub_sigkill_and_an_empty_restart_lose_nothing_accepted_after_it_returns() {
     let _turn = server::exclusive();
     sigkill_and_restart("redis-pubsub").await;

@@ -36,11 +36,11 @@ pub(crate) fn init(format: LogFormat) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only on a terminal, so piped logs stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let mut layers: Vec<Box<dyn Layer<Filtered> + Send + Sync>> = Vec::new();
-    layers.push(match format {
+    #[allow(unused_mut)] // pushed to with the `otel` feature only
+    let mut layers: Vec<Box<dyn Layer<Filtered> + Send + Sync>> = vec![match format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_ansi(ansi).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
-    });
+    }];
     #[allow(unused_mut)] // mutated with the `otel` feature only
     let mut telemetry = Telemetry::default();
     #[cfg(feature = "otel")]

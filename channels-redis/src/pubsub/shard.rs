@@ -55,6 +55,8 @@ pub(super) struct Endpoint {
     /// Whether the worker has a connection with every wanted topic
     /// subscribed.
     up: AtomicBool,
+    /// Woken when the link comes up.
+    came_up: tokio::sync::Notify,
     /// Why the worker's last connect failed, while it has no link (shown
     /// when a SUBSCRIBE gives up waiting).
     failure: Mutex<Option<Arc<str>>>,
@@ -90,6 +92,24 @@ impl Endpoint {
             lock(&self.failure).take();
         }
         self.up.store(up, Ordering::Release);
+        if up {
+            self.came_up.notify_waiters();
+        }
+    }
+
+    /// Waits at most `wait` for the subscriber link to be up; returns
+    /// whether it is.
+    async fn wait_up(&self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let came_up = self.came_up.notified();
+            if self.is_up() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, came_up).await.is_err() {
+                return self.is_up();
+            }
+        }
     }
 
     /// Records why connecting failed.
@@ -128,6 +148,7 @@ impl Shard {
                 target,
                 timeouts,
                 up: AtomicBool::new(false),
+                came_up: tokio::sync::Notify::new(),
                 failure: Mutex::new(None),
             }),
             publisher: Mutex::new(None),
@@ -280,6 +301,31 @@ impl Shard {
     /// `PUBLISH topic payload`. A connection found broken is replaced and
     /// the command tried once more (it cannot have reached the server).
     pub(super) async fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), LayerError> {
+        // This process subscribes here and its link is down (Redis went
+        // away, or came back and the worker is still resubscribing): a
+        // PUBLISH now would reach none of this process's subscribers and
+        // still succeed. Wait for the link, or fail loudly.
+        if !self.endpoint.is_up() && lock(&self.worker).is_some() {
+            // Redis itself away: fail at once, as any command would.
+            let mut connection = self.publisher().await?;
+            let pinged: redis::RedisResult<()> =
+                redis::cmd("PING").query_async(&mut connection).await;
+            if let Err(error) = pinged {
+                *lock(&self.publisher) = None;
+                return Err(ShardError::backend("PING", &self.endpoint.host, error));
+            }
+            if !self
+                .endpoint
+                .wait_up(self.endpoint.timeouts.link_wait)
+                .await
+            {
+                return Err(ShardError::backend(
+                    format!("PUBLISH to `{topic}`"),
+                    &self.endpoint.host,
+                    "this process's subscriber connection is still down; the message was not sent",
+                ));
+            }
+        }
         let mut retried = false;
         loop {
             let mut connection = self.publisher().await?;
