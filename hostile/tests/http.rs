@@ -146,9 +146,10 @@ async fn sigterm_with_a_stuck_partial_head_exits_within_the_drain_timeout() {
     let (status, _, _keepalive, _) = http_head(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
+    // Answered on connections accepted after the stuck one: the server
+    // holds the partial head's connection by now (the listener accepts in
+    // order).
     assert_eq!(status, 200);
-    // The server has seen the partial head.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     process.sigterm();
     let exited = process.wait(Duration::from_secs(4));

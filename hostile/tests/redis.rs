@@ -140,6 +140,21 @@ async fn start_layer(redis: &RedisServer, layer: &str) -> Run {
 }
 
 impl Run {
+    /// Waits until every reader has received at least `count` messages:
+    /// traffic is flowing before the fault.
+    async fn wait_flowing(&self, count: usize) {
+        let seen = self.seen.clone();
+        let flowing = server::eventually(Duration::from_secs(10), || {
+            let done = seen.iter().all(|set| set.lock().unwrap().len() >= count);
+            async move { done }
+        })
+        .await;
+        assert!(
+            flowing,
+            "readers did not get {count} messages each before the fault"
+        );
+    }
+
     /// Publishes for `after` more, stops, waits for deliveries to settle,
     /// and returns every publish.
     async fn finish(&mut self, after: Duration) -> Vec<Sent> {
@@ -208,7 +223,7 @@ async fn sigkill_and_restart(layer: &str) {
     let mut redis = RedisServer::start().unwrap();
     let mut run = start_layer(&redis, layer).await;
     let origin = Instant::now();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    run.wait_flowing(20).await;
     let killed = Instant::now();
     redis.kill();
     // The outage itself (not a wait for a condition).
@@ -273,7 +288,7 @@ async fn redis_debug_sleep_delays_but_loses_nothing() {
     let redis = RedisServer::start_with_args(&["--enable-debug-command", "yes"]).unwrap();
     let mut run = start(&redis).await;
     let origin = Instant::now();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    run.wait_flowing(20).await;
     let port = redis.port();
     let slept = Instant::now();
     let sleeper = std::thread::spawn(move || {
@@ -310,7 +325,7 @@ async fn redis_client_kill_is_survived_and_deliveries_resume() {
     let redis = RedisServer::start().unwrap();
     let mut run = start(&redis).await;
     let origin = Instant::now();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    run.wait_flowing(20).await;
     let killed_at = Instant::now();
     let killed = redis_cli(&redis, &["CLIENT", "KILL", "TYPE", "normal"]);
     let sent = run.finish(Duration::from_secs(3)).await;
