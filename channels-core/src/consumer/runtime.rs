@@ -485,20 +485,8 @@ async fn serve_events(
                 Some(Inbound::Frame(frame)) => {
                     last_seen = Instant::now();
                     ConsumerStats::incr(&stats.frames_in);
-                    if let Some(limiter) = &mut limiter {
-                        match limiter.admit(last_seen) {
-                            Admit::Yes => {}
-                            Admit::Drop => {
-                                ConsumerStats::incr(&stats.frames_rate_limited);
-                                continue;
-                            }
-                            Admit::Close => {
-                                ConsumerStats::incr(&stats.frames_rate_limited);
-                                ConsumerStats::incr(&stats.flood_closes);
-                                ctx.close(close_code::FLOOD, "sending too fast");
-                                continue;
-                            }
-                        }
+                    if !rate_limit(&mut limiter, last_seen, ctx, stats) {
+                        continue;
                     }
                     let result = consumer.receive(ctx, frame).await;
                     stats.handle_latency.observe(last_seen.elapsed());
@@ -510,17 +498,7 @@ async fn serve_events(
                     // pings without reading would keep the connection busy
                     // (and alive) for ever.
                     last_seen = Instant::now();
-                    if let Some(limiter) = &mut limiter {
-                        match limiter.admit(last_seen) {
-                            Admit::Yes => {}
-                            Admit::Drop => ConsumerStats::incr(&stats.frames_rate_limited),
-                            Admit::Close => {
-                                ConsumerStats::incr(&stats.frames_rate_limited);
-                                ConsumerStats::incr(&stats.flood_closes);
-                                ctx.close(close_code::FLOOD, "sending too fast");
-                            }
-                        }
-                    }
+                    rate_limit(&mut limiter, last_seen, ctx, stats);
                 }
                 Some(Inbound::Pong(_)) => last_seen = Instant::now(),
                 Some(Inbound::Close(frame)) => {
@@ -647,6 +625,31 @@ impl RateLimiter {
             Admit::Close
         } else {
             Admit::Drop
+        }
+    }
+}
+
+/// Runs one frame or ping through the client's rate limit (if any): counts
+/// what is over it and closes a client that keeps flooding with 4029.
+/// Returns whether the frame is admitted.
+fn rate_limit(
+    limiter: &mut Option<RateLimiter>,
+    now: Instant,
+    ctx: &mut ConsumerContext,
+    stats: &ConsumerStats,
+) -> bool {
+    let Some(limiter) = limiter else { return true };
+    match limiter.admit(now) {
+        Admit::Yes => true,
+        Admit::Drop => {
+            ConsumerStats::incr(&stats.frames_rate_limited);
+            false
+        }
+        Admit::Close => {
+            ConsumerStats::incr(&stats.frames_rate_limited);
+            ConsumerStats::incr(&stats.flood_closes);
+            ctx.close(close_code::FLOOD, "sending too fast");
+            false
         }
     }
 }
