@@ -45,6 +45,8 @@ pub(crate) async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
+    // Shared by every connection task (it is only read).
+    let builder = std::sync::Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut failures_logged = 0u32;
@@ -82,7 +84,7 @@ pub(crate) async fn serve(
             let router = router.clone();
             async move { router.oneshot(request).await }
         });
-        let builder = builder.clone();
+        let builder = std::sync::Arc::clone(&builder);
         let watcher = graceful.watcher();
         connections.spawn(async move {
             // hyper-util's builder reads the first bytes (to tell HTTP/1
