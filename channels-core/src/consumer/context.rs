@@ -11,6 +11,7 @@ use super::outbox::Outbox;
 use super::scope::Scope;
 use crate::layer::SharedLayer;
 use crate::message::Message;
+use crate::receiver::LocalSender;
 
 /// The longest a discard spawned by `Drop` may take.
 const DROP_DISCARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -27,6 +28,7 @@ const DROP_DISCARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 pub struct ConsumerContext {
     layer: SharedLayer,
     channel: Arc<str>,
+    local: LocalSender,
     scope: Arc<Scope>,
     groups: Vec<String>,
     outbox: Outbox,
@@ -47,12 +49,14 @@ impl ConsumerContext {
     pub(crate) fn new(
         layer: SharedLayer,
         channel: Arc<str>,
+        local: LocalSender,
         scope: Arc<Scope>,
         outbox: Outbox,
     ) -> Self {
         Self {
             layer,
             channel,
+            local,
             scope,
             groups: Vec::new(),
             outbox,
@@ -70,6 +74,13 @@ impl ConsumerContext {
     /// message there to reach this consumer's `dispatch`.
     pub fn channel_name(&self) -> &str {
         &self.channel
+    }
+
+    /// A handle that queues messages straight into this connection's own
+    /// mailbox from elsewhere in this process (they reach `dispatch` like
+    /// layer messages, with no layer round trip).
+    pub fn local_sender(&self) -> LocalSender {
+        self.local.clone()
     }
 
     /// The connection's scope.

@@ -268,7 +268,13 @@ impl Connection {
             settings.outbound_bytes,
             stats.clone(),
         );
-        let mut ctx = ConsumerContext::new(layer, receiver.channel_arc(), Arc::new(scope), outbox);
+        let mut ctx = ConsumerContext::new(
+            layer,
+            receiver.channel_arc(),
+            receiver.local_sender(),
+            Arc::new(scope),
+            outbox,
+        );
         for group in consumer.groups() {
             if let Err(error) = ctx.group_add(&group).await {
                 ConsumerStats::incr(&stats.layer_errors);
