@@ -20,6 +20,7 @@ use crate::config::{ServerConfig, bind_listener};
 use crate::error::ServerError;
 use crate::gateway::Gateway;
 use crate::health::{self, HealthState};
+use crate::history::Histories;
 use crate::http;
 use crate::metrics::{MeteredLayer, Metrics};
 use crate::middleware::{self, AuthState, Authenticator, ConnectionLimit, OriginCheck};
@@ -59,6 +60,8 @@ pub struct App {
     registry: Arc<RwLock<Registry>>,
     shutdown: Shutdown,
     workers: Vec<WorkerStart>,
+    /// Group histories, once [`App::gateway`] set them up.
+    histories: Option<Arc<Histories>>,
 }
 
 /// Starts one background worker once the server runs.
@@ -91,6 +94,7 @@ impl App {
             registry: Arc::new(RwLock::new(registry)),
             shutdown: Shutdown::new(),
             workers: Vec::new(),
+            histories: None,
         }
     }
 
@@ -142,11 +146,20 @@ impl App {
     /// app.serve(listener, channels_server::shutdown::signal()).await
     /// # }
     /// ```
-    pub fn gateway(self) -> Result<Self, ServerError> {
+    pub fn gateway(mut self) -> Result<Self, ServerError> {
+        let histories = Histories::new(
+            self.layer.clone(),
+            self.config.history.clone(),
+            self.metrics.history.clone(),
+            self.shutdown.stop_token(),
+        )
+        .map_err(ServerError::config)?;
+        self.histories.clone_from(&histories);
         let gateway = Gateway::new(
             &self.config.gateway,
             self.metrics.clone(),
             self.config.ping_interval,
+            histories,
         )?;
         let mut app = self.consumers(gateway.consumers()).merge(gateway.console());
         if let Some(registry) = gateway.worker_registry() {
@@ -256,6 +269,7 @@ impl App {
                 token,
                 self.config.max_frame_bytes,
                 self.metrics.clone(),
+                self.histories.clone(),
             )));
         }
         router

@@ -21,6 +21,7 @@
 
 mod error;
 mod extract;
+mod history;
 mod info;
 mod openapi;
 mod publish;
@@ -37,6 +38,7 @@ use axum::response::Response;
 use axum::routing::{any, get, post};
 use channels_core::SharedLayer;
 
+use crate::history::Histories;
 use crate::metrics::Metrics;
 use error::ApiError;
 
@@ -45,7 +47,7 @@ const OTHER: &str = "other";
 
 /// Every endpoint's route, as `channels_api_requests_total` labels it and
 /// as the OpenAPI document lists it.
-pub(crate) const ENDPOINTS: [&str; 9] = [
+pub(crate) const ENDPOINTS: [&str; 10] = [
     "/api/groups/{group}",
     "/api/channels/{channel}",
     "/api/broadcast",
@@ -55,6 +57,7 @@ pub(crate) const ENDPOINTS: [&str; 9] = [
     "/api/users/{user}/disconnect",
     "/api/info",
     "/api/openapi.json",
+    "/api/groups/{group}/history",
 ];
 
 /// What every API handler shares.
@@ -74,6 +77,8 @@ pub(crate) struct ApiState {
     pub(crate) started: Instant,
     /// The OpenAPI document, rendered once.
     pub(crate) openapi: Arc<str>,
+    /// Group histories, when any group keeps one.
+    pub(crate) histories: Option<Arc<Histories>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -96,8 +101,10 @@ impl ApiState {
         token: &str,
         max_body_bytes: usize,
         metrics: Arc<Metrics>,
+        histories: Option<Arc<Histories>>,
     ) -> Self {
         Self {
+            histories,
             layer,
             token: Arc::from(token),
             max_body_bytes,
@@ -124,6 +131,7 @@ pub(crate) fn routes(state: ApiState) -> Router {
         .route(ENDPOINTS[6], post(users::disconnect))
         .route(ENDPOINTS[7], get(info::info))
         .route(ENDPOINTS[8], get(openapi::document))
+        .route(ENDPOINTS[9], get(history::history))
         // Routes rather than a fallback, so merging into an app that has a
         // fallback of its own does not panic; the endpoints above win.
         .route("/api", any(not_found))

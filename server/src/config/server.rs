@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub connection_rate: Option<u32>,
     /// The gateway's authentication and forwarding ([`crate::App::gateway`]).
     pub gateway: GatewayConfig,
+    /// Which groups keep a history for recovering clients (none by default).
+    pub history: crate::history::HistoryConfig,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +89,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             connection_rate: None,
             gateway: GatewayConfig::default(),
+            history: crate::history::HistoryConfig::default(),
         }
     }
 }
@@ -110,6 +113,14 @@ impl ServerConfig {
     #[must_use]
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
+        self
+    }
+
+    /// Sets which groups keep a history (docs/protocol.md, "History and
+    /// recovery").
+    #[must_use]
+    pub fn history(mut self, history: crate::history::HistoryConfig) -> Self {
+        self.history = history;
         self
     }
 

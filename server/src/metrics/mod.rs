@@ -14,6 +14,7 @@
 mod asgi;
 mod collector;
 mod gateway;
+mod history;
 mod layer;
 mod process;
 
@@ -31,6 +32,7 @@ use prometheus_client::registry::Registry;
 
 pub use asgi::AsgiMetrics;
 pub use gateway::GatewayMetrics;
+pub use history::HistoryMetrics;
 pub use layer::MeteredLayer;
 pub use process::ProcessCollector;
 
@@ -123,6 +125,8 @@ pub struct Metrics {
     pub gateway: GatewayMetrics,
     /// The ASGI pass-through's counters.
     pub asgi: Arc<AsgiMetrics>,
+    /// The history relay's counters.
+    pub history: Arc<HistoryMetrics>,
 }
 
 impl Metrics {
@@ -132,6 +136,7 @@ impl Metrics {
         let codes = crate::gateway::ERROR_CODES;
         let metrics = Self {
             gateway: GatewayMetrics::new(&reasons, &codes),
+            history: Arc::new(HistoryMetrics::new()),
             ..Self::default()
         };
         for refusal in Refusal::ALL {
@@ -171,6 +176,7 @@ impl Metrics {
         );
         self.gateway.register(registry);
         self.asgi.register(registry);
+        self.history.register(registry);
         registry.register_collector(Box::new(ServerCollector::new(self.clone(), layer)));
         registry.register_collector(Box::new(ProcessCollector));
     }

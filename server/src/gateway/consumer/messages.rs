@@ -58,6 +58,7 @@ impl GatewayConsumer {
             "websocket.accept" => Ok(()),
             control::SUBSCRIBE => self.control_membership(ctx, &message, true).await,
             control::UNSUBSCRIBE => self.control_membership(ctx, &message, false).await,
+            control::HISTORY_LOST => ctx.send_text(protocol::lost_frame(&message)),
             control::DISCONNECT => {
                 let code = message
                     .get("code")
@@ -93,10 +94,12 @@ impl GatewayConsumer {
             tracing::warn!(?message, "gateway control message without a string `group`");
             return Ok(());
         };
+        let group = group.to_owned();
+        let group = group.as_str();
         let result = if join {
-            ctx.group_add(group).await
+            self.join(ctx, group, None).await.map(|_| ())
         } else {
-            ctx.group_discard(group).await
+            self.leave(ctx, group).await
         };
         match result {
             Ok(()) if join => {
