@@ -23,7 +23,7 @@ use std::time::Duration;
 use channels_core::consumer::{
     Accept, Connect, ConsumerContext, ConsumerError, Frame, WebsocketConsumer, close_code,
 };
-use channels_core::{LayerError, Message, Value, async_trait};
+use channels_core::{LayerError, Message, SharedLayer, Value, async_trait};
 
 pub(crate) use self::workers::{Registry, Workers, heartbeat_group};
 use super::Shared;
@@ -75,8 +75,9 @@ pub(crate) struct AsgiConsumer {
     shared: Arc<AsgiShared>,
     /// The worker serving the connection, once picked.
     worker: Option<Arc<str>>,
-    /// The connection's channel, once attached to a worker.
-    channel: Option<Arc<str>>,
+    /// The connection's channel and the layer, once attached to a worker
+    /// (for [`Drop`]).
+    channel: Option<(Arc<str>, SharedLayer)>,
     /// The token's `sub`, when the client gave a valid token.
     user: Option<String>,
     accepted: bool,
@@ -195,7 +196,7 @@ impl WebsocketConsumer for AsgiConsumer {
             return Ok(Accept::default().into());
         };
         self.worker = Some(worker);
-        self.channel = Some(channel);
+        self.channel = Some((channel, ctx.layer().clone()));
         let mut event = forward::connect_event(ctx, self.user.as_deref());
         if let Some(registry) = self.shared.workers.registry_channel() {
             // Where the worker may send `asgi.batch` replies.
@@ -329,11 +330,29 @@ impl WebsocketConsumer for AsgiConsumer {
 }
 
 impl Drop for AsgiConsumer {
-    /// A handshake dropped mid-way (the upgrade's future cancelled) never
-    /// reaches `disconnect`: still free the worker's table entry.
+    /// A handshake dropped while it waited for the application (the client
+    /// left, so the upgrade's future was dropped) never reaches
+    /// `disconnect`: free the worker's table entry and tell the worker, so
+    /// its application instance ends.
     fn drop(&mut self) {
-        if let (Some(worker), Some(channel)) = (&self.worker, &self.channel) {
-            self.shared.workers.detach(worker, channel);
-        }
+        let (Some(worker), Some((channel, layer))) = (self.worker.take(), self.channel.take())
+        else {
+            return;
+        };
+        self.shared.workers.detach(&worker, &channel);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let event = forward::disconnect_event(&channel, self.user.as_deref(), close_code::ABNORMAL);
+        let metrics = self.shared.gateway.metrics.clone();
+        runtime.spawn(async move {
+            match layer.send(&worker, event).await {
+                Ok(()) => metrics.asgi.event_sent(),
+                Err(error) => {
+                    metrics.asgi.event_failed();
+                    tracing::warn!(%worker, %error, "websocket.disconnect of an abandoned handshake not delivered");
+                }
+            }
+        });
     }
 }
