@@ -143,9 +143,10 @@ impl AsgiConsumer {
         }
         self.accepted = true;
         ctx.cancel_wake();
-        let mut accept = Accept::default();
-        accept.subprotocol = subprotocol.map(str::to_owned);
-        ctx.accept(accept);
+        ctx.accept(Accept {
+            subprotocol: subprotocol.map(str::to_owned),
+            ..Accept::default()
+        });
     }
 
     /// Checks a token given in the handshake, when a verifier is set.
