@@ -141,7 +141,8 @@ pub enum Connect {
     /// status). Undecided after [`MAX_DEFER`], the upgrade is answered 504;
     /// at shutdown, 503. Unless accepted, the connection leaves its groups
     /// and `disconnect` is called with the close code asked for (1006 when
-    /// none).
+    /// none). A server may drop the handshake while it waits (its client
+    /// left): then no method runs again, so free what matters in `Drop`.
     Defer,
 }
 
