@@ -27,6 +27,6 @@ mod server_bin;
 pub use client::{UPSTREAM_HEADER, WsClient, WsEvent};
 pub use cluster::{ClusterOptions, LocalCluster, repo_root};
 pub use http::{HttpResponse, http_get, http_post_json};
-pub use metrics::{connections_open, metric_value};
+pub use metrics::{connections_open, metric_value, server_metric};
 pub use server_bin::channels_server_bin;
 pub use test_support::free_port_block;
