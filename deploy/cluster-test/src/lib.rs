@@ -4,7 +4,9 @@
 //! front) and talks to it with real WebSocket and HTTP clients.
 //!
 //! The tests are in `tests/`: `local_cluster.rs` (clients spread over every
-//! server, a broadcast reaches them all, a rolling restart loses nothing) and
+//! server, a broadcast reaches them all, a rolling restart loses nothing),
+//! `history_recovery.rs` (a rolling restart of every server while clients
+//! recover from group histories: every message exactly once, in order) and
 //! `manifests.rs` (the Dockerfile, compose file and Kubernetes manifests pass
 //! their linters and schema checks, `deploy/validate.sh`).
 //!
