@@ -36,6 +36,10 @@ pub struct ClusterOptions {
     /// HS256 secret of client tokens (`CHANNELS_JWT_SECRET`); none keeps the
     /// servers in development mode (anonymous clients).
     pub jwt_secret: Option<String>,
+    /// Group histories of every server (`CHANNELS_HISTORY_SIZE` and
+    /// `CHANNELS_HISTORY_TTL`, seconds): messages kept per group and for how
+    /// long; none keeps no history.
+    pub history: Option<(usize, u64)>,
     /// Where the script keeps config, pid files and logs.
     pub state_dir: PathBuf,
 }
@@ -48,6 +52,7 @@ impl ClusterOptions {
             layer: "redis".to_owned(),
             publish_token: None,
             jwt_secret: None,
+            history: None,
             state_dir: state_dir.into(),
         }
     }
@@ -63,6 +68,14 @@ impl ClusterOptions {
     #[must_use]
     pub fn jwt_secret(mut self, secret: impl Into<String>) -> Self {
         self.jwt_secret = Some(secret.into());
+        self
+    }
+
+    /// Every group keeps its newest `size` messages for `ttl_secs` seconds,
+    /// for clients that recover (docs/protocol.md, "History and recovery").
+    #[must_use]
+    pub fn history(mut self, size: usize, ttl_secs: u64) -> Self {
+        self.history = Some((size, ttl_secs));
         self
     }
 
@@ -145,6 +158,15 @@ impl LocalCluster {
         match &options.jwt_secret {
             Some(secret) => command.env("CHANNELS_JWT_SECRET", secret),
             None => command.env_remove("CHANNELS_JWT_SECRET"),
+        };
+        // CHANNELS_* variables reach every server and are kept for restarts.
+        match options.history {
+            Some((size, ttl)) => command
+                .env("CHANNELS_HISTORY_SIZE", size.to_string())
+                .env("CHANNELS_HISTORY_TTL", ttl.to_string()),
+            None => command
+                .env_remove("CHANNELS_HISTORY_SIZE")
+                .env_remove("CHANNELS_HISTORY_TTL"),
         };
         cluster.run(command, "start").await?;
         Ok(cluster)

@@ -26,3 +26,18 @@ pub async fn connections_open(addr: SocketAddr) -> anyhow::Result<u64> {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // checked just above
     Ok(value as u64)
 }
+
+/// The value of one series (`name` or `name{label="value"}`) in the
+/// `/metrics` of the server at `addr` (its own port, not the load
+/// balancer's).
+///
+/// # Errors
+/// When `/metrics` does not answer 200 or lacks the series.
+pub async fn server_metric(addr: SocketAddr, series: &str) -> anyhow::Result<f64> {
+    let response = http_get(addr, "/metrics").await?;
+    if response.status != 200 {
+        bail!("GET http://{addr}/metrics answered {}", response.status);
+    }
+    metric_value(&response.body, series)
+        .with_context(|| format!("no {series} in http://{addr}/metrics"))
+}
