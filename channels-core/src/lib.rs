@@ -29,6 +29,7 @@ pub mod consumer;
 mod error;
 mod history;
 mod layer;
+mod log_limit;
 mod mailbox;
 mod message;
 mod names;
@@ -50,6 +51,7 @@ pub use history::{
     HISTORY_CHANNEL_PREFIX, HistoryLimits, HistorySnapshot, HistoryStore, history_channel,
 };
 pub use layer::{ChannelLayer, LayerStats, SharedLayer};
+pub use log_limit::LogLimiter;
 pub use mailbox::{DropCounters, Mailbox, Offered, OutageError};
 pub use message::{Message, RESERVED_CHANNEL_KEY, TYPE_KEY, Value};
 pub use names::{

@@ -238,7 +238,7 @@ impl App {
     pub fn admin_router(&self) -> Router {
         self.health_routes()
             .merge(self.admin_routes())
-            .layer(TraceLayer::new_for_http())
+            .layer(http_trace())
     }
 
     fn public_router(&self, split_admin: bool) -> Router {
@@ -249,7 +249,7 @@ impl App {
         if !split_admin {
             router = router.merge(self.admin_routes());
         }
-        router.layer(TraceLayer::new_for_http())
+        router.layer(http_trace())
     }
 
     fn health_routes(&self) -> Router {
@@ -453,4 +453,20 @@ pub async fn run(
         .gateway()?
         .serve(listener, shutdown)
         .await
+}
+
+/// Request tracing. A 5xx is logged at DEBUG here: every 5xx the server
+/// makes is logged (rate-limited) where it is made, so an outage does not
+/// also write one ERROR line per request (readiness probes included).
+fn http_trace() -> TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    tower_http::trace::DefaultMakeSpan,
+    tower_http::trace::DefaultOnRequest,
+    tower_http::trace::DefaultOnResponse,
+    tower_http::trace::DefaultOnBodyChunk,
+    tower_http::trace::DefaultOnEos,
+    tower_http::trace::DefaultOnFailure,
+> {
+    TraceLayer::new_for_http()
+        .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG))
 }

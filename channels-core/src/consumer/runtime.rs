@@ -701,7 +701,10 @@ async fn serve_events(
                             // A new outage: start the backoff over and tell
                             // the consumer, once.
                             backoff.reset();
-                            tracing::warn!(%error, "layer receive failed; retrying with backoff");
+                            static LIMIT: crate::LogLimiter = crate::LogLimiter::per_second();
+                            if let Some(held_back) = LIMIT.allow() {
+                                tracing::warn!(held_back, %error, "layer receive failed; retrying with backoff");
+                            }
                             let result = consumer.layer_error(ctx, &error).await;
                             handle_result(ctx, stats, "layer_error", result);
                         }

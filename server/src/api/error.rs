@@ -156,7 +156,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::warn!(error = %self, "API request failed in the channel layer");
+            static LIMIT: channels_core::LogLimiter = channels_core::LogLimiter::per_second();
+            if let Some(held_back) = LIMIT.allow() {
+                tracing::warn!(held_back, error = %self, "API request failed in the channel layer");
+            }
         }
         let mut response = json_error(status, self.to_string());
         if status == StatusCode::UNAUTHORIZED {

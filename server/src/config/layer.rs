@@ -60,15 +60,14 @@ impl LayerSettings {
     /// # Errors
     /// [`ServerError::Layer`] when the layer rejects its settings.
     pub async fn build(&self) -> Result<SharedLayer, ServerError> {
+        let layer_config = with_history_capacity(self.layer.clone());
         if self.kind == LayerKind::Memory {
-            return Ok(Arc::new(InMemoryChannelLayer::with_config(
-                self.layer.clone(),
-            )));
+            return Ok(Arc::new(InMemoryChannelLayer::with_config(layer_config)));
         }
         let mut config = RedisConfig::new()
             .hosts_from(self.hosts.iter().cloned())
             .prefix(self.prefix.clone())
-            .layer_config(self.layer.clone())
+            .layer_config(layer_config)
             .serializer_format(self.serializer_format);
         if !self.symmetric_encryption_keys.is_empty() {
             config = config.symmetric_encryption_keys(&self.symmetric_encryption_keys);
@@ -83,6 +82,29 @@ impl LayerSettings {
             LayerKind::RedisPubsub => Arc::new(RedisPubSubChannelLayer::new(config)?),
             _ => Arc::new(RedisChannelLayer::new(config)?),
         })
+    }
+}
+
+/// Capacity of history channels (`history.<group>`) unless configured: they
+/// buffer a group's messages between two moves into its log, and a copy
+/// dropped there is missing from the history with no one told.
+pub(crate) const HISTORY_CHANNEL_CAPACITY: usize = 10_000;
+
+/// `config` with a capacity rule for history channels when none of its rules
+/// matches them (the first matching rule wins, so a configured one stays).
+fn with_history_capacity(config: LayerConfig) -> LayerConfig {
+    let configured = config
+        .capacities
+        .rules()
+        .iter()
+        .any(|(pattern, _)| pattern.matches("history.x"));
+    if configured {
+        return config;
+    }
+    let capacity = HISTORY_CHANNEL_CAPACITY.max(config.capacities.default_capacity());
+    match channels_core::CapacityPattern::glob("history.*") {
+        Ok(pattern) => config.channel_capacity(pattern, capacity),
+        Err(_) => config,
     }
 }
 
@@ -416,6 +438,21 @@ fn sentinel_host(table: &toml::Table) -> Result<RedisHost, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn history_channels_get_a_large_capacity_unless_configured() {
+        let plain = with_history_capacity(LayerConfig::default().capacity(100));
+        assert_eq!(
+            plain.capacities.capacity_for("history.chat"),
+            HISTORY_CHANNEL_CAPACITY
+        );
+        assert_eq!(plain.capacities.capacity_for("specific.a!b"), 100);
+        let configured = LayerConfig::default()
+            .channel_capacity(CapacityPattern::glob("history.*").unwrap(), 50);
+        let kept = with_history_capacity(configured);
+        assert_eq!(kept.capacities.capacity_for("history.chat"), 50);
+    }
+
     use super::*;
 
     fn host(text: &str) -> Result<RedisHost, String> {

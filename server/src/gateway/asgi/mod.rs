@@ -103,12 +103,18 @@ impl AsgiConsumer {
             Ok(()) => asgi.event_sent(),
             Err(LayerError::ChannelFull { .. }) => {
                 asgi.worker_busy();
-                tracing::warn!(%worker, "ASGI worker's channel is full; closing the connection with 4009");
+                static LIMIT: channels_core::LogLimiter = channels_core::LogLimiter::per_second();
+                if let Some(held_back) = LIMIT.allow() {
+                    tracing::warn!(held_back, %worker, "ASGI worker's channel is full; closing the connection with 4009");
+                }
                 ctx.close(WORKER_BUSY, "the backend worker is busy");
             }
             Err(error) => {
                 asgi.event_failed();
-                tracing::warn!(%worker, %error, "forwarding to the ASGI worker failed");
+                static LIMIT: channels_core::LogLimiter = channels_core::LogLimiter::per_second();
+                if let Some(held_back) = LIMIT.allow() {
+                    tracing::warn!(held_back, %worker, %error, "forwarding to the ASGI worker failed");
+                }
                 ctx.close(close_code::INTERNAL_ERROR, "channel layer unavailable");
             }
         }
@@ -192,7 +198,10 @@ impl WebsocketConsumer for AsgiConsumer {
         let channel: Arc<str> = Arc::from(ctx.channel_name());
         let Some(worker) = self.shared.workers.attach(&channel) else {
             self.shared.gateway.metrics.asgi.no_worker();
-            tracing::warn!(path = %ctx.scope().path, "no live ASGI worker; closing with 4006");
+            static LIMIT: channels_core::LogLimiter = channels_core::LogLimiter::per_second();
+            if let Some(held_back) = LIMIT.allow() {
+                tracing::warn!(held_back, path = %ctx.scope().path, "no live ASGI worker; closing with 4006");
+            }
             ctx.close(NO_WORKER, "no backend worker is available");
             return Ok(Accept::default().into());
         };
@@ -319,7 +328,10 @@ impl WebsocketConsumer for AsgiConsumer {
             let event = forward::disconnect_event(ctx.channel_name(), self.user.as_deref(), code);
             if let Err(error) = ctx.layer().send(&worker, event).await {
                 self.shared.gateway.metrics.asgi.event_failed();
-                tracing::warn!(%worker, %error, "websocket.disconnect not delivered to the ASGI worker");
+                static LIMIT: channels_core::LogLimiter = channels_core::LogLimiter::per_second();
+                if let Some(held_back) = LIMIT.allow() {
+                    tracing::warn!(held_back, %worker, %error, "websocket.disconnect not delivered to the ASGI worker");
+                }
             } else {
                 self.shared.gateway.metrics.asgi.event_sent();
             }

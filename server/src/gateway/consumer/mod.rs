@@ -208,7 +208,10 @@ impl GatewayConsumer {
         }
         for group in &groups {
             if let Err(error) = self.join(ctx, group, None).await {
-                tracing::warn!(%group, %error, "gateway could not join a connection's group");
+                static LIMIT: channels_core::LogLimiter = channels_core::LogLimiter::per_second();
+                if let Some(held_back) = LIMIT.allow() {
+                    tracing::warn!(held_back, %group, %error, "gateway could not join a connection's group");
+                }
                 ctx.close(close_code::INTERNAL_ERROR, "channel layer unavailable");
                 return Ok(());
             }
@@ -253,7 +256,10 @@ impl GatewayConsumer {
             }
             Forwarded::Busy => {
                 gateway.forward_dropped();
-                tracing::warn!(%channel, "forward channel full; frame not delivered");
+                static LIMIT: channels_core::LogLimiter = channels_core::LogLimiter::per_second();
+                if let Some(held_back) = LIMIT.allow() {
+                    tracing::warn!(held_back, %channel, "forward channel full; frame not delivered");
+                }
                 self.error(
                     ctx,
                     None,
@@ -263,7 +269,10 @@ impl GatewayConsumer {
             }
             Forwarded::Failed(error) => {
                 gateway.forward_dropped();
-                tracing::warn!(%channel, %error, "forwarding failed in the channel layer");
+                static LIMIT: channels_core::LogLimiter = channels_core::LogLimiter::per_second();
+                if let Some(held_back) = LIMIT.allow() {
+                    tracing::warn!(held_back, %channel, %error, "forwarding failed in the channel layer");
+                }
                 self.error(
                     ctx,
                     None,
@@ -401,7 +410,10 @@ impl WebsocketConsumer for GatewayConsumer {
         ctx: &mut ConsumerContext,
         error: &LayerError,
     ) -> Result<(), ConsumerError> {
-        tracing::warn!(%error, "gateway connection lost its channel layer; retrying");
+        static LIMIT: channels_core::LogLimiter = channels_core::LogLimiter::per_second();
+        if let Some(held_back) = LIMIT.allow() {
+            tracing::warn!(held_back, %error, "gateway connection lost its channel layer; retrying");
+        }
         self.error(
             ctx,
             None,
@@ -428,7 +440,11 @@ impl WebsocketConsumer for GatewayConsumer {
                 Forwarded::Sent => self.shared.metrics.gateway.forwarded(),
                 Forwarded::Busy | Forwarded::Failed(_) => {
                     self.shared.metrics.gateway.forward_dropped();
-                    tracing::warn!(%channel, "websocket.disconnect not delivered to the backend worker");
+                    static LIMIT: channels_core::LogLimiter =
+                        channels_core::LogLimiter::per_second();
+                    if let Some(held_back) = LIMIT.allow() {
+                        tracing::warn!(held_back, %channel, "websocket.disconnect not delivered to the backend worker");
+                    }
                 }
             }
         }

@@ -212,7 +212,10 @@ impl GatewayConsumer {
         id: Option<&RawValue>,
         error: &str,
     ) -> Result<(), ConsumerError> {
-        tracing::warn!(%error, "gateway subscribe or unsubscribe failed");
+        static LIMIT: channels_core::LogLimiter = channels_core::LogLimiter::per_second();
+        if let Some(held_back) = LIMIT.allow() {
+            tracing::warn!(held_back, %error, "gateway subscribe or unsubscribe failed");
+        }
         self.error(
             ctx,
             id,
@@ -228,7 +231,10 @@ impl GatewayConsumer {
         id: Option<&RawValue>,
         error: &ConsumerError,
     ) -> Result<(), ConsumerError> {
-        tracing::warn!(%error, "gateway request failed in the channel layer");
+        static LIMIT: channels_core::LogLimiter = channels_core::LogLimiter::per_second();
+        if let Some(held_back) = LIMIT.allow() {
+            tracing::warn!(held_back, %error, "gateway request failed in the channel layer");
+        }
         self.error(
             ctx,
             id,
