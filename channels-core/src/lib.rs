@@ -31,6 +31,7 @@ mod layer;
 mod mailbox;
 mod message;
 mod names;
+pub mod presence;
 mod receiver;
 pub mod sync;
 
