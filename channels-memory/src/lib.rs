@@ -26,5 +26,7 @@
 mod channels;
 mod groups;
 mod layer;
+mod presence;
 
 pub use layer::InMemoryChannelLayer;
+pub use presence::InMemoryPresence;
