@@ -8,6 +8,8 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
 
 use axum::Router;
 use channels_core::SharedLayer;
+use channels_core::presence::SharedPresence;
+use channels_memory::InMemoryPresence;
 use channels_core::consumer::{ConnectionSettings, ConsumerRouter, Worker, run_worker};
 use futures_util::future::BoxFuture;
 use prometheus_client::registry::Registry;
@@ -23,6 +25,7 @@ use crate::health::{self, HealthState};
 use crate::http;
 use crate::metrics::{MeteredLayer, Metrics};
 use crate::middleware::{self, AuthState, Authenticator, ConnectionLimit, OriginCheck};
+use crate::presence::Presence;
 use crate::proxy::{self, TrustedProxies};
 use crate::rate::{self, ConnectionRate};
 use crate::shutdown::Shutdown;
@@ -59,6 +62,7 @@ pub struct App {
     registry: Arc<RwLock<Registry>>,
     shutdown: Shutdown,
     workers: Vec<WorkerStart>,
+    presence: Option<Arc<Presence>>,
 }
 
 /// Starts one background worker once the server runs.
@@ -91,7 +95,29 @@ impl App {
             registry: Arc::new(RwLock::new(registry)),
             shutdown: Shutdown::new(),
             workers: Vec::new(),
+            presence: None,
         }
+    }
+
+    /// Turns presence on with `store` (build it with
+    /// [`crate::Settings::build_presence`], or bring your own): the gateway
+    /// records its connections' groups there, `GET /api/groups/{group}/presence`
+    /// answers from it, and a task keeps this process alive in it while the
+    /// server serves. Call it before [`App::gateway`]. Without it, a config
+    /// with [`ServerConfig::presence`] on the memory layer gets an in-memory
+    /// store.
+    #[must_use]
+    pub fn presence_store(mut self, store: SharedPresence) -> Self {
+        let presence = Arc::new(Presence::new(store, self.layer.clone(), self.metrics.clone()));
+        let task = presence.clone();
+        self.workers.push(Box::new(move |_layer, token| Box::pin(task.run(token))));
+        self.presence = Some(presence);
+        self
+    }
+
+    /// Presence (who is in a group, across processes), when it is on.
+    pub fn presence(&self) -> Option<&Arc<Presence>> {
+        self.presence.as_ref()
     }
 
     /// Runs `worker` on the named `channel` while the server serves (Django's
@@ -142,11 +168,22 @@ impl App {
     /// app.serve(listener, channels_server::shutdown::signal()).await
     /// # }
     /// ```
-    pub fn gateway(self) -> Result<Self, ServerError> {
+    pub fn gateway(mut self) -> Result<Self, ServerError> {
+        if self.config.presence && self.presence.is_none() {
+            if self.raw_layer.name() != "memory" {
+                return Err(ServerError::config(format!(
+                    "presence is on but no presence store was given for the `{}` layer; \
+                     pass one with App::presence_store (Settings::build_presence builds it)",
+                    self.raw_layer.name()
+                )));
+            }
+            self = self.presence_store(Arc::new(InMemoryPresence::new(crate::api::node_id())));
+        }
         let gateway = Gateway::new(
             &self.config.gateway,
             self.metrics.clone(),
             self.config.ping_interval,
+            self.presence.clone(),
         )?;
         let mut app = self.consumers(gateway.consumers()).merge(gateway.console());
         if let Some(registry) = gateway.worker_registry() {
@@ -256,7 +293,8 @@ impl App {
                 token,
                 self.config.max_frame_bytes,
                 self.metrics.clone(),
-            )));
+            )
+            .with_presence(self.presence.clone())));
         }
         router
     }

@@ -23,6 +23,8 @@ use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, PartialSchema, ToSchema
 use super::error::ErrorBody;
 use super::extract::{ChannelPath, GroupPath, MAX_USER_LENGTH, UserPath};
 use super::info::Info;
+use super::presence::{PresenceBody, PresenceCountBody};
+use crate::presence::events::Member;
 
 /// Django's group name rule (`channels.layers.BaseChannelLayer`), in the
 /// dialect JSON Schema uses; `\d` is Unicode-aware, as in Python.
@@ -55,14 +57,17 @@ const BEARER: &str = "bearer";
         super::users::disconnect,
         super::info::info,
         document,
+        super::presence::members,
+        super::presence::count,
     ),
-    components(schemas(ErrorBody, Accepted, Info)),
+    components(schemas(ErrorBody, Accepted, Info, PresenceBody, PresenceCountBody, Member)),
     modifiers(&BearerSecurity),
     security(("bearer" = [])),
     tags(
         (name = "publish", description = "Send messages to groups and channels"),
         (name = "users", description = "Reach and steer every connection of a user"),
         (name = "server", description = "This server process"),
+        (name = "presence", description = "Who is in a group, across every server process (`--presence`)"),
     ),
 )]
 pub(crate) struct ApiDoc;
@@ -189,6 +194,48 @@ pub(crate) enum InfoResponses {
     /// No `Authorization: Bearer <token>`, or the wrong token.
     #[response(status = 401)]
     Unauthorized(ErrorBody),
+}
+
+/// The answers of `GET /api/groups/{group}/presence`.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // never built: it only describes the answers for the document
+pub(crate) enum PresenceResponses {
+    /// The group's connections and users.
+    #[response(status = 200)]
+    Members(PresenceBody),
+    /// The group name breaks Django's rules.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No `Authorization: Bearer <token>`, or the wrong token.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Presence is off: the server was started without `--presence`.
+    #[response(status = 501)]
+    Off(ErrorBody),
+    /// The presence store failed (Redis away); retry later.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// The answers of `GET /api/groups/{group}/presence/count`.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // never built: it only describes the answers for the document
+pub(crate) enum PresenceCountResponses {
+    /// How many connections and users the group has.
+    #[response(status = 200)]
+    Count(PresenceCountBody),
+    /// The group name breaks Django's rules.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No `Authorization: Bearer <token>`, or the wrong token.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Presence is off: the server was started without `--presence`.
+    #[response(status = 501)]
+    Off(ErrorBody),
+    /// The presence store failed (Redis away); retry later.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
 }
 
 /// A string schema of a name with Django's rules.

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use channels_core::presence::SharedPresence;
 use channels_core::{LayerConfig, SharedLayer};
 use channels_redis::{RedisHost, SerializerFormat};
 
@@ -116,6 +117,7 @@ impl Settings {
                 .or(section.connection_rate)
                 .filter(|rate| *rate > 0),
             gateway,
+            presence: args.presence.or(section.presence).unwrap_or(false),
         };
         let bind = match args.bind.or(section.bind) {
             Some(bind) => bind,
@@ -193,8 +195,13 @@ impl Settings {
             .forward_channel
             .as_deref()
             .map_or_else(String::new, |channel| format!("; forward to {channel}"));
+        let presence = if self.server.presence {
+            "; presence"
+        } else {
+            ""
+        };
         Ok(format!(
-            "configuration ok: bind {}; layer {layer_text}; auth {auth}{forward}",
+            "configuration ok: bind {}; layer {layer_text}; auth {auth}{forward}{presence}",
             self.bind
         ))
     }
@@ -213,6 +220,19 @@ impl Settings {
     /// [`ServerError::Layer`] when the layer rejects its settings.
     pub async fn build_layer(&self) -> Result<SharedLayer, ServerError> {
         self.layer.build().await
+    }
+
+    /// Builds the presence store when presence is on (`--presence`): on the
+    /// layer's Redis (hosts, prefix, sharding) for the Redis layers, in
+    /// memory for the memory layer. Hand it to [`crate::App::presence_store`].
+    ///
+    /// # Errors
+    /// [`ServerError::Layer`] when the Redis settings are rejected.
+    pub fn build_presence(&self) -> Result<Option<SharedPresence>, ServerError> {
+        if !self.server.presence {
+            return Ok(None);
+        }
+        self.layer.build_presence(crate::api::node_id()).map(Some)
     }
 
     /// Installs the global tracing subscriber (`RUST_LOG` filters, default

@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::GatewayConfig;
 use crate::error::ServerError;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 
 /// The path of the gateway's WebSocket.
 pub const WS_PATH: &str = "/ws";
@@ -69,6 +70,8 @@ pub(crate) struct Shared {
     metrics: Arc<Metrics>,
     /// Seconds, for `connected`.
     ping_interval: Option<u64>,
+    /// Presence, when it is on (`--presence`).
+    presence: Option<Arc<Presence>>,
 }
 
 /// The gateway of one [`crate::App`].
@@ -86,6 +89,7 @@ impl Gateway {
         config: &GatewayConfig,
         metrics: Arc<Metrics>,
         ping_interval: Option<Duration>,
+        presence: Option<Arc<Presence>>,
     ) -> Result<Self, ServerError> {
         let verifier = auth::Verifier::new(config)?;
         if verifier.is_development() {
@@ -103,6 +107,7 @@ impl Gateway {
             forward: config.forward_channel.as_deref().map(Arc::from),
             metrics,
             ping_interval: ping_interval.map(|interval| interval.as_secs().max(1)),
+            presence,
         });
         let asgi = shared.forward.as_ref().map(|_| {
             Arc::new(asgi::AsgiShared {

@@ -11,9 +11,11 @@
 //! per broadcast.
 //!
 //! - [`requests`]: the client's protocol requests and their answers;
-//! - [`messages`]: layer messages addressed to the connection.
+//! - [`messages`]: layer messages addressed to the connection;
+//! - [`presence`]: its presence entries and watched groups (`--presence`).
 
 mod messages;
+mod presence;
 mod requests;
 
 use std::sync::Arc;
@@ -55,6 +57,10 @@ pub(crate) struct GatewayConsumer {
     /// Groups the server joined (the user's, the token's, `gateway.subscribe`):
     /// the client cannot leave them.
     server_groups: Vec<String>,
+    /// Groups the connection has a presence entry in.
+    presence_groups: Vec<String>,
+    /// Groups whose presence events the client asked for.
+    watching: Vec<String>,
 }
 
 /// A connected client.
@@ -83,6 +89,8 @@ impl GatewayConsumer {
             shared,
             session: None,
             server_groups: Vec::new(),
+            presence_groups: Vec::new(),
+            watching: Vec::new(),
         }
     }
 
@@ -172,8 +180,11 @@ impl GatewayConsumer {
             ping_interval: self.shared.ping_interval,
         };
         let frame = answer_frame("connected", id, connected);
-        self.server_groups = groups;
+        self.server_groups = groups.clone();
         self.session = Some(Session { claims });
+        for group in &groups {
+            self.presence_join(ctx, group).await;
+        }
         ctx.send_text(frame)?;
         if let Some(channel) = self.shared.forward.clone() {
             let event = forward::connect_event(ctx, self.user());
@@ -361,6 +372,7 @@ impl WebsocketConsumer for GatewayConsumer {
         code: u16,
     ) -> Result<(), ConsumerError> {
         self.shared.metrics.gateway.closed(code);
+        self.presence_disconnect(ctx).await;
         if let (Some(channel), Some(_)) = (self.shared.forward.clone(), &self.session) {
             let event = forward::disconnect_event(ctx.channel_name(), self.user(), code);
             match forward::forward(ctx, &channel, event).await {
@@ -387,7 +399,7 @@ mod tests {
 
     fn gateway() -> (Gateway, SharedLayer) {
         let metrics = Arc::new(Metrics::new());
-        let gateway = Gateway::new(&GatewayConfig::default(), metrics, None).unwrap();
+        let gateway = Gateway::new(&GatewayConfig::default(), metrics, None, None).unwrap();
         let layer: SharedLayer = Arc::new(channels_memory::InMemoryChannelLayer::new());
         (gateway, layer)
     }

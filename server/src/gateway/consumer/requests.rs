@@ -44,7 +44,11 @@ impl GatewayConsumer {
                 self.error(ctx, id, ErrorCode::BadRequest, "already connected")
             }
             Request::Ping => ctx.send_text(answer_frame("pong", id, Empty {})),
-            Request::Subscribe { group, recover } => {
+            Request::Subscribe {
+                group,
+                recover,
+                presence,
+            } => {
                 if let Err(error) = validate_group_name(&group) {
                     return self.error(ctx, id, ErrorCode::InvalidName, &error.to_string());
                 }
@@ -56,9 +60,13 @@ impl GatewayConsumer {
                         &format!("group `{group}` is not allowed by your token"),
                     );
                 }
+                if presence && self.shared.presence.is_none() {
+                    return self.error(ctx, id, ErrorCode::BadRequest, super::presence::PRESENCE_OFF);
+                }
                 if let Err(error) = ctx.group_add(&group).await {
                     return self.layer_failed(ctx, id, &error);
                 }
+                self.presence_join(ctx, &group).await;
                 self.shared.metrics.gateway.subscribed();
                 let reason = if recover.is_some() {
                     NO_HISTORY
@@ -73,7 +81,11 @@ impl GatewayConsumer {
                         recovered: false,
                         reason,
                     },
-                ))
+                ))?;
+                if presence {
+                    self.presence_watch(ctx, &group).await?;
+                }
+                Ok(())
             }
             Request::Unsubscribe { group } => {
                 if self.server_groups.contains(&group) {
@@ -97,6 +109,7 @@ impl GatewayConsumer {
                 if let Err(error) = ctx.group_discard(&group).await {
                     return self.layer_failed(ctx, id, &error);
                 }
+                self.presence_leave(ctx, &group).await;
                 ctx.send_text(answer_frame(
                     "unsubscribed",
                     id,
