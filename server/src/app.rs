@@ -8,9 +8,9 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
 
 use axum::Router;
 use channels_core::SharedLayer;
+use channels_core::consumer::{ConnectionSettings, ConsumerRouter, Worker, run_worker};
 use channels_core::presence::SharedPresence;
 use channels_memory::InMemoryPresence;
-use channels_core::consumer::{ConnectionSettings, ConsumerRouter, Worker, run_worker};
 use futures_util::future::BoxFuture;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -108,9 +108,14 @@ impl App {
     /// store.
     #[must_use]
     pub fn presence_store(mut self, store: SharedPresence) -> Self {
-        let presence = Arc::new(Presence::new(store, self.layer.clone(), self.metrics.clone()));
+        let presence = Arc::new(Presence::new(
+            store,
+            self.layer.clone(),
+            self.metrics.clone(),
+        ));
         let task = presence.clone();
-        self.workers.push(Box::new(move |_layer, token| Box::pin(task.run(token))));
+        self.workers
+            .push(Box::new(move |_layer, token| Box::pin(task.run(token))));
         self.presence = Some(presence);
         self
     }
@@ -287,14 +292,16 @@ impl App {
     fn admin_routes(&self) -> Router {
         let mut router = health::metrics_routes(self.registry.clone());
         if let Some(token) = &self.config.publish_token {
-            router = router.merge(api::routes(ApiState::new(
-                self.layer.clone(),
-                self.raw_layer.name().to_owned(),
-                token,
-                self.config.max_frame_bytes,
-                self.metrics.clone(),
-            )
-            .with_presence(self.presence.clone())));
+            router = router.merge(api::routes(
+                ApiState::new(
+                    self.layer.clone(),
+                    self.raw_layer.name().to_owned(),
+                    token,
+                    self.config.max_frame_bytes,
+                    self.metrics.clone(),
+                )
+                .with_presence(self.presence.clone()),
+            ));
         }
         router
     }

@@ -21,8 +21,8 @@ use channels_core::presence::SharedPresence;
 use channels_core::{CapacityPattern, LayerConfig, SharedLayer};
 use channels_memory::{InMemoryChannelLayer, InMemoryPresence};
 use channels_redis::{
-    RedisChannelLayer, RedisConfig, RedisHost, RedisPresence, RedisPubSubChannelLayer, SentinelHost,
-    SerializerFormat,
+    RedisChannelLayer, RedisConfig, RedisHost, RedisPresence, RedisPubSubChannelLayer,
+    SentinelHost, SerializerFormat,
 };
 
 use super::LayerKind;

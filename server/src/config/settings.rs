@@ -428,6 +428,7 @@ mod tests {
         assert_eq!(config.ping_interval, Some(Duration::from_secs(20)));
         assert_eq!(config.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
         assert_eq!(config.shutdown_close_code, 1001);
+        assert!(!config.presence, "presence is off by default");
         assert_eq!(config.admin_bind, None);
         assert_eq!(config.connection_rate, None);
         assert_eq!(
@@ -489,6 +490,7 @@ mod tests {
             shutdown_close_code = 1012
             allowed_origins = ["http://file"]
             connection_rate = 5
+            presence = true
 
             [layer]
             backend = "channels_redis.pubsub.RedisPubSubChannelLayer"
@@ -505,6 +507,7 @@ mod tests {
         assert_eq!(settings.server.drain_timeout, Duration::from_secs(3));
         assert_eq!(settings.server.shutdown_close_code, 1012);
         assert_eq!(settings.server.connection_rate, Some(5));
+        assert!(settings.server.presence);
         assert_eq!(settings.layer.kind, LayerKind::RedisPubsub);
         assert_eq!(settings.layer.prefix, "fromfile");
         assert_eq!(settings.layer.layer.capacities.default_capacity(), 50);
@@ -528,8 +531,10 @@ mod tests {
             "fromflag",
             "--channel-capacity",
             "77",
+            "--presence=false",
         ])
         .unwrap();
+        assert!(!settings.server.presence, "the flag wins over the file");
         assert_eq!(settings.bind.to_string(), "127.0.0.1:9002");
         assert_eq!(settings.server.max_connections, 9);
         assert_eq!(settings.server.allowed_origins, ["http://flag"]);

@@ -58,7 +58,9 @@ impl PresenceMetrics {
 
     /// Counts a failed store operation (one of [`OPERATIONS`]).
     pub(crate) fn failed(&self, operation: &'static str) {
-        self.errors.get_or_create(&OperationLabel { operation }).inc();
+        self.errors
+            .get_or_create(&OperationLabel { operation })
+            .inc();
     }
 
     /// Counts an event the layer did not take.

@@ -103,7 +103,9 @@ impl GatewayConsumer {
             presence.unwatch(&group);
         }
         for group in std::mem::take(&mut self.presence_groups) {
-            presence.leave(&group, ctx.channel_name(), self.user()).await;
+            presence
+                .leave(&group, ctx.channel_name(), self.user())
+                .await;
         }
     }
 }

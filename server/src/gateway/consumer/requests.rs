@@ -61,7 +61,12 @@ impl GatewayConsumer {
                     );
                 }
                 if presence && self.shared.presence.is_none() {
-                    return self.error(ctx, id, ErrorCode::BadRequest, super::presence::PRESENCE_OFF);
+                    return self.error(
+                        ctx,
+                        id,
+                        ErrorCode::BadRequest,
+                        super::presence::PRESENCE_OFF,
+                    );
                 }
                 if let Err(error) = ctx.group_add(&group).await {
                     return self.layer_failed(ctx, id, &error);
