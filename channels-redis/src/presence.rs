@@ -448,6 +448,46 @@ mod redis_tests {
     }
 
     #[tokio::test]
+    async fn a_group_lives_on_its_shard_and_the_node_on_every_shard() {
+        let servers = [
+            RedisServer::start().expect("redis-server on PATH"),
+            RedisServer::start().expect("redis-server on PATH"),
+        ];
+        let config = RedisConfig::new()
+            .hosts_from(servers.iter().map(RedisServer::url))
+            .prefix("p3");
+        let presence = RedisPresence::new(&config, "n").unwrap();
+        // "room.1" hashes to shard 1 of 2, "chat" to shard 0 (WIRE.md §5).
+        assert_eq!(consistent_hash("room.1", 2), 1);
+        assert_eq!(consistent_hash("chat", 2), 0);
+        presence.heartbeat().await.unwrap();
+        presence.join("room.1", "s.a!1", Some("ann")).await.unwrap();
+        presence.join("chat", "s.a!1", Some("ann")).await.unwrap();
+        let mut zero = admin(&servers[0]).await;
+        let mut one = admin(&servers[1]).await;
+        for (connection, room, chat) in [(&mut zero, 0, 1), (&mut one, 1, 0)] {
+            let (has_room, has_chat, has_node): (i64, i64, i64) = redis::pipe()
+                .exists("p3:presence:room.1")
+                .exists("p3:presence:chat")
+                .exists("p3:presence:node:n")
+                .query_async(connection)
+                .await
+                .unwrap();
+            assert_eq!((has_room, has_chat, has_node), (room, chat, 1));
+        }
+        assert_eq!(presence.count("room.1").await.unwrap().users, 1);
+        assert_eq!(presence.count("chat").await.unwrap().users, 1);
+        presence.close().await.unwrap();
+        let left: i64 = redis::cmd("EXISTS")
+            .arg("p3:presence:room.1")
+            .arg("p3:presence:node:n")
+            .query_async(&mut one)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "close removed the entry and the node key");
+    }
+
+    #[tokio::test]
     async fn liveness_expires_and_close_removes_this_node_at_once() {
         let server = RedisServer::start().expect("redis-server on PATH");
         let short = store(&server, "p2", "short").node_ttl(Duration::from_millis(300));

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use channels_core::presence::{DEFAULT_NODE_TTL, PresenceStore as _};
+use channels_core::presence::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_NODE_TTL, PresenceStore as _};
 use channels_redis::testing::{RedisServer, unique_prefix};
 use channels_redis::{RedisConfig, RedisPresence};
 use channels_server::{GatewayConfig, ServerConfig};
@@ -123,7 +123,16 @@ async fn next_event(client: &mut Client, wait: Duration) -> (String, String, Jso
     )
 }
 
-async fn two_processes_share_presence(layer: &str) {
+/// Who notices the killed process's entries first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reaper {
+    /// The HTTP API, polled until they are gone.
+    Api,
+    /// Process one's sweep of the group its watcher watches (no API read).
+    Sweep,
+}
+
+async fn two_processes_share_presence(layer: &str, reaper: Reaper) {
     let redis = tokio::task::spawn_blocking(RedisServer::start)
         .await
         .expect("start task")
@@ -219,31 +228,42 @@ async fn two_processes_share_presence(layer: &str) {
     // SIGKILL process two: no clean shutdown, its entries must expire.
     let killed = Instant::now();
     two.kill();
-    let bound = DEFAULT_NODE_TTL + Duration::from_secs(1);
-    loop {
-        let asked = killed.elapsed();
-        let count = get(one_address, "/api/groups/room/presence/count").await;
-        if count["connections"] == 1 {
-            break;
+    if reaper == Reaper::Api {
+        let bound = DEFAULT_NODE_TTL + Duration::from_secs(1);
+        loop {
+            let asked = killed.elapsed();
+            let count = get(one_address, "/api/groups/room/presence/count").await;
+            if count["connections"] == 1 {
+                break;
+            }
+            assert!(
+                asked < bound,
+                "{layer}: a killed process's entries outlived {bound:?}: {count}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await; // poll interval
         }
-        assert!(
-            asked < bound,
-            "{layer}: a killed process's entries outlived {bound:?}: {count}"
+        eprintln!(
+            "{layer}: a SIGKILLed process's entries were gone after {:?}",
+            killed.elapsed()
         );
-        tokio::time::sleep(Duration::from_millis(200)).await; // poll interval
     }
-    let gone_after = killed.elapsed();
-    eprintln!("{layer}: a SIGKILLed process's entries were gone after {gone_after:?}");
-    let body = get(one_address, "/api/groups/room/presence").await;
-    assert_eq!(body["users"], json!(["watcher"]), "{body}");
-    // Whoever reaped them published their leaves: the watcher hears both.
+    // Whoever reaped them published their leaves: the watcher hears both,
+    // within the TTL and one sweep when nobody else reads the group.
+    let bound = DEFAULT_NODE_TTL + DEFAULT_HEARTBEAT_INTERVAL + Duration::from_secs(2);
     let mut left = BTreeSet::new();
     for _ in 0..2 {
-        let (event, channel, _) = next_event(&mut watcher, Duration::from_secs(10)).await;
+        let wait = bound.saturating_sub(killed.elapsed());
+        let (event, channel, _) = next_event(&mut watcher, wait).await;
         assert_eq!(event, "leave");
         left.insert(channel);
     }
+    eprintln!(
+        "{layer}: the watcher heard the killed process's leaves after {:?}",
+        killed.elapsed()
+    );
     assert_eq!(left, [ann_two_channel, bob_channel].into());
+    let body = get(one_address, "/api/groups/room/presence").await;
+    assert_eq!(body["users"], json!(["watcher"]), "{body}");
     let metrics = http(one_address, "GET", "/metrics", &[], b"").await.body;
     assert_eq!(
         metric_value(&metrics, "channels_presence_reaped_total"),
@@ -271,12 +291,12 @@ async fn two_processes_share_presence(layer: &str) {
 
 #[tokio::test]
 async fn core_redis_layer_presence_spans_processes_and_outlives_no_killed_one() {
-    two_processes_share_presence("redis").await;
+    two_processes_share_presence("redis", Reaper::Api).await;
 }
 
 #[tokio::test]
 async fn pubsub_redis_layer_presence_spans_processes_and_outlives_no_killed_one() {
-    two_processes_share_presence("redis-pubsub").await;
+    two_processes_share_presence("redis-pubsub", Reaper::Sweep).await;
 }
 
 #[tokio::test]

@@ -239,4 +239,24 @@ mod tests {
         presence.unwatch("room");
         assert!(lock(&presence.watched).is_empty());
     }
+
+    #[tokio::test]
+    async fn a_store_that_fails_is_counted_and_does_not_fail_the_join() {
+        let config = channels_redis::RedisConfig::new().host("redis://127.0.0.1:1");
+        let store = channels_redis::RedisPresence::new(&config, "n").unwrap();
+        let layer: SharedLayer = Arc::new(InMemoryChannelLayer::new());
+        let metrics = Arc::new(Metrics::new());
+        let presence = Presence::new(Arc::new(store), layer.clone(), metrics.clone());
+        // Returns (nothing to fail): the connection stays in its group.
+        presence.join("room", "specific.x!1", Some("ann")).await;
+        presence.leave("room", "specific.x!1", Some("ann")).await;
+        assert!(presence.count("room").await.is_err(), "a read reports it");
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry, layer);
+        let page = crate::metrics::render(&registry);
+        for operation in ["join", "leave", "read"] {
+            let line = format!("channels_presence_errors_total{{operation=\"{operation}\"}} 1");
+            assert!(page.contains(&line), "`{line}` missing from\n{page}");
+        }
+    }
 }
