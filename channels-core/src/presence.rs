@@ -154,11 +154,14 @@ pub trait PresenceStore: Send + Sync + std::fmt::Debug {
     }
 
     /// Tells the store this process is alive; call it every
-    /// `heartbeat_interval` of the backend (a no-op in one process).
+    /// [`DEFAULT_HEARTBEAT_INTERVAL`] (a no-op in one process). When the
+    /// store had lost this process's liveness since the last heartbeat (it
+    /// came too late, or the store restarted empty), its entries may have
+    /// been removed: it writes them again and returns how many.
     ///
     /// # Errors
     /// [`LayerError::Backend`] when the store cannot be written.
-    async fn heartbeat(&self) -> Result<(), LayerError>;
+    async fn heartbeat(&self) -> Result<usize, LayerError>;
 
     /// Removes every entry of this process and its liveness, at once (a
     /// clean shutdown).

@@ -89,8 +89,8 @@ impl PresenceStore for InMemoryPresence {
         })
     }
 
-    async fn heartbeat(&self) -> Result<(), LayerError> {
-        Ok(())
+    async fn heartbeat(&self) -> Result<usize, LayerError> {
+        Ok(0)
     }
 
     async fn close(&self) -> Result<(), LayerError> {

@@ -15,12 +15,17 @@
 //!   entries within the TTL. A clean [`PresenceStore::close`] deletes them
 //!   at once.
 //!
+//! A process's own entries are also kept in memory: a join or leave whose
+//! write failed is made by the next heartbeat that reaches Redis, and when
+//! the node key was lost (expired while Redis was away, or Redis restarted
+//! empty) the heartbeat writes every entry of the node again.
+//!
 //! One round trip per operation: a join is one atomic pipeline, a read one
 //! Lua script (which reads the node keys of the same shard; fine on the
 //! standalone and Sentinel servers channels_redis shards over, not on Redis
 //! Cluster, which the layers do not support either).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +43,17 @@ use crate::shard::consistent_hash;
 /// How long a group's presence hash lives after its last join or renewal
 /// (channels_redis's `group_expiry`, one day).
 pub const DEFAULT_PRESENCE_GROUP_TTL: Duration = Duration::from_secs(86_400);
+
+/// Most failed leaves kept for the next heartbeat to delete; past it they
+/// are logged and left to the hash's expiry (a Redis outage during which
+/// this many distinct entries left).
+pub(crate) const MAX_UNREMOVED: usize = 100_000;
+
+/// The node key's value when the heartbeat set it.
+const BEATING: &str = "beating";
+
+/// The node key's value when a join had to create it.
+const JOINED: &str = "joined";
 
 /// Reads a group's hash; deletes and returns apart the entries whose node
 /// key (ARGV[1] .. node) is gone or that are not readable JSON.
@@ -94,8 +110,16 @@ pub struct RedisPresence {
     node_ttl: Duration,
     group_ttl: Duration,
     shards: Vec<Shard>,
-    /// This node's entries: group → channels, for `close` and renewals.
-    local: Mutex<HashMap<String, HashSet<String>>>,
+    /// This node's entries: group → channel → stored value, for `close`,
+    /// renewals, and writing them again after Redis lost them.
+    local: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// Per shard: whether a heartbeat has reached it since this store began.
+    beaten: Mutex<Vec<bool>>,
+    /// Per shard: a join's write failed; the next heartbeat writes it.
+    unwritten: Mutex<Vec<bool>>,
+    /// Leaves whose delete failed (group → channels), deleted by the next
+    /// heartbeat that reaches Redis; at most [`MAX_UNREMOVED`].
+    unremoved: Mutex<HashMap<String, std::collections::HashSet<String>>>,
     /// When the heartbeat last renewed the hashes' expiry.
     renewed: Mutex<Instant>,
 }
@@ -131,6 +155,9 @@ impl RedisPresence {
             group_ttl: DEFAULT_PRESENCE_GROUP_TTL,
             shards,
             local: Mutex::new(HashMap::new()),
+            beaten: Mutex::new(vec![false; config.hosts().len()]),
+            unwritten: Mutex::new(vec![false; config.hosts().len()]),
+            unremoved: Mutex::new(HashMap::new()),
             renewed: Mutex::new(Instant::now()),
         })
     }
@@ -177,6 +204,93 @@ impl RedisPresence {
         }))
         .await;
         results.into_iter().collect()
+    }
+
+    /// Remembers a leave whose delete failed, for the next heartbeat.
+    fn keep_unremoved(&self, group: &str, channel: &str) {
+        let mut unremoved = lock(&self.unremoved);
+        if unremoved
+            .values()
+            .map(std::collections::HashSet::len)
+            .sum::<usize>()
+            >= MAX_UNREMOVED
+        {
+            tracing::error!(%group, %channel, "too many presence leaves not deleted; this one stays until its group's hash expires");
+            return;
+        }
+        unremoved
+            .entry(group.to_owned())
+            .or_default()
+            .insert(channel.to_owned());
+    }
+
+    /// Deletes the failed leaves of the groups on shard `index`.
+    async fn remove_unremoved(
+        &self,
+        index: usize,
+        connection: &mut redis::aio::ConnectionManager,
+    ) -> Result<(), LayerError> {
+        let mine: Vec<(String, std::collections::HashSet<String>)> = {
+            let mut unremoved = lock(&self.unremoved);
+            let groups: Vec<String> = unremoved
+                .keys()
+                .filter(|group| consistent_hash(group, self.shards.len()) == index)
+                .cloned()
+                .collect();
+            groups
+                .into_iter()
+                .filter_map(|group| unremoved.remove_entry(&group))
+                .collect()
+        };
+        if mine.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (group, channels) in &mine {
+            let key = presence_key(&self.prefix, group);
+            for channel in channels {
+                pipe.hdel(&key, channel).ignore();
+            }
+        }
+        let shard = &self.shards[index];
+        if let Err(e) = pipe.exec_async(connection).await {
+            for (group, channels) in mine {
+                for channel in channels {
+                    self.keep_unremoved(&group, &channel);
+                }
+            }
+            return Err(shard.error("presence leave", e));
+        }
+        Ok(())
+    }
+
+    /// Writes this node's entries of the groups on shard `index` again;
+    /// returns how many.
+    async fn restore(
+        &self,
+        index: usize,
+        connection: &mut redis::aio::ConnectionManager,
+    ) -> Result<usize, LayerError> {
+        let mut pipe = redis::pipe();
+        let mut count = 0;
+        for (group, channels) in lock(&self.local).iter() {
+            if consistent_hash(group, self.shards.len()) != index {
+                continue;
+            }
+            let key = presence_key(&self.prefix, group);
+            for (channel, value) in channels {
+                pipe.hset(&key, channel, value).ignore();
+                count += 1;
+            }
+            pipe.pexpire(&key, self.group_ttl_millis()).ignore();
+        }
+        if count > 0 {
+            let shard = &self.shards[index];
+            pipe.exec_async(connection)
+                .await
+                .map_err(|e| shard.error("presence restore", e))?;
+        }
+        Ok(count)
     }
 
     fn group_ttl_millis(&self) -> i64 {
@@ -239,31 +353,45 @@ impl PresenceStore for RedisPresence {
     async fn join(&self, group: &str, channel: &str, user: Option<&str>) -> Result<(), LayerError> {
         validate_group_name(group)?;
         validate_channel_name(channel)?;
-        let shard = self.shard_of(group);
+        let index = consistent_hash(group, self.shards.len());
+        let shard = &self.shards[index];
         let key = presence_key(&self.prefix, group);
-        let mut connection = shard.commands("presence join").await?;
-        // The node key too: an entry must never be written under a node
-        // that does not exist yet (a read would reap it at once).
+        let value = encode(&self.node, user, now_secs());
+        // Kept first: if the write fails, the next heartbeat writes it.
+        lock(&self.local)
+            .entry(group.to_owned())
+            .or_default()
+            .insert(channel.to_owned(), value.clone());
+        let mut connection = match shard.commands("presence join").await {
+            Ok(connection) => connection,
+            Err(error) => {
+                lock(&self.unwritten)[index] = true;
+                return Err(error);
+            }
+        };
+        // The node key too, unless it is there: an entry must never be
+        // written under a node that does not exist (a read would reap it at
+        // once). Marked `JOINED`, not `BEATING`, so the next heartbeat knows
+        // the key was gone and writes this node's other entries again.
         redis::pipe()
             .atomic()
-            .hset(&key, channel, encode(&self.node, user, now_secs()))
+            .hset(&key, channel, &value)
             .ignore()
             .pexpire(&key, self.group_ttl_millis())
             .ignore()
             .cmd("SET")
             .arg(self.node_key())
-            .arg(1)
+            .arg(JOINED)
             .arg("PX")
             .arg(Self::ttl_millis(self.node_ttl))
+            .arg("NX")
             .ignore()
             .exec_async(&mut connection)
             .await
-            .map_err(|e| shard.error("presence join", e))?;
-        lock(&self.local)
-            .entry(group.to_owned())
-            .or_default()
-            .insert(channel.to_owned());
-        Ok(())
+            .map_err(|e| {
+                lock(&self.unwritten)[index] = true;
+                shard.error("presence join", e)
+            })
     }
 
     async fn leave(&self, group: &str, channel: &str) -> Result<bool, LayerError> {
@@ -277,14 +405,23 @@ impl PresenceStore for RedisPresence {
             }
         }
         let shard = self.shard_of(group);
-        let mut connection = shard.commands("presence leave").await?;
-        let removed: i64 = redis::cmd("HDEL")
-            .arg(presence_key(&self.prefix, group))
-            .arg(channel)
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| shard.error("presence leave", e))?;
-        Ok(removed > 0)
+        let result = async {
+            let mut connection = shard.commands("presence leave").await?;
+            redis::cmd("HDEL")
+                .arg(presence_key(&self.prefix, group))
+                .arg(channel)
+                .query_async::<i64>(&mut connection)
+                .await
+                .map_err(|e| shard.error("presence leave", e))
+        }
+        .await;
+        match result {
+            Ok(removed) => Ok(removed > 0),
+            Err(error) => {
+                self.keep_unremoved(group, channel);
+                Err(error)
+            }
+        }
     }
 
     async fn read(&self, group: &str) -> Result<PresenceSnapshot, LayerError> {
@@ -303,31 +440,54 @@ impl PresenceStore for RedisPresence {
         })
     }
 
-    async fn heartbeat(&self) -> Result<(), LayerError> {
+    async fn heartbeat(&self) -> Result<usize, LayerError> {
         let key = self.node_key();
         let ttl = Self::ttl_millis(self.node_ttl);
-        let results = join_all(self.shards.iter().map(|shard| {
+        let results = join_all(self.shards.iter().enumerate().map(|(index, shard)| {
             let key = key.clone();
             async move {
                 let mut connection = shard.commands("presence heartbeat").await?;
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(1)
+                let (previous,): (Option<String>,) = redis::pipe()
+                    .atomic()
+                    .get(&key)
+                    .cmd("SET")
+                    .arg(&key)
+                    .arg(BEATING)
                     .arg("PX")
                     .arg(ttl)
-                    .exec_async(&mut connection)
+                    .ignore()
+                    .query_async(&mut connection)
                     .await
-                    .map_err(|e| shard.error("presence heartbeat", e))
+                    .map_err(|e| shard.error("presence heartbeat", e))?;
+                self.remove_unremoved(index, &mut connection).await?;
+                let was_beaten = std::mem::replace(&mut lock(&self.beaten)[index], true);
+                let unwritten = std::mem::take(&mut lock(&self.unwritten)[index]);
+                if previous.as_deref() == Some(BEATING) && !unwritten {
+                    return Ok(0);
+                }
+                // The key expired (a heartbeat came too late, Redis was
+                // away) or Redis lost it (restarted empty, flushed): readers
+                // may have removed this node's entries; write them again.
+                let restored = self
+                    .restore(index, &mut connection)
+                    .await
+                    .inspect_err(|_| {
+                        lock(&self.unwritten)[index] = true;
+                    })?;
+                Ok(if was_beaten { restored } else { 0 })
             }
         }))
         .await;
-        results.into_iter().collect::<Result<(), _>>()?;
+        let mut restored = 0;
+        for result in results {
+            restored += result?;
+        }
         let due = lock(&self.renewed).elapsed() >= self.group_ttl / 4;
         if due {
             self.renew_groups().await?;
             *lock(&self.renewed) = Instant::now();
         }
-        Ok(())
+        Ok(restored)
     }
 
     async fn close(&self) -> Result<(), LayerError> {
@@ -336,7 +496,7 @@ impl PresenceStore for RedisPresence {
         for (group, channels) in &local {
             let index = consistent_hash(group, self.shards.len());
             let key = presence_key(&self.prefix, group);
-            for channel in channels {
+            for channel in channels.keys() {
                 pipes[index].hdel(&key, channel).ignore();
             }
         }
@@ -445,6 +605,81 @@ mod redis_tests {
         assert_eq!(reaped, ["s.b!1", "s.b!2"]);
         // Reaped once: the next reader finds nothing left to reap.
         assert!(two.read("room").await.unwrap().reaped.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_after_lost_liveness_writes_the_entries_again() {
+        let server = RedisServer::start().expect("redis-server on PATH");
+        let node = store(&server, "p4", "n");
+        let reader = store(&server, "p4", "reader");
+        node.join("g", "s.a!1", Some("ann")).await.unwrap();
+        assert_eq!(node.heartbeat().await.unwrap(), 0, "the first one");
+        assert_eq!(node.heartbeat().await.unwrap(), 0, "alive all along");
+        // Redis loses everything (restarted empty, flushed).
+        let mut redis = admin(&server).await;
+        redis::cmd("FLUSHALL").exec_async(&mut redis).await.unwrap();
+        assert_eq!(reader.count("g").await.unwrap().connections, 0);
+        assert_eq!(node.heartbeat().await.unwrap(), 1);
+        let members = reader.members("g").await.unwrap();
+        assert_eq!(members.len(), 1);
+        assert_eq!(members[0].user.as_deref(), Some("ann"));
+        // The node key expired and a reader reaped the entry; a join came
+        // first and made the key again: the heartbeat still restores.
+        let _: i64 = redis::cmd("DEL")
+            .arg("p4:presence:node:n")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(reader.read("g").await.unwrap().reaped.len(), 1);
+        node.join("h", "s.a!1", Some("ann")).await.unwrap();
+        assert_eq!(node.heartbeat().await.unwrap(), 2);
+        assert_eq!(reader.count("g").await.unwrap().connections, 1);
+    }
+
+    #[tokio::test]
+    async fn writes_that_failed_are_made_by_the_next_heartbeat() {
+        // Persistent, so Redis comes back with what it had.
+        let dir = std::env::temp_dir().join(format!("presence-aof-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir_arg = dir.display().to_string();
+        let args = [
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            &dir_arg,
+        ];
+        let mut server = RedisServer::start_with_args(&args).expect("redis-server on PATH");
+        let node = store(&server, "p5", "n");
+        let reader = store(&server, "p5", "reader");
+        node.join("g", "s.a!1", Some("ann")).await.unwrap();
+        node.join("g", "s.a!2", Some("bob")).await.unwrap();
+        node.heartbeat().await.unwrap();
+
+        // Redis away: a leave and a join fail.
+        server.kill();
+        assert!(node.leave("g", "s.a!1").await.is_err());
+        assert!(node.join("g", "s.a!3", Some("cat")).await.is_err());
+        server.restart().unwrap();
+        assert_eq!(reader.count("g").await.unwrap().connections, 2, "as before");
+        // The next heartbeat makes both writes.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while node.heartbeat().await.is_err() {
+            assert!(Instant::now() < deadline, "Redis did not come back");
+            tokio::time::sleep(Duration::from_millis(50)).await; // poll interval
+        }
+        let mut users: Vec<_> = reader
+            .members("g")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| e.user)
+            .collect();
+        users.sort();
+        assert_eq!(users, ["bob", "cat"]);
+        drop(server);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]

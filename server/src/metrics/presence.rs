@@ -1,5 +1,6 @@
 //! [`PresenceMetrics`]: what presence (`--presence`) counts: entries of dead
-//! processes removed, store operations that failed (by operation), and
+//! processes removed, entries written again after this process's liveness
+//! was lost, store operations that failed (by operation), and
 //! join/leave events that could not be published.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -19,6 +20,7 @@ struct OperationLabel {
 #[derive(Debug, Default)]
 pub struct PresenceMetrics {
     reaped: Counter,
+    restored: Counter,
     errors: Family<OperationLabel, Counter>,
     events_failed: Counter,
 }
@@ -40,6 +42,11 @@ impl PresenceMetrics {
             self.reaped.clone(),
         );
         registry.register(
+            "channels_presence_restored",
+            "This process's presence entries written again after the store lost its liveness (Redis away over 15 s, restarted or flushed)",
+            self.restored.clone(),
+        );
+        registry.register(
             "channels_presence_errors",
             "Presence store operations that failed (the join or leave itself went on), by operation",
             self.errors.clone(),
@@ -54,6 +61,11 @@ impl PresenceMetrics {
     /// Counts `count` entries of dead processes removed.
     pub(crate) fn reaped(&self, count: usize) {
         self.reaped.inc_by(count as u64);
+    }
+
+    /// Counts `count` entries written again after a lost liveness.
+    pub(crate) fn restored(&self, count: usize) {
+        self.restored.inc_by(count as u64);
     }
 
     /// Counts a failed store operation (one of [`OPERATIONS`]).

@@ -30,8 +30,13 @@ use channels_core::presence::{
 use channels_core::{LayerError, SharedLayer, lock};
 use tokio_util::sync::CancellationToken;
 
+use futures_util::StreamExt as _;
+
 use crate::metrics::Metrics;
 use events::{Change, event_message, events_group};
+
+/// Reads of watched groups one sweep runs at once.
+const SWEEP_CONCURRENCY: usize = 8;
 
 /// Presence of one server: its store, and the layer its events go through.
 ///
@@ -177,14 +182,37 @@ impl Presence {
                 () = stop.cancelled() => break,
                 _ = ticks.tick() => {}
             }
-            if let Err(error) = self.store.heartbeat().await {
-                self.metrics.presence.failed("heartbeat");
-                tracing::warn!(%error, "presence heartbeat failed");
+            match self.store.heartbeat().await {
+                Ok(0) => {}
+                Ok(restored) => {
+                    self.metrics.presence.restored(restored);
+                    tracing::warn!(
+                        restored,
+                        "presence liveness was lost (Redis away or restarted); entries written again"
+                    );
+                }
+                Err(error) => {
+                    self.metrics.presence.failed("heartbeat");
+                    tracing::warn!(%error, "presence heartbeat failed");
+                }
             }
+            // Bounded, so a slow store never holds up the next heartbeat;
+            // groups not reached are read on a later round (the order of a
+            // HashMap's keys varies as groups come and go).
             let watched: Vec<String> = lock(&self.watched).keys().cloned().collect();
-            for group in watched {
-                // Counted and logged by `read`.
-                let _ = self.read(&group).await;
+            let this: &Self = &self;
+            let sweep = futures_util::stream::iter(watched).for_each_concurrent(
+                SWEEP_CONCURRENCY,
+                |group| async move {
+                    // Counted and logged by `read`.
+                    let _ = this.read(&group).await;
+                },
+            );
+            if tokio::time::timeout(DEFAULT_HEARTBEAT_INTERVAL / 2, sweep)
+                .await
+                .is_err()
+            {
+                tracing::warn!("presence sweep of watched groups cut short: the store is slow");
             }
         }
         if let Err(error) = self.store.close().await {
