@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use crate::config::DEFAULT_EXTENSIONS;
 use crate::error::LayerError;
+use crate::history::HistoryStore;
 use crate::mailbox::DropCounters;
 use crate::message::Message;
 use crate::receiver::Receiver;
@@ -124,6 +125,13 @@ pub trait ChannelLayer: Send + Sync + Debug + 'static {
     /// What the layer holds and what it could not deliver, for metrics.
     fn stats(&self) -> LayerStats {
         LayerStats::default()
+    }
+
+    /// The layer's store of group histories ([`HistoryStore`]), when the
+    /// backend can keep them (memory and the Redis core layer; not pub/sub,
+    /// which stores nothing). Each call returns a handle on the same store.
+    fn history(&self) -> Option<Arc<dyn HistoryStore>> {
+        None
     }
 
     /// The optional features this layer supports (Django's `extensions`).

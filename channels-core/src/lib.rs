@@ -27,6 +27,7 @@ mod capacity;
 mod config;
 pub mod consumer;
 mod error;
+mod history;
 mod layer;
 mod mailbox;
 mod message;
@@ -46,6 +47,9 @@ pub use config::{
     DEFAULT_NEW_CHANNEL_PREFIX, LayerConfig,
 };
 pub use error::{BoxError, CHANNEL_NAME_RULE, GROUP_NAME_RULE, LayerError, NameProblem};
+pub use history::{
+    HISTORY_CHANNEL_PREFIX, HistoryLimits, HistorySnapshot, HistoryStore, history_channel,
+};
 pub use layer::{ChannelLayer, LayerStats, SharedLayer};
 pub use mailbox::{DropCounters, Mailbox, Offered, OutageError};
 pub use message::{Message, RESERVED_CHANNEL_KEY, TYPE_KEY, Value};
@@ -53,7 +57,7 @@ pub use names::{
     LOCAL_SEPARATOR, MAX_NAME_LENGTH, is_process_local, non_local_name, validate_channel_name,
     validate_group_name,
 };
-pub use receiver::{Receiver, Release};
+pub use receiver::{LocalSendError, LocalSender, Receiver, Release};
 pub use sync::lock;
 
 /// Re-exported so implementors use the same `async_trait` as the trait.

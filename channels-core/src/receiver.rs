@@ -8,7 +8,8 @@
 //! it (buffered messages, a pub/sub subscription).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use crate::error::LayerError;
 use crate::mailbox::Mailbox;
@@ -88,6 +89,14 @@ impl Receiver {
 }
 
 impl Receiver {
+    /// A handle that queues messages straight into this channel's mailbox,
+    /// in this process, without the layer (see [`LocalSender`]).
+    pub fn local_sender(&self) -> LocalSender {
+        LocalSender {
+            mailbox: Arc::downgrade(&self.mailbox),
+        }
+    }
+
     /// Gives back the mailbox's buffer if nothing waits in it (call it now and
     /// then on an idle connection; a drained mailbox keeps a few slots).
     pub fn shrink_if_empty(&self) {
@@ -103,10 +112,115 @@ impl Drop for Receiver {
     }
 }
 
+/// How long a message queued by a [`LocalSender`] may wait unread: the
+/// mailbox's capacity bounds it, not a clock.
+const LOCAL_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Queues messages straight into one channel's mailbox in this process: a
+/// fan-out inside the server (a history relay handing each member its copy)
+/// that should cost no layer round trip. It does not keep the channel alive:
+/// once every [`Receiver`] on it is dropped, sends report
+/// [`LocalSendError::Gone`].
+#[derive(Clone)]
+pub struct LocalSender {
+    mailbox: Weak<Mailbox>,
+}
+
+/// Why a [`LocalSender::try_send`] did not queue its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LocalSendError {
+    /// The mailbox is at capacity (nothing was queued; the caller decides
+    /// what the receiver is told).
+    #[error("the channel is full")]
+    Full,
+    /// Nobody receives on the channel any more, or it was closed.
+    #[error("the channel is gone")]
+    Gone,
+}
+
+impl LocalSender {
+    /// Queues `message` unless the mailbox is full or gone.
+    ///
+    /// # Errors
+    /// [`LocalSendError::Full`], [`LocalSendError::Gone`].
+    pub fn try_send(&self, message: Message) -> Result<(), LocalSendError> {
+        let mailbox = self.mailbox.upgrade().ok_or(LocalSendError::Gone)?;
+        if mailbox.holders() == 0 || mailbox.is_closed() {
+            return Err(LocalSendError::Gone);
+        }
+        let expires_at = tokio::time::Instant::now() + LOCAL_EXPIRY;
+        mailbox
+            .try_push(message, expires_at)
+            .map_err(|_| LocalSendError::Full)
+    }
+
+    /// Whether a [`Receiver`] still holds the channel.
+    pub fn is_alive(&self) -> bool {
+        self.mailbox
+            .upgrade()
+            .is_some_and(|mailbox| mailbox.holders() > 0 && !mailbox.is_closed())
+    }
+
+    /// The channel's name, while it is alive.
+    pub fn channel(&self) -> Option<Arc<str>> {
+        self.mailbox
+            .upgrade()
+            .map(|mailbox| mailbox.channel_arc().clone())
+    }
+}
+
+impl fmt::Debug for LocalSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalSender")
+            .field("channel", &self.channel())
+            .finish_non_exhaustive()
+    }
+}
+
 impl fmt::Debug for Receiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Receiver")
             .field("channel", &self.channel())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Forget;
+
+    impl Release for Forget {
+        fn release(&self, _mailbox: &Arc<Mailbox>) {}
+    }
+
+    fn receiver(capacity: usize) -> Receiver {
+        let mailbox = Mailbox::new(Arc::from("specific.a!b"), capacity, Arc::default());
+        Receiver::new(Arc::new(mailbox), Arc::new(Forget))
+    }
+
+    #[tokio::test]
+    async fn a_local_sender_queues_into_the_mailbox_until_full_or_gone() {
+        let receiver = receiver(2);
+        let sender = receiver.local_sender();
+        assert_eq!(sender.channel().as_deref(), Some("specific.a!b"));
+        sender.try_send(Message::new("a")).unwrap();
+        sender.try_send(Message::new("b")).unwrap();
+        assert_eq!(
+            sender.try_send(Message::new("c")),
+            Err(LocalSendError::Full)
+        );
+        assert_eq!(receiver.recv().await.unwrap().message_type(), Some("a"));
+        sender.try_send(Message::new("c")).unwrap();
+        assert_eq!(receiver.recv().await.unwrap().message_type(), Some("b"));
+        assert_eq!(receiver.recv().await.unwrap().message_type(), Some("c"));
+        assert!(sender.is_alive());
+        drop(receiver);
+        assert!(!sender.is_alive());
+        assert_eq!(
+            sender.try_send(Message::new("d")),
+            Err(LocalSendError::Gone)
+        );
     }
 }

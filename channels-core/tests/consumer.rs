@@ -10,8 +10,8 @@ use std::time::Duration;
 use channels_core::consumer::{
     Accept, CloseFrame, Communicator, CommunicatorError, Connect, Connection, ConnectionSettings,
     ConsumerContext, ConsumerError, ConsumerRouter, ConsumerStats, Frame, Handshake, Identity,
-    Inbound, InvalidJson, Json, JsonConsumer, Outbound, Scope, WebsocketConsumer, Worker,
-    WorkerContext, run_worker,
+    Inbound, InvalidJson, Json, JsonConsumer, MAX_DEFER, Outbound, Scope, WebsocketConsumer,
+    Worker, WorkerContext, run_worker,
 };
 use channels_core::{LayerError, Message, SharedLayer, async_trait};
 use channels_memory::InMemoryChannelLayer;
@@ -672,6 +672,7 @@ async fn a_connection_dropped_before_it_runs_still_leaves_its_groups() {
         Scope::new("/ws"),
         Box::new(room("dropped", &log)),
         Arc::new(ConnectionSettings::default()),
+        &CancellationToken::new(),
     )
     .await
     .unwrap();
@@ -717,6 +718,7 @@ fn runtime_futures_are_send(connection: channels_core::consumer::Connection) {
         Scope::new("/"),
         Box::new(ScopeReporter),
         Arc::new(ConnectionSettings::default()),
+        &CancellationToken::new(),
     ));
 }
 
@@ -841,4 +843,219 @@ async fn frames_over_the_rate_limit_are_dropped_then_a_flood_is_closed_4029() {
         }
     }
     assert_eq!(ConsumerStats::get(&stats.flood_closes), 1);
+}
+
+/// Defers its connect to messages on its channel, as the ASGI pass-through
+/// waits for an application's `websocket.accept`; reports what it sees.
+struct Deferring {
+    events: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl Deferring {
+    fn report(&self, event: String) {
+        self.events.send(event).unwrap();
+    }
+}
+
+#[async_trait]
+impl WebsocketConsumer for Deferring {
+    fn groups(&self) -> Vec<String> {
+        vec!["deferred".into()]
+    }
+
+    async fn connect(&mut self, ctx: &mut ConsumerContext) -> Result<Connect, ConsumerError> {
+        self.report(ctx.channel_name().to_owned());
+        if ctx.scope().path == "/wake" {
+            ctx.wake_at(tokio::time::Instant::now() + Duration::from_millis(50));
+        }
+        Ok(Connect::Defer)
+    }
+
+    async fn dispatch(
+        &mut self,
+        ctx: &mut ConsumerContext,
+        message_type: &str,
+        message: Message,
+    ) -> Result<(), ConsumerError> {
+        self.report(format!("{message_type} deferring={}", ctx.is_deferring()));
+        match message_type {
+            "app.accept" => {
+                let protocol = message.get("subprotocol").and_then(|v| v.as_str());
+                ctx.accept(Accept::default().subprotocol(protocol.unwrap_or_default()));
+            }
+            "app.close" => ctx.close(4403, "no"),
+            _ => ctx.send_text(message_type.to_owned())?,
+        }
+        Ok(())
+    }
+
+    async fn wake(&mut self, ctx: &mut ConsumerContext) -> Result<(), ConsumerError> {
+        self.report("wake".into());
+        ctx.fail_handshake(504);
+        ctx.close(4007, "too slow");
+        Ok(())
+    }
+
+    async fn disconnect(
+        &mut self,
+        _ctx: &mut ConsumerContext,
+        code: u16,
+    ) -> Result<(), ConsumerError> {
+        self.report(format!("disconnect {code}"));
+        Ok(())
+    }
+}
+
+/// Opens a [`Deferring`] connection in a task; returns its channel, its
+/// reports and the handshake's outcome.
+async fn open_deferred(
+    layer: &SharedLayer,
+    path: &str,
+    shutdown: &CancellationToken,
+) -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+    tokio::task::JoinHandle<Handshake>,
+) {
+    let (events, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let (layer, path, shutdown) = (layer.clone(), path.to_owned(), shutdown.clone());
+    let handshake = tokio::spawn(async move {
+        let settings = Arc::new(ConnectionSettings::default());
+        let consumer = Box::new(Deferring { events });
+        Connection::open(layer, Scope::new(&path), consumer, settings, &shutdown)
+            .await
+            .unwrap()
+    });
+    let channel = tokio::time::timeout(WAIT, reports.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    (channel, reports, handshake)
+}
+
+async fn next_report(reports: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(WAIT, reports.recv())
+        .await
+        .expect("a report")
+        .unwrap()
+}
+
+/// Whether a `group_send` to `deferred` reaches `channel` (checked with a
+/// probe member that must hear it first).
+async fn in_group(layer: &SharedLayer, channel: &str) -> bool {
+    let probe = layer.new_channel("probe").await.unwrap();
+    layer.group_add("deferred", &probe).await.unwrap();
+    layer
+        .group_send("deferred", Message::new("probe.ping"))
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, layer.receive(&probe))
+        .await
+        .unwrap()
+        .unwrap();
+    layer.group_discard("deferred", &probe).await.unwrap();
+    let heard = tokio::time::timeout(Duration::from_millis(50), layer.receive(channel)).await;
+    heard.is_ok()
+}
+
+#[tokio::test]
+async fn a_deferred_connect_is_accepted_by_a_message_and_keeps_the_rest_in_order() {
+    let layer = memory_layer();
+    let shutdown = CancellationToken::new();
+    let (channel, mut reports, handshake) = open_deferred(&layer, "/ws", &shutdown).await;
+    // Undecided: a message is dispatched, its frame waits for the socket.
+    layer
+        .send(&channel, Message::new("app.early"))
+        .await
+        .unwrap();
+    assert_eq!(next_report(&mut reports).await, "app.early deferring=true");
+    assert!(!handshake.is_finished());
+    // The accept and the message right behind it arrive together: only the
+    // accept is taken by the handshake.
+    let accept = Message::new("app.accept").with("subprotocol", "chat.v2");
+    layer.send(&channel, accept).await.unwrap();
+    layer
+        .send(&channel, Message::new("app.later"))
+        .await
+        .unwrap();
+    let handshake = tokio::time::timeout(WAIT, handshake)
+        .await
+        .unwrap()
+        .unwrap();
+    let Handshake::Accepted(accepted) = handshake else {
+        panic!("accepted, not {handshake:?}")
+    };
+    assert_eq!(accepted.accept.subprotocol.as_deref(), Some("chat.v2"));
+    assert_eq!(next_report(&mut reports).await, "app.accept deferring=true");
+    assert!(
+        reports.try_recv().is_err(),
+        "app.later ran before the accept"
+    );
+
+    let mut outbox = accepted.outbox;
+    let (_inbound, inbound) = tokio::sync::mpsc::channel::<Inbound>(4);
+    let task = tokio::spawn(accepted.connection.run(inbound, shutdown.clone()));
+    assert_eq!(next_report(&mut reports).await, "app.later deferring=false");
+    for expected in ["app.early", "app.later"] {
+        let frame = tokio::time::timeout(WAIT, outbox.recv()).await.unwrap();
+        assert_eq!(frame, Some(Outbound::Frame(Frame::from(expected))));
+    }
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_deferred_connect_closed_before_accept_is_rejected_and_disconnected() {
+    let layer = memory_layer();
+    let shutdown = CancellationToken::new();
+    let (channel, mut reports, handshake) = open_deferred(&layer, "/ws", &shutdown).await;
+    assert!(in_group(&layer, &channel).await, "groups are joined first");
+    layer
+        .send(&channel, Message::new("app.close"))
+        .await
+        .unwrap();
+    let handshake = tokio::time::timeout(WAIT, handshake).await.unwrap();
+    assert!(matches!(handshake.unwrap(), Handshake::Rejected));
+    assert_eq!(next_report(&mut reports).await, "app.close deferring=true");
+    assert_eq!(next_report(&mut reports).await, "disconnect 4403");
+    assert!(!in_group(&layer, &channel).await, "groups are left");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deferred_connect_fails_at_its_deadline_at_shutdown_and_at_the_cap() {
+    let layer = memory_layer();
+    let shutdown = CancellationToken::new();
+    // The consumer's own deadline: it fails the handshake with 504.
+    let (_, mut reports, handshake) = open_deferred(&layer, "/wake", &shutdown).await;
+    let handshake = tokio::time::timeout(WAIT, handshake).await.unwrap();
+    assert!(matches!(
+        handshake.unwrap(),
+        Handshake::Failed { status: 504 }
+    ));
+    assert_eq!(next_report(&mut reports).await, "wake");
+    assert_eq!(next_report(&mut reports).await, "disconnect 4007");
+
+    // Shutdown: 503, and disconnect with the shutdown close code.
+    let (_, mut reports, handshake) = open_deferred(&layer, "/ws", &shutdown).await;
+    shutdown.cancel();
+    let handshake = tokio::time::timeout(WAIT, handshake).await.unwrap();
+    assert!(matches!(
+        handshake.unwrap(),
+        Handshake::Failed { status: 503 }
+    ));
+    assert_eq!(next_report(&mut reports).await, "disconnect 1001");
+
+    // No deadline of its own: the runtime's cap answers 504.
+    let never = CancellationToken::new();
+    let (_, mut reports, handshake) = open_deferred(&layer, "/ws", &never).await;
+    let started = tokio::time::Instant::now();
+    let handshake = tokio::time::timeout(MAX_DEFER * 2, handshake)
+        .await
+        .unwrap();
+    assert!(matches!(
+        handshake.unwrap(),
+        Handshake::Failed { status: 504 }
+    ));
+    assert!(started.elapsed() >= MAX_DEFER);
+    assert_eq!(next_report(&mut reports).await, "disconnect 1006");
 }

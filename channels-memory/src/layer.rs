@@ -1,17 +1,18 @@
 //! [`InMemoryChannelLayer`]: the [`ChannelLayer`] for one process.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use channels_core::async_trait;
 use channels_core::{
-    ChannelLayer, DropCounters, LayerConfig, LayerError, LayerStats, Mailbox, Message, Receiver,
-    Release, lock, validate_channel_name, validate_group_name,
+    ChannelLayer, DropCounters, HistoryStore, LayerConfig, LayerError, LayerStats, Mailbox,
+    Message, Receiver, Release, lock, validate_channel_name, validate_group_name,
 };
 use tokio::time::Instant;
 
 use crate::channels::Channels;
 use crate::groups::Groups;
+use crate::history::MemoryHistory;
 
 /// The shortest interval between two sweeps of untouched entries.
 const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
@@ -58,8 +59,10 @@ pub struct InMemoryChannelLayer {
 }
 
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
     config: LayerConfig,
+    /// The group histories, made on first use.
+    history: OnceLock<Arc<MemoryHistory>>,
     drops: Arc<DropCounters>,
     channels: Channels,
     groups: Groups,
@@ -97,12 +100,18 @@ impl InMemoryChannelLayer {
             shared: Arc::new(Shared {
                 channels: Channels::new(config.capacities.clone(), drops.clone()),
                 groups: Groups::new(),
+                history: OnceLock::new(),
                 drops,
                 config,
                 sweep_interval,
                 next_sweep: Mutex::new(Instant::now() + sweep_interval),
             }),
         }
+    }
+
+    /// Another handle on the layer `shared` belongs to.
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
+        Self { shared }
     }
 
     /// The configuration the layer was built with.
@@ -249,6 +258,14 @@ impl ChannelLayer for InMemoryChannelLayer {
 
     fn name(&self) -> &'static str {
         "memory"
+    }
+
+    fn history(&self) -> Option<Arc<dyn HistoryStore>> {
+        let history = self
+            .shared
+            .history
+            .get_or_init(|| Arc::new(MemoryHistory::new(Arc::downgrade(&self.shared))));
+        Some(history.clone())
     }
 
     fn stats(&self) -> LayerStats {

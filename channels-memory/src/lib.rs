@@ -25,6 +25,7 @@
 
 mod channels;
 mod groups;
+mod history;
 mod layer;
 mod presence;
 

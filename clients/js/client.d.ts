@@ -152,6 +152,15 @@ export interface Subscribed {
   publications?: { offset: number; data: LayerMessage }[];
 }
 
+/** A `lost` frame: pushes of `group` may have been missed (docs/protocol.md). */
+export interface Lost {
+  type: "lost";
+  group: string;
+  reason: "epoch_changed" | "too_old" | "overflow";
+  offset: number;
+  epoch: string;
+}
+
 /** An `error` frame. */
 export interface ErrorFrame {
   type: "error";
@@ -206,6 +215,8 @@ export declare class ChannelsClient extends EventTarget {
   addEventListener(type: "disconnected", listener: (event: CustomEvent<CloseDetail>) => void, options?: AddEventListenerOptions | boolean): void;
   addEventListener(type: "subscribed", listener: (event: CustomEvent<Subscribed>) => void, options?: AddEventListenerOptions | boolean): void;
   addEventListener(type: "message", listener: (event: CustomEvent<Push>) => void, options?: AddEventListenerOptions | boolean): void;
+  /** Pushes may have been missed; after `overflow` the client recovers by itself. */
+  addEventListener(type: "lost", listener: (event: CustomEvent<Lost>) => void, options?: AddEventListenerOptions | boolean): void;
   addEventListener(type: "raw", listener: (event: CustomEvent<{ data: string | ArrayBuffer }>) => void, options?: AddEventListenerOptions | boolean): void;
   addEventListener(type: "error", listener: (event: CustomEvent<ChannelsError | Error>) => void, options?: AddEventListenerOptions | boolean): void;
   addEventListener(type: "state", listener: (event: CustomEvent<{ state: SocketState }>) => void, options?: AddEventListenerOptions | boolean): void;

@@ -233,7 +233,7 @@ export function defaultShouldReconnect(code) {
 }
 
 /** Frame types the server sends in protocol v1; other text frames are a backend's own. */
-const SERVER_TYPES = new Set(["connected", "subscribed", "unsubscribed", "published", "refreshed", "pong", "message", "error"]);
+const SERVER_TYPES = new Set(["connected", "subscribed", "unsubscribed", "published", "refreshed", "pong", "message", "lost", "error"]);
 
 /**
  * A client of the gateway at `url` (`ws://host/ws`).
@@ -396,6 +396,9 @@ export class ChannelsClient extends EventTarget {
       case "message":
         this.#onPush(json);
         break;
+      case "lost":
+        this.#onLost(json);
+        break;
       case "error":
         this.#emit("error", new ChannelsError(json.code, json.message, json));
         break;
@@ -424,6 +427,24 @@ export class ChannelsClient extends EventTarget {
         try { handler(push.data, push); } catch (error) { this.#emit("error", error); }
       }
     }
+  }
+
+  /**
+   * The server says pushes of a group may have been missed. `overflow`: its
+   * pushes stopped after `offset`; subscribe again with `recover` from the last
+   * offset seen, which fills the gap. Otherwise (`epoch_changed`, `too_old`)
+   * the messages are gone: pushes go on from the new position, and the `lost`
+   * event tells the application to reload its state.
+   */
+  #onLost(frame) {
+    const entry = this.subscriptions.get(frame.group);
+    if (entry && frame.reason === "overflow") {
+      if (this.connected) this.#sendSubscribe(frame.group, entry);
+    } else if (entry) {
+      entry.offset = frame.offset;
+      entry.epoch = frame.epoch;
+    }
+    this.#emit("lost", frame);
   }
 
   #onClose({ code, reason, willReconnect, delay }) {

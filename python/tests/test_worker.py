@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from conftest import Cluster, Process
 
@@ -86,21 +86,9 @@ async def chat_round(speaker: Client, room: list[Client], text: str) -> None:
         await client.wait(lambda c=client: text in c.chat(), f"{text!r}")
 
 
-async def join(name: str, url: str, room: list[Client]) -> Client:
-    """Opens a client and waits until the application has run its ``connect``
-    (the gateway completes the handshake at the upgrade, before the app's
-    ``group_add``): it says ``"<name> joined"`` and waits for its own echo,
-    and for everyone already in ``room`` to see it."""
-    client = await Client.open(name, url)
-    await chat_round(client, [*room, client], f"{name} joined")
-    return client
-
-
-def assert_exactly_once(
-    clients: list[Client], texts: list[str], since: dict[str, int] | None = None
-) -> None:
+def assert_exactly_once(clients: list[Client], texts: list[str]) -> None:
     for client in clients:
-        counts = Counter(client.chat()[(since or {}).get(client.name, 0):])
+        counts = Counter(client.chat())
         assert all(counts[t] == 1 for t in texts), f"{client.name} got {counts}"
         assert set(counts) <= set(texts), f"{client.name} got foreign messages {counts}"
 
@@ -123,13 +111,12 @@ def test_tutorial_chat_across_servers_and_a_worker_killed(
 
     async def scenario() -> None:
         lobby_url = "/ws/chat/lobby/"
-        a = await join("a@1", one.url(lobby_url), [])
-        b = await join("b@2", two.url(lobby_url), [a])
-        c = await join("c@1", one.url(lobby_url), [a, b])
-        d = await join("d@2", two.url(lobby_url), [a, b, c])
-        other = await join("e@1", one.url("/ws/chat/other/"), [])
+        a = await Client.open("a@1", one.url(lobby_url))
+        b = await Client.open("b@2", two.url(lobby_url))
+        c = await Client.open("c@1", one.url(lobby_url))
+        d = await Client.open("d@2", two.url(lobby_url))
+        other = await Client.open("e@1", one.url("/ws/chat/other/"))
         lobby = [a, b, c, d]
-        since = {client.name: len(client.chat()) for client in [*lobby, other]}
         said = []
         for speaker in lobby:
             text = f"hello from {speaker.name}"
@@ -139,8 +126,8 @@ def test_tutorial_chat_across_servers_and_a_worker_killed(
         # A last round: anything duplicated would have arrived by now.
         await chat_round(a, lobby, "sentinel")
         said.append("sentinel")
-        assert_exactly_once(lobby, said, since)
-        assert other.chat()[since[other.name]:] == ["alone in other"]
+        assert_exactly_once(lobby, said)
+        assert other.chat() == ["alone in other"]
 
         # SIGKILL one worker mid-chat: its connections close with 4005,
         # the others keep chatting.
@@ -162,9 +149,9 @@ def test_tutorial_chat_across_servers_and_a_worker_killed(
         assert all(c.close_code == 4005 for c in gone), [(c.name, c.close_code) for c in gone]
         assert alive, "every lobby connection was on the killed worker"
         assert {c.name[-1] for c in alive} == {"1", "2"}, [c.name for c in alive]
-        late = await join("f@2", two.url(lobby_url), alive)
+        before = {c.name: len(c.chat()) for c in alive}
+        late = await Client.open("f@2", two.url(lobby_url))
         survivors = alive + [late]
-        before = {c.name: len(c.chat()) for c in survivors}
         after = []
         for speaker in survivors:
             text = f"still here {speaker.name}"
@@ -172,7 +159,7 @@ def test_tutorial_chat_across_servers_and_a_worker_killed(
             after.append(text)
         for client in alive:
             assert Counter(client.chat()[before[client.name]:]) == Counter(after), client.name
-        assert Counter(late.chat()[before[late.name]:]) == Counter(after)
+        assert Counter(late.chat()) == Counter(after)
         for client in survivors:
             await client.close()
 
@@ -212,12 +199,12 @@ def test_direct_messages_scope_failures_and_a_quiet_channel(
         boom = await Client.open("boom", server.url("/ws/boom/"))
         await boom.ws.send("explode")
         assert await boom.closed() == 1011
-        nowhere = await Client.open("nowhere", server.url("/ws/no/such/route/"))
-        assert await nowhere.closed() == 1011
+        # No route: the application raised before accepting, as Daphne: 500.
+        assert await refused(server.url("/ws/no/such/route/")) == 500
 
         # A client that leaves during a slow accept leaves no instance behind.
-        slow = await Client.open("slow", server.url("/ws/slow/"))
-        await slow.close()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(connect(server.url("/ws/slow/")), 0.5)
         worker.wait_for(lambda lines: any("ended (/ws/slow/)" in l for l in lines), 10,
                         "the slow instance ended")
 
@@ -227,8 +214,7 @@ def test_direct_messages_scope_failures_and_a_quiet_channel(
         assert worker.popen.poll() is None, worker.output()
         await me.ws.send(json.dumps({"q": 2}))
         await me.wait(lambda: len([f for f in me.frames if "path" in f]) >= 2, "after idle")
-        q1 = await join("q1", server.url("/ws/chat/quiet/"), [])
-        room = [q1, await join("q2", server.url("/ws/chat/quiet/"), [q1])]
+        room = [await Client.open(n, server.url("/ws/chat/quiet/")) for n in ("q1", "q2")]
         await chat_round(room[0], room, "after a quiet spell")
         await me.close()
         layer_close = getattr(layer, "close_pools", None)
@@ -239,6 +225,52 @@ def test_direct_messages_scope_failures_and_a_quiet_channel(
     output = worker.output()
     assert "application raised" in output and "boom: explode" in output
     assert server.metric("channels_asgi_events_total") > 0
+
+
+async def refused(url: str) -> int:
+    """The HTTP status an upgrade to ``url`` is refused with."""
+    with pytest.raises(InvalidStatus) as refusal:
+        await asyncio.wait_for(connect(url, open_timeout=WAIT), WAIT)
+    return int(refusal.value.response.status_code)
+
+
+@pytest.mark.parametrize("layer", ["core", "pubsub"])
+def test_the_handshake_waits_for_the_application(
+    cluster_factory: Callable[[str], Cluster], layer: str
+) -> None:
+    """As under Daphne: 101 only once the application accepted (with its
+    subprotocol), HTTP 403 for a close in ``connect``."""
+    cluster = cluster_factory(layer)
+    server = cluster.start_server()
+    cluster.start_worker()
+    cluster.wait_workers(1)
+
+    async def scenario() -> None:
+        assert await refused(server.url("/ws/refuse/")) == 403
+
+        chosen = await Client.open("protocol", server.url("/ws/protocol/"),
+                                   subprotocols=["chat.v1", "chat.v2"])
+        assert chosen.ws.subprotocol == "chat.v2"
+        await chosen.close()
+
+        # The application joins its group 0.5 s into connect(): a client
+        # answered 101 before that would miss what the room says at once.
+        url = server.url("/ws/slowjoin/room/")
+        first = await Client.open("first", url)
+        await chat_round(first, [first], "first here")
+        second = await Client.open("second", url)
+        await first.say("right after the handshake")
+        await second.say("me too")
+        for client in (first, second):
+            await client.wait(
+                lambda c=client: sorted(c.chat()) == sorted(
+                    ["first here", "right after the handshake", "me too"][client is second:]),
+                "every message since it joined")
+        await first.close()
+        await second.close()
+
+    asyncio.run(scenario())
+    assert server.metric("channels_asgi_rejected_total") == 1
 
 
 def test_no_live_worker_closes_with_4006(cluster_factory: Callable[[str], Cluster]) -> None:

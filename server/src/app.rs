@@ -22,6 +22,7 @@ use crate::config::{ServerConfig, bind_listener};
 use crate::error::ServerError;
 use crate::gateway::Gateway;
 use crate::health::{self, HealthState};
+use crate::history::Histories;
 use crate::http;
 use crate::metrics::{MeteredLayer, Metrics};
 use crate::middleware::{self, AuthState, Authenticator, ConnectionLimit, OriginCheck};
@@ -62,7 +63,10 @@ pub struct App {
     registry: Arc<RwLock<Registry>>,
     shutdown: Shutdown,
     workers: Vec<WorkerStart>,
+    /// Presence, once [`App::presence_store`] turned it on.
     presence: Option<Arc<Presence>>,
+    /// Group histories, once [`App::gateway`] set them up.
+    histories: Option<Arc<Histories>>,
 }
 
 /// Starts one background worker once the server runs.
@@ -96,6 +100,7 @@ impl App {
             shutdown: Shutdown::new(),
             workers: Vec::new(),
             presence: None,
+            histories: None,
         }
     }
 
@@ -184,11 +189,20 @@ impl App {
             }
             self = self.presence_store(Arc::new(InMemoryPresence::new(crate::api::node_id())));
         }
+        let histories = Histories::new(
+            self.layer.clone(),
+            self.config.history.clone(),
+            self.metrics.history.clone(),
+            self.shutdown.stop_token(),
+        )
+        .map_err(ServerError::config)?;
+        self.histories.clone_from(&histories);
         let gateway = Gateway::new(
             &self.config.gateway,
             self.metrics.clone(),
             self.config.ping_interval,
             self.presence.clone(),
+            histories,
         )?;
         let mut app = self.consumers(gateway.consumers()).merge(gateway.console());
         if let Some(registry) = gateway.worker_registry() {
@@ -299,6 +313,7 @@ impl App {
                     token,
                     self.config.max_frame_bytes,
                     self.metrics.clone(),
+                    self.histories.clone(),
                 )
                 .with_presence(self.presence.clone()),
             ));

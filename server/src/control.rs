@@ -14,6 +14,10 @@ pub const UNSUBSCRIBE: &str = "gateway.unsubscribe";
 /// Layer message type: the receiving connection is closed with `code`
 /// (default [`DISCONNECT_CODE`]) and `reason`.
 pub const DISCONNECT: &str = "gateway.disconnect";
+/// Layer message type (from this server's history relay): the receiving
+/// connection may have missed messages of `group` (`reason`); its position
+/// is now `offset`/`epoch`. Sent on to the client as a `lost` frame.
+pub const HISTORY_LOST: &str = "gateway.history_lost";
 /// The close code of a backend's disconnect.
 pub const DISCONNECT_CODE: u16 = 4004;
 

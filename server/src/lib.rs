@@ -45,6 +45,7 @@ mod error;
 pub mod fuzzing;
 mod gateway;
 mod health;
+pub mod history;
 mod http;
 pub mod metrics;
 mod middleware;

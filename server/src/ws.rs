@@ -1,6 +1,7 @@
 //! WebSocket routes: each [`ConsumerRouter`] route becomes an axum route whose
 //! handler builds the scope, runs the handshake (`connect`), and answers 101,
-//! 403 (rejected) or 503 (layer unavailable).
+//! 403 (rejected), 503 (layer unavailable, shutting down) or, for a deferred
+//! connect, the status it failed with (504 when undecided in time).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -101,13 +102,31 @@ async fn upgrade(state: WsState, factory: ConsumerFactory, request: Request) -> 
     let scope = scope_of(&parts, params);
     let path = scope.path.clone();
     let consumer = factory(&scope);
-    let handshake =
-        Connection::open(state.layer.clone(), scope, consumer, state.settings.clone()).await;
+    let handshake = Connection::open(
+        state.layer.clone(),
+        scope,
+        consumer,
+        state.settings.clone(),
+        &state.shutdown.connection_token(),
+    )
+    .await;
     let accepted = match handshake {
         Ok(Handshake::Accepted(accepted)) => accepted,
         Ok(Handshake::Rejected) => {
             tracing::debug!(%path, "websocket rejected by its consumer");
             return StatusCode::FORBIDDEN.into_response();
+        }
+        Ok(Handshake::Failed { status }) => {
+            tracing::debug!(%path, status, "websocket handshake failed");
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let reason = match status {
+                StatusCode::GATEWAY_TIMEOUT => {
+                    "the application did not accept the connection in time"
+                }
+                StatusCode::SERVICE_UNAVAILABLE => "server is shutting down",
+                _ => "the application refused the connection",
+            };
+            return json_error(status, reason);
         }
         Err(error) => {
             tracing::error!(%path, %error, "websocket handshake failed in the channel layer");

@@ -2,10 +2,13 @@
 //! written here on the same memory layer, speaking the worker protocol:
 //! heartbeats to `NAME.workers`, `websocket.connect` with the request's path
 //! on the worker's own channel, answers to `reply_channel`, layer messages
-//! sent to the connection's channel arriving as `asgi.dispatch`, and the
+//! sent to the connection's channel arriving as `asgi.dispatch`, the
+//! handshake answered only when the application decides (101 with its
+//! subprotocol, 403 for a close before accept, 500 for an error or a
+//! subprotocol the client did not offer, 504 when it never accepts), and the
 //! close codes: 4006 with no worker, 4005 when its heartbeats stop, 4009
-//! when its channel is full, 4007 when it never accepts. The Python worker
-//! itself is tested end to end in python/tests.
+//! when its channel is full. The Python worker itself is tested end to end
+//! in python/tests.
 
 // Helpers outside #[test] fns unwrap too: a panic is how a test reports failure.
 #![allow(clippy::unwrap_used)]
@@ -18,7 +21,7 @@ use std::time::Duration;
 use channels_core::{LayerConfig, Message, Receiver, SharedLayer, Value};
 use channels_memory::InMemoryChannelLayer;
 use channels_server::{App, GatewayConfig, ServerConfig};
-use common::{Server, connect, expect_close, http, next_message, send_text};
+use common::{Server, WAIT, connect, expect_close, http, next_message, send_text};
 use test_support::metric_value;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -86,6 +89,62 @@ impl FakeWorker {
     }
 }
 
+/// The outcome of an upgrade: the client and its 101 response, or the HTTP
+/// status it was refused with.
+type Upgrade = Result<
+    (
+        common::Client,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    u16,
+>;
+
+/// Starts an upgrade offering `subprotocols`, in a task: it completes only
+/// when the application decides.
+fn start_upgrade(url: String, subprotocols: &[&str]) -> JoinHandle<Upgrade> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut request = url.into_client_request().unwrap();
+    if !subprotocols.is_empty() {
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            subprotocols.join(", ").parse().unwrap(),
+        );
+    }
+    tokio::spawn(async move {
+        match tokio_tungstenite::connect_async(request).await {
+            Ok(done) => Ok(done),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(other) => panic!("unexpected upgrade error: {other}"),
+        }
+    })
+}
+
+/// Waits (at most `wait`) for an upgrade started with [`start_upgrade`].
+async fn finish_upgrade(upgrade: JoinHandle<Upgrade>, wait: Duration) -> Upgrade {
+    tokio::time::timeout(wait, upgrade)
+        .await
+        .expect("the upgrade was not answered in time")
+        .unwrap()
+}
+
+/// The worker takes a `websocket.connect` and answers `replies` to it;
+/// returns the connect event.
+async fn answer_connect(
+    layer: &SharedLayer,
+    worker: &FakeWorker,
+    replies: Vec<Message>,
+) -> Message {
+    let event = worker.next().await;
+    assert_eq!(event.message_type(), Some("websocket.connect"), "{event:?}");
+    let reply = text(&event, "reply_channel");
+    for message in replies {
+        layer.send(&reply, message).await.unwrap();
+    }
+    event
+}
+
 fn text(message: &Message, key: &str) -> String {
     message
         .get(key)
@@ -111,24 +170,21 @@ async fn events_go_to_one_worker_and_its_death_closes_with_4005() {
     let worker = FakeWorker::start(&layer).await;
     wait_metric(&server, "channels_asgi_workers", 1.0).await;
 
-    let mut client = connect(&server.ws_url("/ws/chat/lobby/?x=1")).await;
-    let connect_event = worker.next().await;
-    assert_eq!(connect_event.message_type(), Some("websocket.connect"));
+    let upgrade = start_upgrade(server.ws_url("/ws/chat/lobby/?x=1"), &[]);
+    // The accept and a send right behind it: the send follows the 101.
+    let connect_event = answer_connect(
+        &layer,
+        &worker,
+        vec![
+            Message::new("websocket.accept"),
+            Message::new("websocket.send").with("text", "welcome"),
+        ],
+    )
+    .await;
     assert_eq!(text(&connect_event, "path"), "/ws/chat/lobby/");
     assert_eq!(text(&connect_event, "query_string"), "x=1");
     let reply = text(&connect_event, "reply_channel");
-
-    layer
-        .send(&reply, Message::new("websocket.accept"))
-        .await
-        .unwrap();
-    layer
-        .send(
-            &reply,
-            Message::new("websocket.send").with("text", "welcome"),
-        )
-        .await
-        .unwrap();
+    let (mut client, _) = finish_upgrade(upgrade, WAIT).await.unwrap();
     assert_eq!(next_message(&mut client).await, WsMessage::text("welcome"));
 
     // Replies batched through the gateway process's registry channel.
@@ -225,10 +281,16 @@ async fn connections_spread_over_workers_and_stay_with_theirs() {
     let two = FakeWorker::start(&layer).await;
     wait_metric(&server, "channels_asgi_workers", 2.0).await;
 
-    let mut first = connect(&server.ws_url("/a/")).await;
-    let mut second = connect(&server.ws_url("/b/")).await;
+    let first = start_upgrade(server.ws_url("/a/"), &[]);
+    let second = start_upgrade(server.ws_url("/b/"), &[]);
     // Each worker got one connect.
-    let (a, b) = tokio::join!(one.next(), two.next());
+    let accept = || vec![Message::new("websocket.accept")];
+    let (a, b) = tokio::join!(
+        answer_connect(&layer, &one, accept()),
+        answer_connect(&layer, &two, accept())
+    );
+    let (mut first, _) = finish_upgrade(first, WAIT).await.unwrap();
+    let (mut second, _) = finish_upgrade(second, WAIT).await.unwrap();
     let mut by_path = std::collections::HashMap::new();
     for (event, worker) in [(a, &one), (b, &two)] {
         assert_eq!(event.message_type(), Some("websocket.connect"));
@@ -260,8 +322,10 @@ async fn a_full_worker_channel_closes_with_4009() {
     let server = server(layer.clone()).await;
     let worker = FakeWorker::start(&layer).await;
     wait_metric(&server, "channels_asgi_workers", 1.0).await;
-    // The worker reads nothing: connect + 1 frame fill its channel.
-    let mut client = connect(&server.ws_url("/busy/")).await;
+    // The worker accepts, then reads nothing: 2 frames fill its channel.
+    let upgrade = start_upgrade(server.ws_url("/busy/"), &[]);
+    answer_connect(&layer, &worker, vec![Message::new("websocket.accept")]).await;
+    let (mut client, _) = finish_upgrade(upgrade, WAIT).await.unwrap();
     for i in 0..3 {
         send_text(&mut client, &format!("frame {i}")).await;
     }
@@ -276,28 +340,17 @@ async fn a_full_worker_channel_closes_with_4009() {
 }
 
 #[tokio::test]
-async fn an_application_that_never_accepts_is_closed_with_4007() {
+async fn an_application_that_never_accepts_is_answered_504() {
     let layer: SharedLayer = Arc::new(InMemoryChannelLayer::new());
     let server = server(layer.clone()).await;
     let worker = FakeWorker::start(&layer).await;
     wait_metric(&server, "channels_asgi_workers", 1.0).await;
-    let mut client = connect(&server.ws_url("/never/")).await;
-    assert_eq!(
-        worker.next().await.message_type(),
-        Some("websocket.connect")
-    );
-    // expect_close waits 5 s at most; the accept timeout is 10 s.
     let started = tokio::time::Instant::now();
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(15), expect_close_patiently(&mut client))
-            .await
-        {
-            Ok(Some(code)) => break code,
-            Ok(None) => continue,
-            Err(_) => panic!("no close within 15 s"),
-        }
-    };
-    assert_eq!(close, 4007);
+    let upgrade = start_upgrade(server.ws_url("/never/"), &[]);
+    answer_connect(&layer, &worker, Vec::new()).await;
+    // The accept timeout is 10 s.
+    let refused = finish_upgrade(upgrade, Duration::from_secs(15)).await;
+    assert_eq!(refused.err(), Some(504));
     assert!(started.elapsed() >= Duration::from_secs(9));
     // The worker hears that the client is gone.
     let gone = worker.next().await;
@@ -311,12 +364,73 @@ async fn an_application_that_never_accepts_is_closed_with_4007() {
     server.stop().await.unwrap();
 }
 
-/// The close code of the next close frame, `None` while nothing came.
-async fn expect_close_patiently(client: &mut common::Client) -> Option<u16> {
-    use futures_util::StreamExt as _;
-    match tokio::time::timeout(Duration::from_secs(1), client.next()).await {
-        Err(_) => None,
-        Ok(Some(Ok(WsMessage::Close(Some(frame))))) => Some(u16::from(frame.code)),
-        Ok(other) => panic!("expected a close, got {other:?}"),
-    }
+#[tokio::test]
+async fn the_handshake_waits_for_the_application_and_carries_its_subprotocol() {
+    let layer: SharedLayer = Arc::new(InMemoryChannelLayer::new());
+    let server = server(layer.clone()).await;
+    let worker = FakeWorker::start(&layer).await;
+    wait_metric(&server, "channels_asgi_workers", 1.0).await;
+
+    // Nothing is answered before the application decides; a layer message
+    // arriving meanwhile still reaches the worker.
+    let upgrade = start_upgrade(server.ws_url("/proto/"), &["chat.v1", "chat.v2"]);
+    let event = worker.next().await;
+    assert_eq!(event.message_type(), Some("websocket.connect"));
+    let reply = text(&event, "reply_channel");
+    layer
+        .send(&reply, Message::new("chat.message").with("n", 1))
+        .await
+        .unwrap();
+    assert_eq!(worker.next().await.message_type(), Some("asgi.dispatch"));
+    assert!(
+        !upgrade.is_finished(),
+        "answered before the application accepted"
+    );
+    let accept = Message::new("websocket.accept").with("subprotocol", "chat.v2");
+    layer.send(&reply, accept).await.unwrap();
+    let (mut client, response) = finish_upgrade(upgrade, WAIT).await.unwrap();
+    let protocol = response.headers().get("sec-websocket-protocol");
+    assert_eq!(protocol.map(|v| v.to_str().unwrap()), Some("chat.v2"));
+    send_text(&mut client, "hi").await;
+    assert_eq!(text(&worker.next().await, "text"), "hi");
+
+    // A subprotocol the client did not offer: refused with 500.
+    let upgrade = start_upgrade(server.ws_url("/proto/"), &["chat.v1"]);
+    let bogus = Message::new("websocket.accept").with("subprotocol", "bogus");
+    answer_connect(&layer, &worker, vec![bogus]).await;
+    assert_eq!(finish_upgrade(upgrade, WAIT).await.err(), Some(500));
+    let gone = worker.next().await;
+    assert_eq!(gone.message_type(), Some("websocket.disconnect"));
+    assert_eq!(metric(&server, "channels_asgi_rejected_total").await, 1.0);
+    worker.beats.abort();
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_close_before_accept_is_answered_403_and_an_error_500() {
+    let layer: SharedLayer = Arc::new(InMemoryChannelLayer::new());
+    let server = server(layer.clone()).await;
+    let worker = FakeWorker::start(&layer).await;
+    wait_metric(&server, "channels_asgi_workers", 1.0).await;
+
+    let upgrade = start_upgrade(server.ws_url("/denied/"), &[]);
+    let close = Message::new("websocket.close").with("code", 4403);
+    answer_connect(&layer, &worker, vec![close]).await;
+    assert_eq!(finish_upgrade(upgrade, WAIT).await.err(), Some(403));
+    let gone = worker.next().await;
+    assert_eq!(gone.message_type(), Some("websocket.disconnect"));
+    assert_eq!(gone.get("code").and_then(Value::as_u64), Some(4403));
+
+    // The application raised before accepting (the worker closes with 1011).
+    let upgrade = start_upgrade(server.ws_url("/raises/"), &[]);
+    let close = Message::new("websocket.close").with("code", 1011);
+    answer_connect(&layer, &worker, vec![close]).await;
+    assert_eq!(finish_upgrade(upgrade, WAIT).await.err(), Some(500));
+    assert_eq!(metric(&server, "channels_asgi_rejected_total").await, 2.0);
+    assert_eq!(
+        metric(&server, "channels_connections_rejected_total").await,
+        2.0
+    );
+    worker.beats.abort();
+    server.stop().await.unwrap();
 }

@@ -10,7 +10,8 @@
 //! killed and restarted on the same port it reconnects, resubscribes (with
 //! `recover` from the last position seen), keeps pinging, and its handler
 //! gets what is published after the restart. Its backoff is jittered and
-//! bounded.
+//! bounded. With history (Redis core layer), what was published while its
+//! server was down reaches the handler on reconnect, once and in order.
 //!
 //! Needs the Debian package `chromium` (or `CHROMIUM=/path/to/chromium`);
 //! without it the test fails, it does not skip.
@@ -112,7 +113,7 @@ async fn client_page(browser: &mut Browser, address: SocketAddr, options: &str) 
   const t = window.t = {{ ChannelsError, events: [], got: [], asked: 0, pings: 0, tokens: [] }};
   const getToken = async () => {{ t.asked += 1; return t.tokens.length ? t.tokens.shift() : null; }};
   const client = t.client = new ChannelsClient(`ws://${{location.host}}/ws`, {options});
-  for (const type of ["connected", "disconnected", "subscribed", "message", "raw", "error"]) {{
+  for (const type of ["connected", "disconnected", "subscribed", "message", "lost", "raw", "error"]) {{
     client.addEventListener(type, (event) => {{
       const d = event.detail;
       t.events.push({{ type, detail: d instanceof Error ? {{ code: d.code, message: d.message }} : d }});
@@ -595,4 +596,91 @@ async fn the_client_reconnects_and_resubscribes_after_the_server_is_killed_and_r
         "pings after the restart",
     )
     .await;
+}
+
+/// Starts the binary like [`server`], on the Redis core layer at `redis`
+/// with a history for every group.
+async fn history_server(bind: &str, redis: &str) -> (test_support::ServerProcess, SocketAddr) {
+    let args = [
+        "--bind",
+        bind,
+        "--jwt-secret",
+        SECRET,
+        "--publish-token",
+        API_TOKEN,
+        "--idle-timeout",
+        "3",
+        "--history-size",
+        "100",
+    ];
+    start_binary(
+        &args,
+        &[("CHANNELS_LAYER", "redis"), ("CHANNELS_REDIS_URL", redis)],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_recovers_what_was_published_while_its_server_was_down() {
+    let redis = tokio::task::spawn_blocking(channels_redis::testing::RedisServer::start)
+        .await
+        .unwrap()
+        .expect("redis-server starts");
+    let url = redis.url();
+    let bind = format!("127.0.0.1:{}", test_support::free_port());
+    let (mut first, address) = history_server(&bind, &url).await;
+    let (_other, other) = history_server("127.0.0.1:0", &url).await;
+    let mut browser = Browser::start().await;
+    let alice = token("alice", 3600, &alice_claims());
+    let page = client_page(
+        &mut browser,
+        address,
+        &format!("{{ getToken: async () => {alice:?}, backoff: {{ max: 1000 }} }}"),
+    )
+    .await;
+    eval(&mut browser, &page, "t.client.connect()").await;
+    let ready = eval(
+        &mut browser,
+        &page,
+        "t.client.subscribe('news', (data, push) => t.got.push([push.offset, data.n])).ready",
+    )
+    .await;
+    assert_eq!(ready["reason"], "no_position", "{ready}");
+    let epoch = ready["epoch"].clone();
+    api_publish(address, "news", &json!({"type": "news.item", "n": 1})).await;
+    wait(&mut browser, &page, "t.got.length === 1", "the first push").await;
+
+    // Its server dies; the group goes on through the other process.
+    first.kill();
+    wait(
+        &mut browser,
+        &page,
+        "t.client.state === 'reconnecting'",
+        "the lost connection",
+    )
+    .await;
+    api_publish(other, "news", &json!({"type": "news.item", "n": 2})).await;
+    api_publish(other, "news", &json!({"type": "news.item", "n": 3})).await;
+    let (_second, again) = history_server(&bind, &url).await;
+    assert_eq!(again, address);
+    browser
+        .wait_for(
+            &page,
+            "t.count('subscribed', (d) => d.group === 'news' && d.recovered) === 1",
+            "the recovering resubscribe",
+            Duration::from_secs(20),
+        )
+        .await;
+    let asked = eval(
+        &mut browser,
+        &page,
+        "t.sent.filter((f) => f.type === 'subscribe').map((f) => f.recover ?? null)",
+    )
+    .await;
+    assert_eq!(asked, json!([null, {"offset": 1, "epoch": epoch}]));
+    api_publish(other, "news", &json!({"type": "news.item", "n": 4})).await;
+    wait(&mut browser, &page, "t.got.length >= 4", "the live push").await;
+    // Every message once, in order, the missed ones before the live one.
+    let got = eval(&mut browser, &page, "t.got").await;
+    assert_eq!(got, json!([[1, 1], [2, 2], [3, 3], [4, 4]]));
 }

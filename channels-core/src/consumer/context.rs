@@ -5,12 +5,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::Accept;
 use super::error::ConsumerError;
 use super::frame::{CloseFrame, Frame, Outbound, Text};
 use super::outbox::Outbox;
 use super::scope::Scope;
 use crate::layer::SharedLayer;
 use crate::message::Message;
+use crate::receiver::LocalSender;
 
 /// The longest a discard spawned by `Drop` may take.
 const DROP_DISCARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -27,6 +29,7 @@ const DROP_DISCARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 pub struct ConsumerContext {
     layer: SharedLayer,
     channel: Arc<str>,
+    local: LocalSender,
     scope: Arc<Scope>,
     groups: Vec<String>,
     outbox: Outbox,
@@ -34,6 +37,21 @@ pub struct ConsumerContext {
     /// When the consumer asked to be woken (`wake_at`), until the runtime
     /// takes the request.
     wake_request: Option<WakeRequest>,
+    /// Set while a deferred connect waits for its decision.
+    deferring: bool,
+    /// The decision of a deferred connect, until the runtime takes it (boxed:
+    /// most connections never defer).
+    decision: Option<Box<Decision>>,
+}
+
+/// How a deferred connect ([`Connect::Defer`](super::Connect::Defer)) was
+/// decided, besides a close.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// Answer 101 with this.
+    Accept(Accept),
+    /// Answer with this HTTP status.
+    Fail(u16),
 }
 
 /// A change to the consumer's one timer.
@@ -47,17 +65,21 @@ impl ConsumerContext {
     pub(crate) fn new(
         layer: SharedLayer,
         channel: Arc<str>,
+        local: LocalSender,
         scope: Arc<Scope>,
         outbox: Outbox,
     ) -> Self {
         Self {
             layer,
             channel,
+            local,
             scope,
             groups: Vec::new(),
             outbox,
             close_request: None,
             wake_request: None,
+            deferring: false,
+            decision: None,
         }
     }
 
@@ -70,6 +92,13 @@ impl ConsumerContext {
     /// message there to reach this consumer's `dispatch`.
     pub fn channel_name(&self) -> &str {
         &self.channel
+    }
+
+    /// A handle that queues messages straight into this connection's own
+    /// mailbox from elsewhere in this process (they reach `dispatch` like
+    /// layer messages, with no layer round trip).
+    pub fn local_sender(&self) -> LocalSender {
+        self.local.clone()
     }
 
     /// The connection's scope.
@@ -144,6 +173,40 @@ impl ConsumerContext {
         self.close_request.take()
     }
 
+    /// Accepts a deferred connect ([`Connect::Defer`](super::Connect::Defer)):
+    /// the upgrade is answered 101 with `accept`'s subprotocol and headers.
+    /// Does nothing outside a deferred connect or after its first decision.
+    pub fn accept(&mut self, accept: Accept) {
+        if self.deferring && self.decision.is_none() {
+            self.decision = Some(Box::new(Decision::Accept(accept)));
+        }
+    }
+
+    /// Answers a deferred connect's upgrade with HTTP `status` instead of
+    /// 101: a 5xx when the application behind it failed ([`Self::close`]
+    /// before a decision answers 403). A close asked for as well gives the
+    /// code `disconnect` is called with. Does nothing outside a deferred
+    /// connect or after its first decision.
+    pub fn fail_handshake(&mut self, status: u16) {
+        if self.deferring && self.decision.is_none() {
+            self.decision = Some(Box::new(Decision::Fail(status)));
+        }
+    }
+
+    /// Returns whether a deferred connect is waiting for its decision
+    /// ([`Connect::Defer`](super::Connect::Defer)).
+    pub fn is_deferring(&self) -> bool {
+        self.deferring
+    }
+
+    pub(crate) fn set_deferring(&mut self, deferring: bool) {
+        self.deferring = deferring;
+    }
+
+    pub(crate) fn take_decision(&mut self) -> Option<Decision> {
+        self.decision.take().map(|decision| *decision)
+    }
+
     /// Asks the runtime to call the consumer's
     /// [`wake`](super::WebsocketConsumer::wake) at `at` (a deadline: a token
     /// expiry, a handshake timeout). One timer per connection: a later call
@@ -155,6 +218,10 @@ impl ConsumerContext {
     /// Cancels the timer set with [`ConsumerContext::wake_at`].
     pub fn cancel_wake(&mut self) {
         self.wake_request = Some(WakeRequest::Cancel);
+    }
+
+    pub(crate) fn has_wake_request(&self) -> bool {
+        self.wake_request.is_some()
     }
 
     pub(crate) fn take_wake_request(&mut self) -> Option<WakeRequest> {

@@ -109,8 +109,8 @@ pub use outbox::{OutboxReceiver, SocketState};
 pub use routing::{ConsumerFactory, ConsumerRouter, Route, RouteMatch};
 pub use runtime::{
     Accepted, Connection, ConnectionSettings, DEFAULT_IDLE_TIMEOUT, DEFAULT_OUTBOUND_BYTES,
-    DEFAULT_OUTBOUND_QUEUE, DEFAULT_PING_INTERVAL, Handshake, InboundStream, check_message_type,
-    next_inbound,
+    DEFAULT_OUTBOUND_QUEUE, DEFAULT_PING_INTERVAL, Handshake, InboundStream, MAX_DEFER,
+    check_message_type, next_inbound,
 };
 pub use scope::{Headers, Identity, Scope};
 pub use stats::{ConsumerStats, Histogram, LATENCY_BUCKETS};
@@ -118,13 +118,32 @@ pub use testing::{Communicator, CommunicatorError, Connected};
 pub use worker::{Worker, WorkerContext, run_worker};
 
 /// What `connect` decides: accept the connection (optionally choosing a
-/// subprotocol and adding response headers), or reject it (HTTP 403).
+/// subprotocol and adding response headers), reject it (HTTP 403), or leave
+/// the decision to a layer message ([`Connect::Defer`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Connect {
     /// Accept the WebSocket handshake.
     Accept(Accept),
     /// Refuse it: the client gets HTTP 403 and no socket.
     Reject,
+    /// Leave the upgrade unanswered until a message on the connection's
+    /// channel decides, as Daphne waits for an ASGI application's
+    /// `websocket.accept` (the application runs elsewhere).
+    ///
+    /// Meanwhile the runtime hands each message on the channel to
+    /// [`WebsocketConsumer::dispatch`], in order, and calls
+    /// [`WebsocketConsumer::wake`] at the time set with
+    /// [`ConsumerContext::wake_at`]. The consumer decides with
+    /// [`ConsumerContext::accept`] (101; frames it sent meanwhile follow the
+    /// handshake, and messages after the decision wait for the running
+    /// connection), [`ConsumerContext::close`] (HTTP 403, as a close before
+    /// accept is in Django), or [`ConsumerContext::fail_handshake`] (another
+    /// status). Undecided after [`MAX_DEFER`], the upgrade is answered 504;
+    /// at shutdown, 503. Unless accepted, the connection leaves its groups
+    /// and `disconnect` is called with the close code asked for (1006 when
+    /// none). A server may drop the handshake while it waits (its client
+    /// left): then no method runs again, so free what matters in `Drop`.
+    Defer,
 }
 
 impl Connect {
@@ -213,9 +232,9 @@ pub trait WebsocketConsumer: Send + 'static {
         Vec::new()
     }
 
-    /// The client asks to connect. Return [`Connect::accept()`] (the default)
-    /// or [`Connect::Reject`]. Frames sent here reach the client right after
-    /// the handshake.
+    /// The client asks to connect. Return [`Connect::accept()`] (the default),
+    /// [`Connect::Reject`], or [`Connect::Defer`] to decide on a later layer
+    /// message. Frames sent here reach the client right after the handshake.
     ///
     /// # Errors
     /// Any error rejects the connection (HTTP 403) and is logged.

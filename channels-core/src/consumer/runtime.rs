@@ -1,5 +1,6 @@
 //! The per-connection runtime: [`Connection::open`] runs the handshake
-//! (`groups`, `connect`), then [`Connection::run`] is the connection's one
+//! (`groups`, `connect`, and for [`Connect::Defer`] the wait for the
+//! decision), then [`Connection::run`] is the connection's one
 //! task, selecting over inbound frames, the connection's channel and shutdown.
 
 use std::fmt;
@@ -14,7 +15,7 @@ use tokio::time::{Instant, MissedTickBehavior, Sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::context::{ConsumerContext, WakeRequest};
+use super::context::{ConsumerContext, Decision, WakeRequest};
 use super::error::ConsumerError;
 use super::frame::{Inbound, Outbound, close_code};
 use super::outbox::{Outbox, OutboxReceiver};
@@ -47,6 +48,12 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often a silent connection is pinged.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
+
+/// The longest a deferred connect ([`Connect::Defer`]) waits for its
+/// decision before the upgrade is answered 504: a safety net for consumers
+/// that set no deadline of their own with
+/// [`wake_at`](ConsumerContext::wake_at).
+pub const MAX_DEFER: Duration = Duration::from_secs(60);
 
 /// The longest the runtime waits for one group discard on disconnect.
 const DISCARD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -214,9 +221,33 @@ pub enum Handshake {
     /// `connect` accepted: answer the upgrade with [`Accepted::accept`], drain
     /// [`Accepted::outbox`] into the socket, and run [`Accepted::connection`].
     Accepted(Box<Accepted>),
-    /// `connect` rejected (or failed): answer HTTP 403.
+    /// `connect` rejected (or failed), or a deferred connect was closed
+    /// before it accepted: answer HTTP 403.
     Rejected,
+    /// A deferred connect ended without accepting and without a plain
+    /// close: answer HTTP `status` (504: undecided after [`MAX_DEFER`], 503:
+    /// shutdown began, or what the consumer gave
+    /// [`ConsumerContext::fail_handshake`]).
+    Failed {
+        /// The HTTP status to answer the upgrade with.
+        status: u16,
+    },
 }
+
+/// How a deferred connect ended.
+enum Deferred {
+    Accepted(Accept),
+    /// Not accepted: answer `status`, call `disconnect(code)`.
+    Refused {
+        status: u16,
+        code: u16,
+    },
+    /// Receiving from the connection's channel failed.
+    LayerFailed(LayerError),
+}
+
+/// The HTTP status of a plain rejection.
+const FORBIDDEN: u16 = 403;
 
 /// An accepted connection, ready to run.
 #[derive(Debug)]
@@ -250,16 +281,20 @@ impl fmt::Debug for Connection {
 
 impl Connection {
     /// Runs the handshake: creates the connection's channel (a receiver
-    /// handle), joins the consumer's `groups`, and calls `connect`.
+    /// handle), joins the consumer's `groups`, and calls `connect`; when
+    /// `connect` defers ([`Connect::Defer`]), waits for the decision, or for
+    /// `shutdown`.
     ///
     /// # Errors
-    /// [`ConsumerError::Layer`] when the channel cannot be created or a group
-    /// joined (the server answers 503); groups joined so far are left.
+    /// [`ConsumerError::Layer`] when the channel cannot be created, a group
+    /// joined, or (deferred) a message received (the server answers 503);
+    /// groups joined so far are left.
     pub async fn open(
         layer: SharedLayer,
         scope: Scope,
         mut consumer: Box<dyn WebsocketConsumer>,
         settings: Arc<ConnectionSettings>,
+        shutdown: &CancellationToken,
     ) -> Result<Handshake, ConsumerError> {
         let stats = settings.stats.clone();
         let receiver = layer.new_receiver(&settings.channel_prefix).await?;
@@ -268,7 +303,13 @@ impl Connection {
             settings.outbound_bytes,
             stats.clone(),
         );
-        let mut ctx = ConsumerContext::new(layer, receiver.channel_arc(), Arc::new(scope), outbox);
+        let mut ctx = ConsumerContext::new(
+            layer,
+            receiver.channel_arc(),
+            receiver.local_sender(),
+            Arc::new(scope),
+            outbox,
+        );
         for group in consumer.groups() {
             if let Err(error) = ctx.group_add(&group).await {
                 ConsumerStats::incr(&stats.layer_errors);
@@ -279,6 +320,34 @@ impl Connection {
         let decision = consumer.connect(&mut ctx).await;
         let accept = match decision {
             Ok(Connect::Accept(accept)) => accept,
+            Ok(Connect::Defer) => {
+                // Boxed: only deferring consumers pay for the wait's state.
+                let outcome = Box::pin(await_decision(
+                    &mut *consumer,
+                    &mut ctx,
+                    &receiver,
+                    &settings,
+                    shutdown,
+                ))
+                .await;
+                match outcome {
+                    Deferred::Accepted(accept) => accept,
+                    Deferred::Refused { status, code } => {
+                        ConsumerStats::incr(&stats.connections_rejected);
+                        leave(&mut *consumer, &mut ctx, &stats, code).await;
+                        return Ok(if status == FORBIDDEN {
+                            Handshake::Rejected
+                        } else {
+                            Handshake::Failed { status }
+                        });
+                    }
+                    Deferred::LayerFailed(error) => {
+                        ConsumerStats::incr(&stats.layer_errors);
+                        leave(&mut *consumer, &mut ctx, &stats, close_code::INTERNAL_ERROR).await;
+                        return Err(error.into());
+                    }
+                }
+            }
             Ok(Connect::Reject) => {
                 ConsumerStats::incr(&stats.connections_rejected);
                 discard_groups(&mut ctx, &stats).await;
@@ -386,6 +455,91 @@ async fn run_connection(
     drop(receiver);
     tracing::debug!(code, "connection ended");
     code
+}
+
+/// Waits for a deferred connect's decision ([`Connect::Defer`]): dispatches
+/// each message on the connection's channel and wakes the consumer at its
+/// time, until it accepts, closes or fails the handshake, [`MAX_DEFER`]
+/// passes, or shutdown begins. Messages after the decision stay in the
+/// channel for the running connection, in order.
+async fn await_decision(
+    consumer: &mut dyn WebsocketConsumer,
+    ctx: &mut ConsumerContext,
+    receiver: &Receiver,
+    settings: &ConnectionSettings,
+    shutdown: &CancellationToken,
+) -> Deferred {
+    let stats = &*settings.stats;
+    let give_up = Instant::now() + MAX_DEFER;
+    let mut wake: Option<Instant> = None;
+    let mut dispatched: u32 = 0;
+    ctx.set_deferring(true);
+    let outcome = loop {
+        match ctx.take_wake_request() {
+            Some(WakeRequest::At(at)) => wake = Some(at),
+            Some(WakeRequest::Cancel) => wake = None,
+            None => {}
+        }
+        match ctx.take_decision() {
+            Some(Decision::Accept(accept)) => break Deferred::Accepted(accept),
+            Some(Decision::Fail(status)) => {
+                let code = ctx
+                    .take_close_request()
+                    .map_or(close_code::ABNORMAL, |frame| frame.code);
+                break Deferred::Refused { status, code };
+            }
+            None => {}
+        }
+        if let Some(frame) = ctx.take_close_request() {
+            break Deferred::Refused {
+                status: FORBIDDEN,
+                code: frame.code,
+            };
+        }
+        if ctx.outbox_mut().is_closed() {
+            // Frames sent before the decision overflowed the queue.
+            break Deferred::Refused {
+                status: FORBIDDEN,
+                code: close_code::TRY_AGAIN_LATER,
+            };
+        }
+        let woken = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                break Deferred::Refused { status: 503, code: settings.shutdown_close_code };
+            }
+            () = tokio::time::sleep_until(give_up) => {
+                tracing::warn!(path = %ctx.scope().path, after = ?MAX_DEFER, "deferred connect undecided; answering 504");
+                break Deferred::Refused { status: 504, code: close_code::ABNORMAL };
+            }
+            () = woken => {
+                wake = None;
+                let result = consumer.wake(ctx).await;
+                handle_result(ctx, stats, "wake", result);
+            }
+            result = receiver.recv() => match result {
+                Ok(message) => {
+                    ConsumerStats::incr(&stats.messages_in);
+                    dispatch(consumer, ctx, stats, message, &mut dispatched).await;
+                }
+                Err(error) => break Deferred::LayerFailed(error),
+            },
+        }
+    };
+    ctx.set_deferring(false);
+    // A timer still set carries over to the running connection.
+    if let (Deferred::Accepted(_), Some(at)) = (&outcome, wake)
+        && !ctx.has_wake_request()
+    {
+        ctx.wake_at(at);
+    }
+    outcome
 }
 
 /// Leaves every group, then tells the consumer.

@@ -229,10 +229,11 @@ impl Communicator {
             self.scope.clone(),
             consumer,
             std::sync::Arc::new(self.settings.clone()),
+            &self.shutdown,
         )
         .await?;
         let accepted = match handshake {
-            Handshake::Rejected => {
+            Handshake::Rejected | Handshake::Failed { .. } => {
                 return Ok(Connected {
                     accepted: false,
                     subprotocol: None,

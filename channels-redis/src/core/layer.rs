@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use channels_core::{
-    ChannelLayer, DropCounters, LayerError, LayerStats, Message, NameProblem, Receiver,
-    is_process_local, lock, validate_channel_name, validate_group_name,
+    ChannelLayer, DropCounters, HistoryStore, LayerError, LayerStats, Message, NameProblem,
+    Receiver, is_process_local, lock, validate_channel_name, validate_group_name,
 };
 use futures_util::future::join_all;
 
 use super::groups::{add_membership, group_send};
+use super::history::RedisHistory;
 use super::local::LocalChannels;
 use super::memberships::Memberships;
 use super::plain::PlainChannels;
@@ -67,6 +68,7 @@ pub struct RedisChannelLayer {
     local: Arc<LocalChannels>,
     plain: Arc<PlainChannels>,
     memberships: Arc<Memberships>,
+    history: Arc<RedisHistory>,
     /// One receive loop per process-local key (normally exactly one).
     loops: Mutex<HashMap<String, LoopHandle>>,
 }
@@ -98,21 +100,25 @@ impl RedisChannelLayer {
             .map(|host| Shard::new(host, &config))
             .collect::<Result<Vec<_>, _>>()?;
         let serializer = Serializer::new(config.serializer_format, config.random_prefix_length);
+        let history_serializer =
+            Serializer::new(config.serializer_format, config.random_prefix_length);
         #[cfg(feature = "encryption")]
-        let serializer = if config.symmetric_encryption_keys.is_empty() {
-            serializer
+        let (serializer, history_serializer) = if config.symmetric_encryption_keys.is_empty() {
+            (serializer, history_serializer)
         } else {
             // channels_redis decrypts with ttl = expiry + 10.
             let ttl = config.layer.expiry.as_secs() + 10;
-            serializer.with_crypter(Some(crate::crypto::Crypter::new(
-                &config.symmetric_encryption_keys,
-                Some(ttl),
-            )?))
+            let crypter = |ttl| crate::crypto::Crypter::new(&config.symmetric_encryption_keys, ttl);
+            (
+                serializer.with_crypter(Some(crypter(Some(ttl))?)),
+                history_serializer.with_crypter(Some(crypter(None)?)),
+            )
         };
         let drops = Arc::new(DropCounters::default());
         let settings = Arc::new(Settings {
             prefix: config.prefix,
             serializer,
+            history_serializer,
             client_prefix: uuid::Uuid::new_v4().simple().to_string(),
             brpop_timeout: config.brpop_timeout,
             layer: config.layer,
@@ -130,6 +136,11 @@ impl RedisChannelLayer {
                 drops.clone(),
             )),
             memberships: Arc::new(Memberships::new(settings.layer.group_expiry)),
+            history: Arc::new(RedisHistory::new(
+                settings.clone(),
+                shards.clone(),
+                drops.clone(),
+            )),
             loops: Mutex::new(HashMap::new()),
             drops,
             settings,
@@ -345,6 +356,10 @@ impl ChannelLayer for RedisChannelLayer {
 
     fn name(&self) -> &'static str {
         "redis"
+    }
+
+    fn history(&self) -> Option<Arc<dyn HistoryStore>> {
+        Some(self.history.clone())
     }
 
     fn stats(&self) -> LayerStats {

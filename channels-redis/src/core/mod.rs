@@ -6,9 +6,11 @@
 //! health), `receive_loop.rs` (the worker popping the shared key),
 //! `plain.rs` (named channels, popped on demand), `groups.rs` (group sends
 //! and membership writes), `memberships.rs` (what to write again after an
-//! outage, and the gate holding group sends until then).
+//! outage, and the gate holding group sends until then), `history.rs` (group
+//! histories: the history channel moved into a numbered log by one script).
 
 mod groups;
+mod history;
 mod layer;
 mod local;
 mod memberships;

@@ -20,6 +20,9 @@ pub(crate) struct Settings {
     pub(crate) layer: LayerConfig,
     /// Member codec (random prefix, Fernet, msgpack or JSON).
     pub(crate) serializer: Serializer,
+    /// The same codec for history entries, which outlive the message expiry
+    /// (Fernet tokens are checked without a TTL).
+    pub(crate) history_serializer: Serializer,
     /// This instance's `<cp>` in `specific.<cp>!<local>` names.
     pub(crate) client_prefix: String,
     /// How long one blocking pop waits (channels_redis `brpop_timeout`).

@@ -44,7 +44,8 @@ Application = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: Close code when the application raised.
 APP_ERROR = 1011
 #: Close code when the application closed (or denied) before accepting and
-#: gave no code: what Daphne answers with HTTP 403.
+#: gave no code. The gateway answers the upgrade with HTTP 403, as Daphne,
+#: and hands the code back in ``websocket.disconnect``.
 REJECTED = 4403
 #: Seconds an application instance may keep running after its client left.
 DISCONNECT_GRACE = 5.0

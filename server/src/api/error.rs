@@ -86,6 +86,13 @@ pub(crate) enum ApiError {
         path: String,
     },
 
+    /// The group keeps no history (404).
+    #[error("group `{group}` keeps no history (see --history-size and [history])")]
+    NoHistory {
+        /// The group asked for.
+        group: String,
+    },
+
     /// The channel layer refused or failed the operation (503, or 400 when
     /// it found the request invalid).
     #[error(transparent)]
@@ -124,6 +131,7 @@ impl ApiError {
             | Self::UnreadableBody(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotJsonContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NoHistory { .. } => StatusCode::NOT_FOUND,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Layer(error) => layer_status(error),
             Self::PartlyFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,

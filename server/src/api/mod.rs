@@ -22,6 +22,7 @@
 
 mod error;
 mod extract;
+mod history;
 mod info;
 mod openapi;
 mod presence;
@@ -39,6 +40,7 @@ use axum::response::Response;
 use axum::routing::{any, get, post};
 use channels_core::SharedLayer;
 
+use crate::history::Histories;
 use crate::metrics::Metrics;
 use error::ApiError;
 pub(crate) use info::node_id;
@@ -50,7 +52,7 @@ const OTHER: &str = "other";
 
 /// Every endpoint's route, as `channels_api_requests_total` labels it and
 /// as the OpenAPI document lists it.
-pub(crate) const ENDPOINTS: [&str; 11] = [
+pub(crate) const ENDPOINTS: [&str; 12] = [
     "/api/groups/{group}",
     "/api/channels/{channel}",
     "/api/broadcast",
@@ -60,6 +62,7 @@ pub(crate) const ENDPOINTS: [&str; 11] = [
     "/api/users/{user}/disconnect",
     "/api/info",
     "/api/openapi.json",
+    "/api/groups/{group}/history",
     "/api/groups/{group}/presence",
     "/api/groups/{group}/presence/count",
 ];
@@ -83,6 +86,8 @@ pub(crate) struct ApiState {
     pub(crate) openapi: Arc<str>,
     /// Presence, when it is on (`--presence`).
     pub(crate) presence: Option<Arc<Presence>>,
+    /// Group histories, when any group keeps one.
+    pub(crate) histories: Option<Arc<Histories>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -105,8 +110,10 @@ impl ApiState {
         token: &str,
         max_body_bytes: usize,
         metrics: Arc<Metrics>,
+        histories: Option<Arc<Histories>>,
     ) -> Self {
         Self {
+            histories,
             layer,
             token: Arc::from(token),
             max_body_bytes,
@@ -140,8 +147,9 @@ pub(crate) fn routes(state: ApiState) -> Router {
         .route(ENDPOINTS[6], post(users::disconnect))
         .route(ENDPOINTS[7], get(info::info))
         .route(ENDPOINTS[8], get(openapi::document))
-        .route(ENDPOINTS[9], get(presence::members))
-        .route(ENDPOINTS[10], get(presence::count))
+        .route(ENDPOINTS[9], get(history::history))
+        .route(ENDPOINTS[10], get(presence::members))
+        .route(ENDPOINTS[11], get(presence::count))
         // Routes rather than a fallback, so merging into an app that has a
         // fallback of its own does not panic; the endpoints above win.
         .route("/api", any(not_found))

@@ -22,6 +22,7 @@ use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, PartialSchema, ToSchema
 
 use super::error::ErrorBody;
 use super::extract::{ChannelPath, GroupPath, MAX_USER_LENGTH, UserPath};
+use super::history::History;
 use super::info::Info;
 use super::presence::{PresenceBody, PresenceCountBody};
 use crate::presence::events::Member;
@@ -57,16 +58,26 @@ const BEARER: &str = "bearer";
         super::users::disconnect,
         super::info::info,
         document,
+        super::history::history,
         super::presence::members,
         super::presence::count,
     ),
-    components(schemas(ErrorBody, Accepted, Info, PresenceBody, PresenceCountBody, Member)),
+    components(schemas(
+        ErrorBody,
+        Accepted,
+        Info,
+        History,
+        PresenceBody,
+        PresenceCountBody,
+        Member
+    )),
     modifiers(&BearerSecurity),
     security(("bearer" = [])),
     tags(
         (name = "publish", description = "Send messages to groups and channels"),
         (name = "users", description = "Reach and steer every connection of a user"),
         (name = "server", description = "This server process"),
+        (name = "history", description = "What groups keep for recovering clients"),
         (name = "presence", description = "Who is in a group, across every server process (`--presence`)"),
     ),
 )]
@@ -194,6 +205,27 @@ pub(crate) enum InfoResponses {
     /// No `Authorization: Bearer <token>`, or the wrong token.
     #[response(status = 401)]
     Unauthorized(ErrorBody),
+}
+
+/// The answers of `GET /api/groups/{group}/history`.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // never built: it only describes the answers for the document
+pub(crate) enum HistoryResponses {
+    /// The kept messages, oldest first.
+    #[response(status = 200)]
+    History(History),
+    /// The group name breaks Django's rules.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No `Authorization: Bearer <token>`, or the wrong token.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The group keeps no history.
+    #[response(status = 404)]
+    NoHistory(ErrorBody),
+    /// The channel layer failed (Redis away); retry.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
 }
 
 /// The answers of `GET /api/groups/{group}/presence`.

@@ -203,6 +203,15 @@ pub struct Args {
         default_missing_value = "true"
     )]
     pub presence: Option<bool>,
+    /// Messages each group keeps in its history, for clients that recover
+    /// after a reconnect (docs/protocol.md); 0 keeps none [default: 0].
+    /// Needs the memory or the Redis core layer.
+    #[arg(long, env = "CHANNELS_HISTORY_SIZE", value_name = "MESSAGES")]
+    pub history_size: Option<usize>,
+
+    /// Seconds a group's history keeps a message [default: 300].
+    #[arg(long, env = "CHANNELS_HISTORY_TTL", value_name = "SECONDS")]
+    pub history_ttl: Option<u64>,
 
     /// Log format [default: text].
     #[arg(long, env = "CHANNELS_LOG_FORMAT", value_enum)]

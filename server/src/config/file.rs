@@ -19,7 +19,7 @@
 //! forward_channel = "gateway.events"
 //! ```
 //!
-//! New sections (history) are new optional fields of
+//! New sections are new optional fields of
 //! [`FileConfig`]; files without them keep working.
 
 use std::fmt;
@@ -48,6 +48,9 @@ pub(crate) struct FileConfig {
     /// `[gateway]`: what the gateway does with client frames.
     #[serde(default)]
     pub(crate) gateway: GatewaySection,
+    /// `[history]`: what groups keep for clients that recover.
+    #[serde(default)]
+    pub(crate) history: HistorySection,
 }
 
 impl FileConfig {
@@ -111,6 +114,26 @@ pub(crate) struct AuthSection {
 #[serde(deny_unknown_fields)]
 pub(crate) struct GatewaySection {
     pub(crate) forward_channel: Option<String>,
+}
+
+/// `[history]`: `size` and `ttl` (seconds) for every group, and
+/// `[[history.groups]]` rules (`pattern`, `size`, `ttl`), first match wins.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistorySection {
+    pub(crate) size: Option<usize>,
+    pub(crate) ttl: Option<u64>,
+    #[serde(default)]
+    pub(crate) groups: Vec<HistoryGroupSection>,
+}
+
+/// One `[[history.groups]]` rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryGroupSection {
+    pub(crate) pattern: String,
+    pub(crate) size: usize,
+    pub(crate) ttl: Option<u64>,
 }
 
 /// `[layer]`: `backend` plus its `[layer.config]`.

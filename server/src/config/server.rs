@@ -70,6 +70,8 @@ pub struct ServerConfig {
     /// processes (`--presence`; default off: it costs a store write and an
     /// event per join and leave). See [`crate::Presence`].
     pub presence: bool,
+    /// Which groups keep a history for recovering clients (none by default).
+    pub history: crate::history::HistoryConfig,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +94,7 @@ impl Default for ServerConfig {
             connection_rate: None,
             gateway: GatewayConfig::default(),
             presence: false,
+            history: crate::history::HistoryConfig::default(),
         }
     }
 }
@@ -115,6 +118,14 @@ impl ServerConfig {
     #[must_use]
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
+        self
+    }
+
+    /// Sets which groups keep a history (docs/protocol.md, "History and
+    /// recovery").
+    #[must_use]
+    pub fn history(mut self, history: crate::history::HistoryConfig) -> Self {
+        self.history = history;
         self
     }
 

@@ -19,6 +19,7 @@ use super::{
     check_close_code,
 };
 use crate::error::ServerError;
+use crate::history::{HistoryConfig, HistoryRule};
 use crate::telemetry::Telemetry;
 
 /// Everything a server process runs with, resolved from [`Args`] and the
@@ -118,6 +119,7 @@ impl Settings {
                 .filter(|rate| *rate > 0),
             gateway,
             presence: args.presence.or(section.presence).unwrap_or(false),
+            history: history_config(args, &file.history, &origin)?,
         };
         let bind = match args.bind.or(section.bind) {
             Some(bind) => bind,
@@ -366,6 +368,45 @@ fn resolve_layer(
         serializer_format,
         ca_file: args.redis_ca_file.clone(),
     })
+}
+
+/// `--history-size`/`--history-ttl` (every group) and `[history]`.
+fn history_config(
+    args: &Args,
+    section: &super::file::HistorySection,
+    origin: &str,
+) -> Result<HistoryConfig, ServerError> {
+    let size = args.history_size.or(section.size).unwrap_or(0);
+    let ttl = args.history_ttl.or(section.ttl).map(Duration::from_secs);
+    if ttl.is_some_and(|ttl| ttl.is_zero()) {
+        return Err(ServerError::config(format!(
+            "{origin}: the history ttl must be at least 1 second"
+        )));
+    }
+    let mut config = HistoryConfig {
+        size,
+        ttl,
+        rules: Vec::new(),
+    };
+    for rule in &section.groups {
+        let pattern = rule.pattern.strip_suffix('*').unwrap_or(&rule.pattern);
+        if !pattern.is_empty()
+            && channels_core::validate_group_name(pattern.trim_end_matches('.')).is_err()
+        {
+            return Err(ServerError::config(format!(
+                "{origin}: [[history.groups]] pattern `{}` is neither a group name nor `prefix.*`",
+                rule.pattern
+            )));
+        }
+        config = config.rule(HistoryRule {
+            pattern: rule.pattern.clone(),
+            size: rule.size,
+            ttl: rule
+                .ttl
+                .map_or(crate::history::DEFAULT_HISTORY_TTL, Duration::from_secs),
+        });
+    }
+    Ok(config)
 }
 
 #[cfg(test)]

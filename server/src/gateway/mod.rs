@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
 use crate::error::ServerError;
+use crate::history::Histories;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 
@@ -72,6 +73,8 @@ pub(crate) struct Shared {
     ping_interval: Option<u64>,
     /// Presence, when it is on (`--presence`).
     presence: Option<Arc<Presence>>,
+    /// Group histories, when any group keeps one.
+    histories: Option<Arc<Histories>>,
 }
 
 /// The gateway of one [`crate::App`].
@@ -90,6 +93,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
         ping_interval: Option<Duration>,
         presence: Option<Arc<Presence>>,
+        histories: Option<Arc<Histories>>,
     ) -> Result<Self, ServerError> {
         let verifier = auth::Verifier::new(config)?;
         if verifier.is_development() {
@@ -108,6 +112,7 @@ impl Gateway {
             metrics,
             ping_interval: ping_interval.map(|interval| interval.as_secs().max(1)),
             presence,
+            histories,
         });
         let asgi = shared.forward.as_ref().map(|_| {
             Arc::new(asgi::AsgiShared {

@@ -307,8 +307,43 @@ struct Push<'a> {
     data: Data<'a>,
 }
 
+/// The `lost` frame of a history relay's notice (`gateway.history_lost`):
+/// the client may have missed messages of `group`; `offset`/`epoch` is its
+/// position now.
+pub(crate) fn lost_frame(notice: &Message) -> Text {
+    let lost = Lost {
+        kind: "lost",
+        group: notice.get("group").and_then(|v| v.as_str()).unwrap_or(""),
+        reason: notice.get("reason").and_then(|v| v.as_str()).unwrap_or(""),
+        offset: notice
+            .get("offset")
+            .and_then(rmpv::Value::as_u64)
+            .unwrap_or(0),
+        epoch: notice.get("epoch").and_then(|v| v.as_str()).unwrap_or(""),
+    };
+    serde_json::to_string(&lost).unwrap_or_default().into()
+}
+
+#[derive(Serialize)]
+struct Lost<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    group: &'a str,
+    reason: &'a str,
+    offset: u64,
+    epoch: &'a str,
+}
+
+/// A kept message as `subscribed` and the history API list it:
+/// `{"offset": N, "data": {...}}`.
+#[derive(Serialize)]
+pub(crate) struct Publication<'a> {
+    pub(crate) offset: u64,
+    pub(crate) data: Data<'a>,
+}
+
 /// A message's fields without the reserved keys the envelope carries.
-struct Data<'a>(&'a Message);
+pub(crate) struct Data<'a>(pub(crate) &'a Message);
 
 impl Serialize for Data<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -1,6 +1,7 @@
 //! [`AsgiMetrics`]: what the ASGI pass-through counts (docs/protocol.md,
-//! "ASGI workers"): live workers, events sent to them, and the connections
-//! closed because a worker was missing, gone, busy or slow to accept.
+//! "ASGI workers"): live workers, events sent to them, the connections
+//! closed because a worker was missing, gone or busy, and the upgrades
+//! refused because the application was slow to accept or refused.
 
 use std::sync::atomic::AtomicI64;
 
@@ -18,6 +19,7 @@ pub struct AsgiMetrics {
     worker_lost: Counter,
     no_worker: Counter,
     accept_timeouts: Counter,
+    rejected: Counter,
 }
 
 impl AsgiMetrics {
@@ -54,8 +56,14 @@ impl AsgiMetrics {
         );
         registry.register(
             "channels_asgi_accept_timeouts",
-            "Connections closed with 4007 because the application did not accept in time",
+            "Upgrades answered 504 because the application did not accept in time",
             self.accept_timeouts.clone(),
+        );
+        registry.register(
+            "channels_asgi_rejected",
+            "Upgrades refused because the application closed before accepting (403), raised (500) \
+             or chose a subprotocol the client did not offer (500)",
+            self.rejected.clone(),
         );
     }
 
@@ -85,5 +93,9 @@ impl AsgiMetrics {
 
     pub(crate) fn accept_timed_out(&self) {
         self.accept_timeouts.inc();
+    }
+
+    pub(crate) fn rejected(&self) {
+        self.rejected.inc();
     }
 }

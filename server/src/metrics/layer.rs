@@ -110,4 +110,8 @@ impl ChannelLayer for MeteredLayer {
     fn stats(&self) -> LayerStats {
         self.inner.stats()
     }
+
+    fn history(&self) -> Option<std::sync::Arc<dyn channels_core::HistoryStore>> {
+        self.inner.history()
+    }
 }

@@ -14,6 +14,7 @@
 mod asgi;
 mod collector;
 mod gateway;
+mod history;
 mod layer;
 mod presence;
 mod process;
@@ -32,6 +33,7 @@ use prometheus_client::registry::Registry;
 
 pub use asgi::AsgiMetrics;
 pub use gateway::GatewayMetrics;
+pub use history::HistoryMetrics;
 pub use layer::MeteredLayer;
 pub use presence::PresenceMetrics;
 pub use process::ProcessCollector;
@@ -127,6 +129,8 @@ pub struct Metrics {
     pub asgi: Arc<AsgiMetrics>,
     /// Presence's counters (`--presence`).
     pub presence: PresenceMetrics,
+    /// The history relay's counters.
+    pub history: Arc<HistoryMetrics>,
 }
 
 impl Metrics {
@@ -137,6 +141,7 @@ impl Metrics {
         let metrics = Self {
             gateway: GatewayMetrics::new(&reasons, &codes),
             presence: PresenceMetrics::new(),
+            history: Arc::new(HistoryMetrics::new()),
             ..Self::default()
         };
         for refusal in Refusal::ALL {
@@ -177,6 +182,7 @@ impl Metrics {
         self.gateway.register(registry);
         self.asgi.register(registry);
         self.presence.register(registry);
+        self.history.register(registry);
         registry.register_collector(Box::new(ServerCollector::new(self.clone(), layer)));
         registry.register_collector(Box::new(ProcessCollector));
     }

@@ -4,6 +4,8 @@ import asyncio
 
 from channels.generic.websocket import AsyncWebsocketConsumer, JsonWebsocketConsumer
 
+from chat.consumers import ChatConsumer
+
 
 class Boom(AsyncWebsocketConsumer):
     """Raises on the first frame."""
@@ -45,3 +47,26 @@ class WhoAmI(JsonWebsocketConsumer):
 
     def echo_back(self, event):
         self.send_json({"echo": event["content"]})
+
+
+class Refuse(AsyncWebsocketConsumer):
+    """Closes in connect, before accepting: Daphne answers HTTP 403."""
+
+    async def connect(self):
+        await self.close()
+
+
+class Protocol(AsyncWebsocketConsumer):
+    """Accepts with the last subprotocol the client offered."""
+
+    async def connect(self):
+        await self.accept(subprotocol=self.scope["subprotocols"][-1])
+
+
+class SlowJoin(ChatConsumer):
+    """The tutorial's chat, joining its group 0.5 s into connect: a client
+    told it is connected before that would miss what is said meanwhile."""
+
+    async def connect(self):
+        await asyncio.sleep(0.5)
+        await super().connect()

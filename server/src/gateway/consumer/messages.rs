@@ -59,6 +59,7 @@ impl GatewayConsumer {
             control::SUBSCRIBE => self.control_membership(ctx, &message, true).await,
             control::UNSUBSCRIBE => self.control_membership(ctx, &message, false).await,
             crate::presence::events::EVENT => self.presence_event(ctx, &message),
+            control::HISTORY_LOST => ctx.send_text(protocol::lost_frame(&message)),
             control::DISCONNECT => {
                 let code = message
                     .get("code")
@@ -94,10 +95,12 @@ impl GatewayConsumer {
             tracing::warn!(?message, "gateway control message without a string `group`");
             return Ok(());
         };
+        let group = group.to_owned();
+        let group = group.as_str();
         let result = if join {
-            ctx.group_add(group).await
+            self.join(ctx, group, None).await.map(|_| ())
         } else {
-            ctx.group_discard(group).await
+            self.leave(ctx, group).await
         };
         match result {
             Ok(()) if join => {

@@ -34,6 +34,7 @@ use super::protocol::{
     self, Connected, ErrorCode, PROTOCOL_VERSION, Parsed, answer_frame, error_frame,
 };
 use crate::control::user_group;
+use crate::history::{Joined, Position};
 
 /// How long a connection may take to send its `connect` frame.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,6 +62,9 @@ pub(crate) struct GatewayConsumer {
     presence_groups: Vec<String>,
     /// Groups whose presence events the client asked for.
     watching: Vec<String>,
+    /// Groups with history the connection is in: it gets their messages
+    /// from this process's history relay, not as a group member.
+    history_groups: Vec<String>,
 }
 
 /// A connected client.
@@ -91,7 +95,58 @@ impl GatewayConsumer {
             server_groups: Vec::new(),
             presence_groups: Vec::new(),
             watching: Vec::new(),
+            history_groups: Vec::new(),
         }
+    }
+
+    /// Whether the connection is in `group` (as a member or through the
+    /// history relay).
+    fn is_in(&self, ctx: &ConsumerContext, group: &str) -> bool {
+        ctx.groups().iter().any(|g| g == group) || self.history_groups.iter().any(|g| g == group)
+    }
+
+    /// Joins `group`: through this process's history relay when the group
+    /// keeps history (recovering from `recover`), else as a member.
+    async fn join(
+        &mut self,
+        ctx: &mut ConsumerContext,
+        group: &str,
+        recover: Option<Position>,
+    ) -> Result<Option<Joined>, String> {
+        let Some(histories) = self.shared.histories.clone() else {
+            return ctx
+                .group_add(group)
+                .await
+                .map(|()| None)
+                .map_err(|e| e.to_string());
+        };
+        let Some(limits) = histories.limits(group) else {
+            return ctx
+                .group_add(group)
+                .await
+                .map(|()| None)
+                .map_err(|e| e.to_string());
+        };
+        let joined = histories
+            .subscribe(group, limits, ctx.local_sender(), recover)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !self.history_groups.iter().any(|g| g == group) {
+            self.history_groups.push(group.to_owned());
+        }
+        Ok(Some(joined))
+    }
+
+    /// Leaves `group` (either way it was joined).
+    async fn leave(&mut self, ctx: &mut ConsumerContext, group: &str) -> Result<(), String> {
+        if let Some(at) = self.history_groups.iter().position(|g| g == group) {
+            self.history_groups.swap_remove(at);
+            if let Some(histories) = &self.shared.histories {
+                histories.unsubscribe(group, Arc::from(ctx.channel_name()));
+            }
+            return Ok(());
+        }
+        ctx.group_discard(group).await.map_err(|e| e.to_string())
     }
 
     fn user(&self) -> Option<&str> {
@@ -160,7 +215,7 @@ impl GatewayConsumer {
             }
         }
         for group in &groups {
-            if let Err(error) = ctx.group_add(group).await {
+            if let Err(error) = self.join(ctx, group, None).await {
                 tracing::warn!(%group, %error, "gateway could not join a connection's group");
                 ctx.close(close_code::INTERNAL_ERROR, "channel layer unavailable");
                 return Ok(());
@@ -373,6 +428,12 @@ impl WebsocketConsumer for GatewayConsumer {
     ) -> Result<(), ConsumerError> {
         self.shared.metrics.gateway.closed(code);
         self.presence_disconnect(ctx).await;
+        if let Some(histories) = &self.shared.histories {
+            let channel: Arc<str> = Arc::from(ctx.channel_name());
+            for group in self.history_groups.drain(..) {
+                histories.unsubscribe(&group, channel.clone());
+            }
+        }
         if let (Some(channel), Some(_)) = (self.shared.forward.clone(), &self.session) {
             let event = forward::disconnect_event(ctx.channel_name(), self.user(), code);
             match forward::forward(ctx, &channel, event).await {
@@ -399,7 +460,7 @@ mod tests {
 
     fn gateway() -> (Gateway, SharedLayer) {
         let metrics = Arc::new(Metrics::new());
-        let gateway = Gateway::new(&GatewayConfig::default(), metrics, None, None).unwrap();
+        let gateway = Gateway::new(&GatewayConfig::default(), metrics, None, None, None).unwrap();
         let layer: SharedLayer = Arc::new(channels_memory::InMemoryChannelLayer::new());
         (gateway, layer)
     }

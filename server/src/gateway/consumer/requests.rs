@@ -10,10 +10,10 @@ use serde_json::value::RawValue;
 use super::{GatewayConsumer, deadline_of};
 use crate::control;
 use crate::gateway::auth::{Reason, TokenRejection};
-use crate::gateway::protocol::{ErrorCode, Request, answer_frame};
+use crate::gateway::protocol::{Data, ErrorCode, Publication, Request, answer_frame};
+use crate::history::Position;
 
-/// The `reason` of a `subscribed` answer: history is not kept (yet), so
-/// nothing is ever recovered.
+/// The `reason` of a `subscribed` answer for a group that keeps no history.
 const NO_HISTORY: &str = "no_history";
 const NO_POSITION: &str = "no_position";
 
@@ -68,25 +68,48 @@ impl GatewayConsumer {
                         super::presence::PRESENCE_OFF,
                     );
                 }
-                if let Err(error) = ctx.group_add(&group).await {
-                    return self.layer_failed(ctx, id, &error);
-                }
+                let position = recover.clone().map(|r| Position {
+                    offset: r.offset,
+                    epoch: r.epoch,
+                });
+                let joined = match self.join(ctx, &group, position).await {
+                    Ok(joined) => joined,
+                    Err(error) => return self.join_failed(ctx, id, &error),
+                };
                 self.presence_join(ctx, &group).await;
                 self.shared.metrics.gateway.subscribed();
-                let reason = if recover.is_some() {
-                    NO_HISTORY
-                } else {
-                    NO_POSITION
-                };
-                ctx.send_text(answer_frame(
-                    "subscribed",
-                    id,
-                    Subscribed {
+                let answer = match &joined {
+                    Some(joined) => Subscribed {
+                        group: &group,
+                        recovered: joined.recovered,
+                        reason: joined.reason,
+                        offset: Some(joined.offset),
+                        epoch: Some(&joined.epoch),
+                        publications: joined.recovered.then(|| {
+                            joined
+                                .publications
+                                .iter()
+                                .map(|(offset, message)| Publication {
+                                    offset: *offset,
+                                    data: Data(message),
+                                })
+                                .collect()
+                        }),
+                    },
+                    None => Subscribed {
                         group: &group,
                         recovered: false,
-                        reason,
+                        reason: Some(if recover.is_some() {
+                            NO_HISTORY
+                        } else {
+                            NO_POSITION
+                        }),
+                        offset: None,
+                        epoch: None,
+                        publications: None,
                     },
-                ))?;
+                };
+                ctx.send_text(answer_frame("subscribed", id, answer))?;
                 if presence {
                     self.presence_watch(ctx, &group).await?;
                 }
@@ -103,7 +126,7 @@ impl GatewayConsumer {
                         ),
                     );
                 }
-                if !ctx.groups().contains(&group) {
+                if !self.is_in(ctx, &group) {
                     return self.error(
                         ctx,
                         id,
@@ -111,8 +134,8 @@ impl GatewayConsumer {
                         &format!("not subscribed to `{group}`"),
                     );
                 }
-                if let Err(error) = ctx.group_discard(&group).await {
-                    return self.layer_failed(ctx, id, &error);
+                if let Err(error) = self.leave(ctx, &group).await {
+                    return self.join_failed(ctx, id, &error);
                 }
                 self.presence_leave(ctx, &group).await;
                 ctx.send_text(answer_frame(
@@ -199,6 +222,23 @@ impl GatewayConsumer {
         self.error(ctx, id, ErrorCode::Unauthorized, &refused.message)
     }
 
+    /// Answers a subscribe or unsubscribe the layer (or history) failed:
+    /// `unavailable`.
+    fn join_failed(
+        &self,
+        ctx: &mut ConsumerContext,
+        id: Option<&RawValue>,
+        error: &str,
+    ) -> Result<(), ConsumerError> {
+        tracing::warn!(%error, "gateway subscribe or unsubscribe failed");
+        self.error(
+            ctx,
+            id,
+            ErrorCode::Unavailable,
+            "channel layer unavailable; retry",
+        )
+    }
+
     /// Answers a request the layer failed: `unavailable`.
     fn layer_failed(
         &self,
@@ -255,7 +295,14 @@ struct GroupOnly<'a> {
 struct Subscribed<'a> {
     group: &'a str,
     recovered: bool,
-    reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publications: Option<Vec<Publication<'a>>>,
 }
 
 #[derive(serde::Serialize)]
