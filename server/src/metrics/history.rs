@@ -95,6 +95,12 @@ impl HistoryMetrics {
         self.lost.get_or_create(&ReasonLabel { reason }).inc();
     }
 
+    /// `lost` notices counted for `reason` (for tests).
+    #[cfg(test)]
+    pub(crate) fn lost_count(&self, reason: &'static str) -> u64 {
+        self.lost.get_or_create(&ReasonLabel { reason }).get()
+    }
+
     pub(crate) fn delivered(&self, messages: u64) {
         self.delivered.inc_by(messages);
     }

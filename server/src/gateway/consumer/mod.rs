@@ -519,4 +519,101 @@ mod tests {
             "{close:?}"
         );
     }
+
+    #[tokio::test]
+    async fn a_subscriber_whose_mailbox_overflows_is_told_and_recovers_the_gap() {
+        use channels_core::consumer::ConnectionSettings;
+        use channels_core::{CapacityPattern, LayerConfig};
+
+        use crate::history::{Histories, HistoryConfig};
+
+        // Connection mailboxes hold 4 messages; the history channel plenty.
+        let config = LayerConfig::default()
+            .capacity(4)
+            .channel_capacity(CapacityPattern::glob("history.*").unwrap(), 1_000);
+        let layer: SharedLayer =
+            Arc::new(channels_memory::InMemoryChannelLayer::with_config(config));
+        let metrics = Arc::new(Metrics::new());
+        let histories = Histories::new(
+            layer.clone(),
+            HistoryConfig::every_group(1_000, Duration::from_secs(60)),
+            metrics.history.clone(),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .unwrap();
+        let gateway =
+            Gateway::new(&GatewayConfig::default(), metrics.clone(), None, histories).unwrap();
+        let mut client = Communicator::from_router(layer.clone(), &gateway.consumers(), "/ws")
+            .unwrap()
+            .settings(ConnectionSettings::default().outbound_queue(2));
+        assert!(client.connect().await.unwrap().accepted);
+        client.send_text(r#"{"type":"connect"}"#).await.unwrap();
+        assert!(client.receive_text().await.unwrap().contains("connected"));
+        client
+            .send_text(r#"{"type":"subscribe","group":"room"}"#)
+            .await
+            .unwrap();
+        let joined: serde_json::Value = client.receive_json().await.unwrap();
+        let epoch = joined["epoch"].as_str().unwrap().to_owned();
+
+        // The client reads nothing while 40 messages go out: its outbound
+        // queue fills, the runtime holds its mailbox back, the mailbox fills.
+        for n in 1..=40 {
+            layer
+                .group_send("room", Message::new("n").with("n", n))
+                .await
+                .unwrap();
+            tokio::task::yield_now().await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while metrics.history.lost_count("overflow") == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "no overflow");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // What it gets: consecutive pushes, then `lost` at the last of them.
+        let mut last = 0;
+        let lost = loop {
+            let frame: serde_json::Value = client.receive_json().await.unwrap();
+            match frame["type"].as_str() {
+                Some("message") => {
+                    last += 1;
+                    assert_eq!(frame["offset"], last, "{frame}");
+                    assert_eq!(frame["data"]["n"], last, "{frame}");
+                }
+                Some("lost") => break frame,
+                _ => panic!("unexpected {frame}"),
+            }
+        };
+        assert!(last < 40, "nothing overflowed");
+        assert_eq!(lost["reason"], "overflow", "{lost}");
+        assert_eq!(lost["offset"], last, "{lost}");
+        client
+            .receive_nothing(Duration::from_millis(200))
+            .await
+            .unwrap();
+
+        // Subscribing again from its last offset fills the gap exactly.
+        client
+            .send_text(format!(
+                r#"{{"type":"subscribe","group":"room","recover":{{"offset":{last},"epoch":"{epoch}"}}}}"#
+            ))
+            .await
+            .unwrap();
+        let recovered: serde_json::Value = client.receive_json().await.unwrap();
+        assert_eq!(recovered["recovered"], true, "{recovered}");
+        let offsets: Vec<u64> = recovered["publications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(offsets, (last + 1..=40).collect::<Vec<_>>());
+        layer
+            .group_send("room", Message::new("n").with("n", 41))
+            .await
+            .unwrap();
+        let live: serde_json::Value = client.receive_json().await.unwrap();
+        assert_eq!(live["offset"], 41, "{live}");
+    }
 }
