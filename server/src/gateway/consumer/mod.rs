@@ -541,8 +541,14 @@ mod tests {
             tokio_util::sync::CancellationToken::new(),
         )
         .unwrap();
-        let gateway =
-            Gateway::new(&GatewayConfig::default(), metrics.clone(), None, histories).unwrap();
+        let gateway = Gateway::new(
+            &GatewayConfig::default(),
+            metrics.clone(),
+            None,
+            None,
+            histories,
+        )
+        .unwrap();
         let mut client = Communicator::from_router(layer.clone(), &gateway.consumers(), "/ws")
             .unwrap()
             .settings(ConnectionSettings::default().outbound_queue(2));
