@@ -14,6 +14,10 @@ use crate::layer::SharedLayer;
 use crate::message::Message;
 use crate::receiver::LocalSender;
 
+/// The longest a consumer's `group_send` waits for an overloaded server
+/// ([`ConsumerStats::wait_while_overloaded`](super::ConsumerStats::wait_while_overloaded)).
+pub const PUBLISH_BACKPRESSURE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The longest a discard spawned by `Drop` may take.
 const DROP_DISCARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -255,11 +259,22 @@ impl ConsumerContext {
         Ok(())
     }
 
-    /// Sends `message` to every channel in `group`.
+    /// Sends `message` to every channel in `group`. While the server is
+    /// overloaded (an eighth of its connections held back because it writes
+    /// slower than messages arrive), it first waits, up to
+    /// [`PUBLISH_BACKPRESSURE`], so publishers slow down instead of readers
+    /// losing messages.
     ///
     /// # Errors
     /// [`ConsumerError::Layer`] with the layer's error.
     pub async fn group_send(&self, group: &str, message: Message) -> Result<(), ConsumerError> {
+        // Back-pressure: while the server cannot keep up with what it has
+        // to write, the publisher slows down rather than the server
+        // dropping its readers' messages.
+        self.outbox
+            .stats()
+            .wait_while_overloaded(PUBLISH_BACKPRESSURE)
+            .await;
         Ok(self.layer.group_send(group, message).await?)
     }
 

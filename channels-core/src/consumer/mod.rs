@@ -101,7 +101,7 @@ use async_trait::async_trait;
 use crate::error::LayerError;
 use crate::message::Message;
 
-pub use context::ConsumerContext;
+pub use context::{ConsumerContext, PUBLISH_BACKPRESSURE};
 pub use error::ConsumerError;
 pub use frame::{CloseFrame, Frame, Inbound, Outbound, Text, close_code};
 pub use json::{InvalidJson, Json, JsonConsumer};
@@ -113,7 +113,7 @@ pub use runtime::{
     check_message_type, next_inbound,
 };
 pub use scope::{Headers, Identity, Scope};
-pub use stats::{ConsumerStats, Histogram, LATENCY_BUCKETS};
+pub use stats::{Backpressure, ConsumerStats, Histogram, LATENCY_BUCKETS};
 pub use testing::{Communicator, CommunicatorError, Connected};
 pub use worker::{Worker, WorkerContext, run_worker};
 

@@ -70,6 +70,15 @@ struct Shared {
     stats: Arc<ConsumerStats>,
 }
 
+impl Drop for Shared {
+    /// A connection that ends while held back no longer counts as one.
+    fn drop(&mut self) {
+        if *self.over.get_mut() {
+            self.stats.held_back.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         crate::sync::lock(&self.state)
@@ -171,6 +180,11 @@ impl Outbox {
         space.await;
     }
 
+    /// The stats this queue counts into.
+    pub(crate) fn stats(&self) -> &Arc<ConsumerStats> {
+        &self.shared.stats
+    }
+
     /// Queues a frame or ping.
     pub(crate) fn push(&mut self, item: Outbound) -> Result<(), ConsumerError> {
         if self.closed {
@@ -201,7 +215,9 @@ impl Outbox {
                     capacity: shared.capacity,
                 });
             }
-            shared.over.store(true, Ordering::Release);
+            if !shared.over.swap(true, Ordering::AcqRel) {
+                shared.stats.held_back.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let was_empty = state.queue.is_empty();
         state.bytes += bytes.unwrap_or(0);
@@ -336,8 +352,11 @@ impl OutboxReceiver {
             if let Outbound::Frame(frame) = &item {
                 state.bytes -= frame.len();
             }
-            if self.shared.over.load(Ordering::Relaxed) && !self.shared.is_full(&state, 0, 1) {
-                self.shared.over.store(false, Ordering::Release);
+            if self.shared.over.load(Ordering::Relaxed)
+                && !self.shared.is_full(&state, 0, 1)
+                && self.shared.over.swap(false, Ordering::AcqRel)
+            {
+                self.shared.stats.held_back.fetch_sub(1, Ordering::Relaxed);
                 self.shared.space.notify_one();
             }
             if state.queue.is_empty() && state.queue.capacity() > SHRINK_ABOVE {
@@ -408,6 +427,7 @@ mod tests {
         // Past the bound, but the socket has room: the server is behind.
         assert!(outbox.is_over());
         assert!(!outbox.is_closed());
+        assert_eq!(ConsumerStats::get(&stats.held_back), 1);
         {
             let waiting = outbox.space();
             let mut waiting = std::pin::pin!(waiting);
@@ -427,6 +447,7 @@ mod tests {
                 .unwrap();
         }
         assert!(!outbox.is_over());
+        assert_eq!(ConsumerStats::get(&stats.held_back), 0);
         assert_eq!(ConsumerStats::get(&stats.queue_drops), 0);
         // Twice the bound is the most a free socket buys.
         for text in ["d", "e", "f"] {
@@ -437,6 +458,10 @@ mod tests {
             Err(ConsumerError::SlowClient { capacity: 2 })
         ));
         assert_eq!(ConsumerStats::get(&stats.queue_drops), 1);
+        assert_eq!(ConsumerStats::get(&stats.held_back), 1, "counted once");
+        // A connection that ends held back no longer counts.
+        drop((outbox, receiver));
+        assert_eq!(ConsumerStats::get(&stats.held_back), 0);
     }
 
     #[tokio::test]

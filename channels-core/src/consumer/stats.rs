@@ -84,6 +84,16 @@ pub struct ConsumerStats {
     /// timeout (a client that stopped reading); their close frame may not
     /// have reached them.
     pub write_timeouts: AtomicU64,
+    /// Connections whose outbound queue is past its bounds while their
+    /// socket has room: the server is behind for them, and their runtime
+    /// takes no layer messages until the writer catches up (a gauge).
+    pub held_back: AtomicU64,
+    /// Group sends from consumers that waited because the server was
+    /// overloaded ([`ConsumerStats::is_overloaded`]).
+    pub backpressure_waits: AtomicU64,
+    /// Of those, the ones still overloaded after the longest wait (sent
+    /// anyway).
+    pub backpressure_timeouts: AtomicU64,
     /// Consumer methods that returned an error.
     pub consumer_errors: AtomicU64,
     /// Layer errors seen by the runtime (receive, group add/discard).
@@ -104,6 +114,48 @@ impl ConsumerStats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+
+    /// Whether the server is overloaded: at least one connection in eight
+    /// is held back ([`ConsumerStats::held_back`]), so more messages now
+    /// would only queue up (or, in the layer, be dropped for full channels).
+    pub fn is_overloaded(&self) -> bool {
+        let held = Self::get(&self.held_back);
+        held > 0 && held.saturating_mul(8) >= Self::get(&self.connections_open)
+    }
+
+    /// Back-pressure for whoever publishes: waits while the server is
+    /// overloaded, up to `longest`, checking every few milliseconds.
+    /// Returns whether it had to wait, and whether the overload was still
+    /// there at the end (both counted).
+    pub async fn wait_while_overloaded(&self, longest: Duration) -> Backpressure {
+        if !self.is_overloaded() {
+            return Backpressure::None;
+        }
+        Self::incr(&self.backpressure_waits);
+        let deadline = tokio::time::Instant::now() + longest;
+        while self.is_overloaded() {
+            if tokio::time::Instant::now() >= deadline {
+                Self::incr(&self.backpressure_timeouts);
+                return Backpressure::TimedOut;
+            }
+            tokio::time::sleep(BACKPRESSURE_POLL).await;
+        }
+        Backpressure::Waited
+    }
+}
+
+/// How often [`ConsumerStats::wait_while_overloaded`] looks again.
+const BACKPRESSURE_POLL: Duration = Duration::from_millis(5);
+
+/// What [`ConsumerStats::wait_while_overloaded`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backpressure {
+    /// The server was not overloaded.
+    None,
+    /// It was, and stopped being within the wait.
+    Waited,
+    /// It still was when the wait ended.
+    TimedOut,
 }
 
 #[cfg(test)]
@@ -121,5 +173,41 @@ mod tests {
         assert_eq!(buckets.last().map(|b| b.1), Some(2));
         assert_eq!(histogram.count(), 3);
         assert!((histogram.sum_seconds() - 10.00305).abs() < 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn publishers_wait_while_an_eighth_of_the_connections_are_held_back() {
+        let stats = std::sync::Arc::new(ConsumerStats::default());
+        stats.connections_open.store(16, Ordering::Relaxed);
+        assert!(!stats.is_overloaded());
+        stats.held_back.store(1, Ordering::Relaxed);
+        assert!(!stats.is_overloaded());
+        stats.held_back.store(2, Ordering::Relaxed);
+        assert!(stats.is_overloaded());
+        let longest = Duration::from_secs(1);
+        assert_eq!(
+            stats.wait_while_overloaded(longest).await,
+            Backpressure::TimedOut
+        );
+        let relief = {
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                stats.held_back.store(0, Ordering::Relaxed);
+            })
+        };
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            stats.wait_while_overloaded(longest).await,
+            Backpressure::Waited
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        relief.await.unwrap();
+        assert_eq!(
+            stats.wait_while_overloaded(longest).await,
+            Backpressure::None
+        );
+        assert_eq!(ConsumerStats::get(&stats.backpressure_waits), 2);
+        assert_eq!(ConsumerStats::get(&stats.backpressure_timeouts), 1);
     }
 }

@@ -86,6 +86,13 @@ pub(crate) enum ApiError {
         path: String,
     },
 
+    /// The server stayed overloaded for the whole back-pressure wait (503,
+    /// with `Retry-After`); nothing was sent.
+    #[error(
+        "server overloaded: it cannot write to its clients as fast as messages arrive; retry later"
+    )]
+    Overloaded,
+
     /// The group keeps no history (404).
     #[error("group `{group}` keeps no history (see --history-size and [history])")]
     NoHistory {
@@ -132,6 +139,7 @@ impl ApiError {
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotJsonContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NoHistory { .. } => StatusCode::NOT_FOUND,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Layer(error) => layer_status(error),
             Self::PartlyFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -162,6 +170,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(self, Self::Overloaded) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

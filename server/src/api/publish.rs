@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::extract::{Authorized, ChannelPath, Expected, GroupPath, JsonBody};
 use super::openapi::{Accepted, GroupName, PublishResponses};
 use crate::control::GROUP_KEY;
+use channels_core::consumer::{Backpressure, PUBLISH_BACKPRESSURE};
 
 /// Most groups one `POST /api/broadcast` may name: enough for a fan-out to
 /// the rooms of a page, few enough that one request stays one short burst
@@ -75,11 +76,28 @@ pub(crate) async fn group(
     State(state): State<ApiState>,
     JsonBody(MessageBody(message)): JsonBody<MessageBody>,
 ) -> Result<Accepted, ApiError> {
+    admit(&state).await?;
     state
         .layer
         .group_send(&group, addressed(message, &group))
         .await?;
     Ok(Accepted::new())
+}
+
+/// Back-pressure for publishers: while this server is overloaded (an eighth
+/// of its connections held back because it writes slower than messages
+/// arrive), a publish waits up to [`PUBLISH_BACKPRESSURE`]; still overloaded
+/// then, it is refused with 503 and `Retry-After` (nothing was sent).
+pub(crate) async fn admit(state: &ApiState) -> Result<(), ApiError> {
+    match state
+        .metrics
+        .consumers
+        .wait_while_overloaded(PUBLISH_BACKPRESSURE)
+        .await
+    {
+        Backpressure::TimedOut => Err(ApiError::Overloaded),
+        Backpressure::None | Backpressure::Waited => Ok(()),
+    }
 }
 
 /// Send a message to a channel
@@ -148,6 +166,7 @@ pub(crate) async fn broadcast(
         .map(|GroupName(group)| group.as_str())
         .filter(|group| seen.insert(*group))
         .collect();
+    admit(&state).await?;
     let layer = &state.layer;
     let sends = unique
         .iter()

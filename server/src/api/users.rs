@@ -109,6 +109,7 @@ pub(crate) async fn send(
     JsonBody(MessageBody(message)): JsonBody<MessageBody>,
 ) -> Result<Accepted, ApiError> {
     let group = control::user_group(&user);
+    super::publish::admit(&state).await?;
     state
         .layer
         .group_send(&group, addressed(message, &group))

@@ -101,6 +101,26 @@ impl Collector for ServerCollector {
             MetricType::Gauge,
         )?
         .encode_gauge(&get(&c.connections_open))?;
+        e.encode_descriptor(
+            "channels_connections_held_back",
+            "Connections the server is behind for (outbound queue past its bounds with a free socket): their layer messages wait",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&get(&c.held_back))?;
+        counter_family(
+            e,
+            "channels_publish_backpressure",
+            "Publishes (consumer group_send, HTTP API) that waited for an overloaded server, by outcome (timed_out: still overloaded after the wait; the API then answered 503)",
+            "outcome",
+            [
+                (
+                    "waited",
+                    get(&c.backpressure_waits).saturating_sub(get(&c.backpressure_timeouts)),
+                ),
+                ("timed_out", get(&c.backpressure_timeouts)),
+            ],
+        )?;
         counter(
             e,
             "channels_connections_accepted",
