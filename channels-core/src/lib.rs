@@ -33,6 +33,7 @@ mod log_limit;
 mod mailbox;
 mod message;
 mod names;
+pub mod presence;
 mod receiver;
 pub mod sync;
 

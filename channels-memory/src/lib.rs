@@ -27,5 +27,7 @@ mod channels;
 mod groups;
 mod history;
 mod layer;
+mod presence;
 
 pub use layer::InMemoryChannelLayer;
+pub use presence::InMemoryPresence;

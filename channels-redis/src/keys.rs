@@ -17,6 +17,18 @@ pub(crate) fn group_key(prefix: &str, group: &str) -> String {
     format!("{prefix}:group:{group}")
 }
 
+/// The hash of a group's presence entries: `{prefix}:presence:{group}`
+/// (field: channel; value: a JSON object with `node`, `user`, `joined_at`).
+pub(crate) fn presence_key(prefix: &str, group: &str) -> String {
+    format!("{prefix}:presence:{group}")
+}
+
+/// The start of every node's liveness key; the node id follows. A group
+/// name cannot hold `:`, so no group's presence key looks like one.
+pub(crate) fn node_key_prefix(prefix: &str) -> String {
+    format!("{prefix}:presence:node:")
+}
+
 /// The KEYS pattern `flush` deletes.
 pub(crate) fn flush_pattern(prefix: &str) -> String {
     format!("{prefix}*")
@@ -37,5 +49,7 @@ mod tests {
         assert_eq!(group_key("asgi", "test_group"), "asgi:group:test_group");
         assert_eq!(group_key("test_prefix", "g"), "test_prefix:group:g");
         assert_eq!(flush_pattern("asgi"), "asgi*");
+        assert_eq!(presence_key("asgi", "room"), "asgi:presence:room");
+        assert_eq!(node_key_prefix("asgi"), "asgi:presence:node:");
     }
 }

@@ -9,6 +9,8 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
 use axum::Router;
 use channels_core::SharedLayer;
 use channels_core::consumer::{ConnectionSettings, ConsumerRouter, Worker, run_worker};
+use channels_core::presence::SharedPresence;
+use channels_memory::InMemoryPresence;
 use futures_util::future::BoxFuture;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -24,6 +26,7 @@ use crate::history::Histories;
 use crate::http;
 use crate::metrics::{MeteredLayer, Metrics};
 use crate::middleware::{self, AuthState, Authenticator, ConnectionLimit, OriginCheck};
+use crate::presence::Presence;
 use crate::proxy::{self, TrustedProxies};
 use crate::rate::{self, ConnectionRate};
 use crate::shutdown::Shutdown;
@@ -60,6 +63,8 @@ pub struct App {
     registry: Arc<RwLock<Registry>>,
     shutdown: Shutdown,
     workers: Vec<WorkerStart>,
+    /// Presence, once [`App::presence_store`] turned it on.
+    presence: Option<Arc<Presence>>,
     /// Group histories, once [`App::gateway`] set them up.
     histories: Option<Arc<Histories>>,
 }
@@ -94,8 +99,35 @@ impl App {
             registry: Arc::new(RwLock::new(registry)),
             shutdown: Shutdown::new(),
             workers: Vec::new(),
+            presence: None,
             histories: None,
         }
+    }
+
+    /// Turns presence on with `store` (build it with
+    /// [`crate::Settings::build_presence`], or bring your own): the gateway
+    /// records its connections' groups there, `GET /api/groups/{group}/presence`
+    /// answers from it, and a task keeps this process alive in it while the
+    /// server serves. Call it before [`App::gateway`]. Without it, a config
+    /// with [`ServerConfig::presence`] on the memory layer gets an in-memory
+    /// store.
+    #[must_use]
+    pub fn presence_store(mut self, store: SharedPresence) -> Self {
+        let presence = Arc::new(Presence::new(
+            store,
+            self.layer.clone(),
+            self.metrics.clone(),
+        ));
+        let task = presence.clone();
+        self.workers
+            .push(Box::new(move |_layer, token| Box::pin(task.run(token))));
+        self.presence = Some(presence);
+        self
+    }
+
+    /// Presence (who is in a group, across processes), when it is on.
+    pub fn presence(&self) -> Option<&Arc<Presence>> {
+        self.presence.as_ref()
     }
 
     /// Runs `worker` on the named `channel` while the server serves (Django's
@@ -147,6 +179,16 @@ impl App {
     /// # }
     /// ```
     pub fn gateway(mut self) -> Result<Self, ServerError> {
+        if self.config.presence && self.presence.is_none() {
+            if self.raw_layer.name() != "memory" {
+                return Err(ServerError::config(format!(
+                    "presence is on but no presence store was given for the `{}` layer; \
+                     pass one with App::presence_store (Settings::build_presence builds it)",
+                    self.raw_layer.name()
+                )));
+            }
+            self = self.presence_store(Arc::new(InMemoryPresence::new(crate::api::node_id())));
+        }
         let histories = Histories::new(
             self.layer.clone(),
             self.config.history.clone(),
@@ -159,6 +201,7 @@ impl App {
             &self.config.gateway,
             self.metrics.clone(),
             self.config.ping_interval,
+            self.presence.clone(),
             histories,
         )?;
         let mut app = self.consumers(gateway.consumers()).merge(gateway.console());
@@ -263,14 +306,17 @@ impl App {
     fn admin_routes(&self) -> Router {
         let mut router = health::metrics_routes(self.registry.clone());
         if let Some(token) = &self.config.publish_token {
-            router = router.merge(api::routes(ApiState::new(
-                self.layer.clone(),
-                self.raw_layer.name().to_owned(),
-                token,
-                self.config.max_frame_bytes,
-                self.metrics.clone(),
-                self.histories.clone(),
-            )));
+            router = router.merge(api::routes(
+                ApiState::new(
+                    self.layer.clone(),
+                    self.raw_layer.name().to_owned(),
+                    token,
+                    self.config.max_frame_bytes,
+                    self.metrics.clone(),
+                    self.histories.clone(),
+                )
+                .with_presence(self.presence.clone()),
+            ));
         }
         router
     }

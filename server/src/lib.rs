@@ -49,6 +49,7 @@ pub mod history;
 mod http;
 pub mod metrics;
 mod middleware;
+mod presence;
 mod proxy;
 mod rate;
 pub mod shutdown;
@@ -71,6 +72,7 @@ pub use config::{
 pub use error::ServerError;
 pub use gateway::WS_PATH;
 pub use middleware::{AuthRejection, Authenticator, TokenAuthenticator};
+pub use presence::Presence;
 pub use telemetry::Telemetry;
 
 /// The Redis host type of [`LayerSettings::hosts`].

@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use channels_server::{Args, ServerError, Settings, shutdown};
+use channels_server::{App, Args, ServerError, Settings, shutdown};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -60,5 +60,9 @@ async fn serve(settings: &Settings) -> Result<(), ServerError> {
     }
     let layer = settings.build_layer().await?;
     let listener = settings.listen()?;
-    channels_server::run(listener, layer, settings.server.clone(), shutdown::signal()).await
+    let mut app = App::new(layer, settings.server.clone());
+    if let Some(store) = settings.build_presence()? {
+        app = app.presence_store(store);
+    }
+    app.gateway()?.serve(listener, shutdown::signal()).await
 }

@@ -104,6 +104,7 @@ async fn help_lists_every_flag() {
         "--django-salt",
         "--django-max-age",
         "--forward-channel",
+        "--presence",
     ] {
         assert!(help.contains(flag), "{flag} missing:\n{help}");
     }

@@ -105,6 +105,12 @@ pub(crate) enum ApiError {
     #[error(transparent)]
     Layer(#[from] LayerError),
 
+    /// A presence query on a server started without `--presence` (501).
+    #[error(
+        "presence is off on this server; start it with --presence (or `presence = true` under [server] in the config file)"
+    )]
+    PresenceOff,
+
     /// Some group sends of a broadcast failed (503).
     #[error("{failed} of {total} group sends failed; first error: {first}")]
     PartlyFailed {
@@ -137,6 +143,7 @@ impl ApiError {
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Layer(error) => layer_status(error),
             Self::PartlyFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PresenceOff => StatusCode::NOT_IMPLEMENTED,
         }
     }
 }

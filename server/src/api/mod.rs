@@ -15,6 +15,7 @@
 //! | `publish.rs` | groups, channels, broadcast |
 //! | `users.rs` | a user's group: send, subscribe, unsubscribe, disconnect |
 //! | `info.rs` | `GET /api/info` |
+//! | `presence.rs` | who is in a group (`--presence`) |
 //! | `openapi.rs` | the document, and the schemas the derives cannot say |
 //! | `extract.rs` | token, path and body extractors |
 //! | `error.rs` | [`ApiError`](error::ApiError) and the JSON error body |
@@ -24,6 +25,7 @@ mod extract;
 mod history;
 mod info;
 mod openapi;
+mod presence;
 mod publish;
 mod users;
 
@@ -41,13 +43,16 @@ use channels_core::SharedLayer;
 use crate::history::Histories;
 use crate::metrics::Metrics;
 use error::ApiError;
+pub(crate) use info::node_id;
+
+use crate::presence::Presence;
 
 /// The label of calls that matched no endpoint (404).
 const OTHER: &str = "other";
 
 /// Every endpoint's route, as `channels_api_requests_total` labels it and
 /// as the OpenAPI document lists it.
-pub(crate) const ENDPOINTS: [&str; 10] = [
+pub(crate) const ENDPOINTS: [&str; 12] = [
     "/api/groups/{group}",
     "/api/channels/{channel}",
     "/api/broadcast",
@@ -58,6 +63,8 @@ pub(crate) const ENDPOINTS: [&str; 10] = [
     "/api/info",
     "/api/openapi.json",
     "/api/groups/{group}/history",
+    "/api/groups/{group}/presence",
+    "/api/groups/{group}/presence/count",
 ];
 
 /// What every API handler shares.
@@ -77,6 +84,8 @@ pub(crate) struct ApiState {
     pub(crate) started: Instant,
     /// The OpenAPI document, rendered once.
     pub(crate) openapi: Arc<str>,
+    /// Presence, when it is on (`--presence`).
+    pub(crate) presence: Option<Arc<Presence>>,
     /// Group histories, when any group keeps one.
     pub(crate) histories: Option<Arc<Histories>>,
 }
@@ -112,7 +121,14 @@ impl ApiState {
             layer_kind: Arc::from(layer_kind),
             started: Instant::now(),
             openapi: openapi::render(),
+            presence: None,
         }
+    }
+
+    /// The same state, answering presence queries from `presence`.
+    pub(crate) fn with_presence(mut self, presence: Option<Arc<Presence>>) -> Self {
+        self.presence = presence;
+        self
     }
 }
 
@@ -132,6 +148,8 @@ pub(crate) fn routes(state: ApiState) -> Router {
         .route(ENDPOINTS[7], get(info::info))
         .route(ENDPOINTS[8], get(openapi::document))
         .route(ENDPOINTS[9], get(history::history))
+        .route(ENDPOINTS[10], get(presence::members))
+        .route(ENDPOINTS[11], get(presence::count))
         // Routes rather than a fallback, so merging into an app that has a
         // fallback of its own does not panic; the endpoints above win.
         .route("/api", any(not_found))

@@ -24,6 +24,8 @@ use super::error::ErrorBody;
 use super::extract::{ChannelPath, GroupPath, MAX_USER_LENGTH, UserPath};
 use super::history::History;
 use super::info::Info;
+use super::presence::{PresenceBody, PresenceCountBody};
+use crate::presence::events::Member;
 
 /// Django's group name rule (`channels.layers.BaseChannelLayer`), in the
 /// dialect JSON Schema uses; `\d` is Unicode-aware, as in Python.
@@ -57,8 +59,18 @@ const BEARER: &str = "bearer";
         super::info::info,
         document,
         super::history::history,
+        super::presence::members,
+        super::presence::count,
     ),
-    components(schemas(ErrorBody, Accepted, Info, History)),
+    components(schemas(
+        ErrorBody,
+        Accepted,
+        Info,
+        History,
+        PresenceBody,
+        PresenceCountBody,
+        Member
+    )),
     modifiers(&BearerSecurity),
     security(("bearer" = [])),
     tags(
@@ -66,6 +78,7 @@ const BEARER: &str = "bearer";
         (name = "users", description = "Reach and steer every connection of a user"),
         (name = "server", description = "This server process"),
         (name = "history", description = "What groups keep for recovering clients"),
+        (name = "presence", description = "Who is in a group, across every server process (`--presence`)"),
     ),
 )]
 pub(crate) struct ApiDoc;
@@ -211,6 +224,48 @@ pub(crate) enum HistoryResponses {
     #[response(status = 404)]
     NoHistory(ErrorBody),
     /// The channel layer failed (Redis away); retry.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// The answers of `GET /api/groups/{group}/presence`.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // never built: it only describes the answers for the document
+pub(crate) enum PresenceResponses {
+    /// The group's connections and users.
+    #[response(status = 200)]
+    Members(PresenceBody),
+    /// The group name breaks Django's rules.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No `Authorization: Bearer <token>`, or the wrong token.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Presence is off: the server was started without `--presence`.
+    #[response(status = 501)]
+    Off(ErrorBody),
+    /// The presence store failed (Redis away); retry later.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// The answers of `GET /api/groups/{group}/presence/count`.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // never built: it only describes the answers for the document
+pub(crate) enum PresenceCountResponses {
+    /// How many connections and users the group has.
+    #[response(status = 200)]
+    Count(PresenceCountBody),
+    /// The group name breaks Django's rules.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No `Authorization: Bearer <token>`, or the wrong token.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Presence is off: the server was started without `--presence`.
+    #[response(status = 501)]
+    Off(ErrorBody),
+    /// The presence store failed (Redis away); retry later.
     #[response(status = 503)]
     Unavailable(ErrorBody),
 }

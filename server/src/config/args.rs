@@ -192,6 +192,17 @@ pub struct Args {
     #[arg(long, env = "CHANNELS_FORWARD_CHANNEL", value_name = "NAME")]
     pub forward_channel: Option<String>,
 
+    /// Record who is in each group a /ws connection is in, across processes
+    /// (GET /api/groups/{group}/presence, `presence` events); costs a Redis
+    /// write and an event per join and leave [default: false].
+    #[arg(
+        long,
+        env = "CHANNELS_PRESENCE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub presence: Option<bool>,
     /// Messages each group keeps in its history, for clients that recover
     /// after a reconnect (docs/protocol.md); 0 keeps none [default: 0].
     /// Needs the memory or the Redis core layer.

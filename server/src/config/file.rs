@@ -92,6 +92,7 @@ pub(crate) struct ServerSection {
     pub(crate) shutdown_close_code: Option<u16>,
     pub(crate) trusted_proxies: Option<Vec<IpNet>>,
     pub(crate) connection_rate: Option<u32>,
+    pub(crate) presence: Option<bool>,
     pub(crate) log_format: Option<LogFormat>,
 }
 

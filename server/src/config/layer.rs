@@ -17,11 +17,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use channels_core::presence::SharedPresence;
 use channels_core::{CapacityPattern, LayerConfig, SharedLayer};
-use channels_memory::InMemoryChannelLayer;
+use channels_memory::{InMemoryChannelLayer, InMemoryPresence};
 use channels_redis::{
-    RedisChannelLayer, RedisConfig, RedisHost, RedisPubSubChannelLayer, SentinelHost,
-    SerializerFormat,
+    RedisChannelLayer, RedisConfig, RedisHost, RedisPresence, RedisPubSubChannelLayer,
+    SentinelHost, SerializerFormat,
 };
 
 use super::LayerKind;
@@ -64,6 +65,27 @@ impl LayerSettings {
         if self.kind == LayerKind::Memory {
             return Ok(Arc::new(InMemoryChannelLayer::with_config(layer_config)));
         }
+        let config = self.redis_config();
+        Ok(match self.kind {
+            LayerKind::RedisPubsub => Arc::new(RedisPubSubChannelLayer::new(config)?),
+            _ => Arc::new(RedisChannelLayer::new(config)?),
+        })
+    }
+
+    /// Builds the presence store of this layer, writing entries as `node`:
+    /// in memory for the memory layer, else on the layer's Redis.
+    ///
+    /// # Errors
+    /// [`ServerError::Layer`] when the Redis settings are rejected.
+    pub fn build_presence(&self, node: &str) -> Result<SharedPresence, ServerError> {
+        if self.kind == LayerKind::Memory {
+            return Ok(Arc::new(InMemoryPresence::new(node)));
+        }
+        Ok(Arc::new(RedisPresence::new(&self.redis_config(), node)?))
+    }
+
+    /// The Redis settings both Redis layers and presence are built from.
+    fn redis_config(&self) -> RedisConfig {
         let mut config = RedisConfig::new()
             .hosts_from(self.hosts.iter().cloned())
             .prefix(self.prefix.clone())
@@ -78,10 +100,7 @@ impl LayerSettings {
         if let Some(ca_file) = &self.ca_file {
             config = config.ca_file(ca_file);
         }
-        Ok(match self.kind {
-            LayerKind::RedisPubsub => Arc::new(RedisPubSubChannelLayer::new(config)?),
-            _ => Arc::new(RedisChannelLayer::new(config)?),
-        })
+        config
     }
 }
 

@@ -66,6 +66,10 @@ pub struct ServerConfig {
     pub connection_rate: Option<u32>,
     /// The gateway's authentication and forwarding ([`crate::App::gateway`]).
     pub gateway: GatewayConfig,
+    /// Records who is in each group a gateway connection is in, across
+    /// processes (`--presence`; default off: it costs a store write and an
+    /// event per join and leave). See [`crate::Presence`].
+    pub presence: bool,
     /// Which groups keep a history for recovering clients (none by default).
     pub history: crate::history::HistoryConfig,
 }
@@ -89,6 +93,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             connection_rate: None,
             gateway: GatewayConfig::default(),
+            presence: false,
             history: crate::history::HistoryConfig::default(),
         }
     }
@@ -203,6 +208,13 @@ impl ServerConfig {
     #[must_use]
     pub fn gateway(mut self, gateway: GatewayConfig) -> Self {
         self.gateway = gateway;
+        self
+    }
+
+    /// Turns presence on or off ([`ServerConfig::presence`]).
+    #[must_use]
+    pub fn presence(mut self, on: bool) -> Self {
+        self.presence = on;
         self
     }
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use channels_core::presence::SharedPresence;
 use channels_core::{LayerConfig, SharedLayer};
 use channels_redis::{RedisHost, SerializerFormat};
 
@@ -117,6 +118,7 @@ impl Settings {
                 .or(section.connection_rate)
                 .filter(|rate| *rate > 0),
             gateway,
+            presence: args.presence.or(section.presence).unwrap_or(false),
             history: history_config(args, &file.history, &origin)?,
         };
         let bind = match args.bind.or(section.bind) {
@@ -195,8 +197,13 @@ impl Settings {
             .forward_channel
             .as_deref()
             .map_or_else(String::new, |channel| format!("; forward to {channel}"));
+        let presence = if self.server.presence {
+            "; presence"
+        } else {
+            ""
+        };
         Ok(format!(
-            "configuration ok: bind {}; layer {layer_text}; auth {auth}{forward}",
+            "configuration ok: bind {}; layer {layer_text}; auth {auth}{forward}{presence}",
             self.bind
         ))
     }
@@ -215,6 +222,19 @@ impl Settings {
     /// [`ServerError::Layer`] when the layer rejects its settings.
     pub async fn build_layer(&self) -> Result<SharedLayer, ServerError> {
         self.layer.build().await
+    }
+
+    /// Builds the presence store when presence is on (`--presence`): on the
+    /// layer's Redis (hosts, prefix, sharding) for the Redis layers, in
+    /// memory for the memory layer. Hand it to [`crate::App::presence_store`].
+    ///
+    /// # Errors
+    /// [`ServerError::Layer`] when the Redis settings are rejected.
+    pub fn build_presence(&self) -> Result<Option<SharedPresence>, ServerError> {
+        if !self.server.presence {
+            return Ok(None);
+        }
+        self.layer.build_presence(crate::api::node_id()).map(Some)
     }
 
     /// Installs the global tracing subscriber (`RUST_LOG` filters, default
@@ -449,6 +469,7 @@ mod tests {
         assert_eq!(config.ping_interval, Some(Duration::from_secs(20)));
         assert_eq!(config.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
         assert_eq!(config.shutdown_close_code, 1001);
+        assert!(!config.presence, "presence is off by default");
         assert_eq!(config.admin_bind, None);
         assert_eq!(config.connection_rate, None);
         assert_eq!(
@@ -510,6 +531,7 @@ mod tests {
             shutdown_close_code = 1012
             allowed_origins = ["http://file"]
             connection_rate = 5
+            presence = true
 
             [layer]
             backend = "channels_redis.pubsub.RedisPubSubChannelLayer"
@@ -526,6 +548,7 @@ mod tests {
         assert_eq!(settings.server.drain_timeout, Duration::from_secs(3));
         assert_eq!(settings.server.shutdown_close_code, 1012);
         assert_eq!(settings.server.connection_rate, Some(5));
+        assert!(settings.server.presence);
         assert_eq!(settings.layer.kind, LayerKind::RedisPubsub);
         assert_eq!(settings.layer.prefix, "fromfile");
         assert_eq!(settings.layer.layer.capacities.default_capacity(), 50);
@@ -549,8 +572,10 @@ mod tests {
             "fromflag",
             "--channel-capacity",
             "77",
+            "--presence=false",
         ])
         .unwrap();
+        assert!(!settings.server.presence, "the flag wins over the file");
         assert_eq!(settings.bind.to_string(), "127.0.0.1:9002");
         assert_eq!(settings.server.max_connections, 9);
         assert_eq!(settings.server.allowed_origins, ["http://flag"]);

@@ -36,6 +36,7 @@ use crate::config::GatewayConfig;
 use crate::error::ServerError;
 use crate::history::Histories;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 
 /// The path of the gateway's WebSocket.
 pub const WS_PATH: &str = "/ws";
@@ -70,6 +71,8 @@ pub(crate) struct Shared {
     metrics: Arc<Metrics>,
     /// Seconds, for `connected`.
     ping_interval: Option<u64>,
+    /// Presence, when it is on (`--presence`).
+    presence: Option<Arc<Presence>>,
     /// Group histories, when any group keeps one.
     histories: Option<Arc<Histories>>,
 }
@@ -89,6 +92,7 @@ impl Gateway {
         config: &GatewayConfig,
         metrics: Arc<Metrics>,
         ping_interval: Option<Duration>,
+        presence: Option<Arc<Presence>>,
         histories: Option<Arc<Histories>>,
     ) -> Result<Self, ServerError> {
         let verifier = auth::Verifier::new(config)?;
@@ -107,6 +111,7 @@ impl Gateway {
             forward: config.forward_channel.as_deref().map(Arc::from),
             metrics,
             ping_interval: ping_interval.map(|interval| interval.as_secs().max(1)),
+            presence,
             histories,
         });
         let asgi = shared.forward.as_ref().map(|_| {

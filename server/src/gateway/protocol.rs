@@ -88,6 +88,8 @@ pub(crate) enum Request {
     Subscribe {
         group: String,
         recover: Option<Recover>,
+        /// Also send the group's presence events (`"presence": true`).
+        presence: bool,
     },
     Unsubscribe {
         group: String,
@@ -183,6 +185,7 @@ fn request(kind: &str, fields: &HashMap<String, &RawValue>) -> Result<Request, S
         "subscribe" => Request::Subscribe {
             group: required(fields, "group", "a string")?,
             recover: optional(fields, "recover")?,
+            presence: optional(fields, "presence")?.unwrap_or(false),
         },
         "unsubscribe" => Request::Unsubscribe {
             group: required(fields, "group", "a string")?,
@@ -383,7 +386,8 @@ mod tests {
                 Some("1".to_owned()),
                 Request::Subscribe {
                     group: "chat.lobby".into(),
-                    recover: None
+                    recover: None,
+                    presence: false,
                 }
             )
         );
@@ -394,7 +398,16 @@ mod tests {
                 recover: Some(Recover {
                     offset: 17,
                     epoch: "k3j9".into()
-                })
+                }),
+                presence: false,
+            }
+        );
+        assert_eq!(
+            request_of(r#"{"type":"subscribe","group":"g","presence":true}"#).1,
+            Request::Subscribe {
+                group: "g".into(),
+                recover: None,
+                presence: true,
             }
         );
         assert_eq!(request_of(r#"{"type":"ping"}"#), (None, Request::Ping));

@@ -16,6 +16,7 @@ mod collector;
 mod gateway;
 mod history;
 mod layer;
+mod presence;
 mod process;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use asgi::AsgiMetrics;
 pub use gateway::GatewayMetrics;
 pub use history::HistoryMetrics;
 pub use layer::MeteredLayer;
+pub use presence::PresenceMetrics;
 pub use process::ProcessCollector;
 
 use collector::ServerCollector;
@@ -91,7 +93,7 @@ impl Refusal {
 }
 
 /// The statuses the HTTP API answers with.
-const PUBLISH_STATUSES: [u16; 10] = [200, 202, 400, 401, 404, 405, 413, 415, 503, 500];
+const PUBLISH_STATUSES: [u16; 11] = [200, 202, 400, 401, 404, 405, 413, 415, 503, 500, 501];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReasonLabel {
@@ -125,6 +127,8 @@ pub struct Metrics {
     pub gateway: GatewayMetrics,
     /// The ASGI pass-through's counters.
     pub asgi: Arc<AsgiMetrics>,
+    /// Presence's counters (`--presence`).
+    pub presence: PresenceMetrics,
     /// The history relay's counters.
     pub history: Arc<HistoryMetrics>,
 }
@@ -136,6 +140,7 @@ impl Metrics {
         let codes = crate::gateway::ERROR_CODES;
         let metrics = Self {
             gateway: GatewayMetrics::new(&reasons, &codes),
+            presence: PresenceMetrics::new(),
             history: Arc::new(HistoryMetrics::new()),
             ..Self::default()
         };
@@ -176,6 +181,7 @@ impl Metrics {
         );
         self.gateway.register(registry);
         self.asgi.register(registry);
+        self.presence.register(registry);
         self.history.register(registry);
         registry.register_collector(Box::new(ServerCollector::new(self.clone(), layer)));
         registry.register_collector(Box::new(ProcessCollector));
@@ -265,6 +271,8 @@ mod tests {
             "channels_gateway_closes_total{code=\"1009\"} 0",
             "channels_gateway_subscriptions_total 0",
             "channels_forward_dropped_total 0",
+            "channels_presence_reaped_total 0",
+            "channels_presence_errors_total{operation=\"join\"} 0",
         ] {
             assert!(text.contains(line), "`{line}` missing from\n{text}");
         }

@@ -58,6 +58,7 @@ impl GatewayConsumer {
             "websocket.accept" => Ok(()),
             control::SUBSCRIBE => self.control_membership(ctx, &message, true).await,
             control::UNSUBSCRIBE => self.control_membership(ctx, &message, false).await,
+            crate::presence::events::EVENT => self.presence_event(ctx, &message),
             control::HISTORY_LOST => ctx.send_text(protocol::lost_frame(&message)),
             control::DISCONNECT => {
                 let code = message
@@ -106,8 +107,12 @@ impl GatewayConsumer {
                 if !self.server_groups.iter().any(|g| g == group) {
                     self.server_groups.push(group.to_owned());
                 }
+                self.presence_join(ctx, group).await;
             }
-            Ok(()) => self.server_groups.retain(|g| g != group),
+            Ok(()) => {
+                self.server_groups.retain(|g| g != group);
+                self.presence_leave(ctx, group).await;
+            }
             Err(error) => tracing::warn!(%group, %error, "gateway control message failed"),
         }
         Ok(())

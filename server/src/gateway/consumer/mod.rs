@@ -11,9 +11,11 @@
 //! per broadcast.
 //!
 //! - [`requests`]: the client's protocol requests and their answers;
-//! - [`messages`]: layer messages addressed to the connection.
+//! - [`messages`]: layer messages addressed to the connection;
+//! - [`presence`]: its presence entries and watched groups (`--presence`).
 
 mod messages;
+mod presence;
 mod requests;
 
 use std::sync::Arc;
@@ -56,6 +58,10 @@ pub(crate) struct GatewayConsumer {
     /// Groups the server joined (the user's, the token's, `gateway.subscribe`):
     /// the client cannot leave them.
     server_groups: Vec<String>,
+    /// Groups the connection has a presence entry in.
+    presence_groups: Vec<String>,
+    /// Groups whose presence events the client asked for.
+    watching: Vec<String>,
     /// Groups with history the connection is in: it gets their messages
     /// from this process's history relay, not as a group member.
     history_groups: Vec<String>,
@@ -87,6 +93,8 @@ impl GatewayConsumer {
             shared,
             session: None,
             server_groups: Vec::new(),
+            presence_groups: Vec::new(),
+            watching: Vec::new(),
             history_groups: Vec::new(),
         }
     }
@@ -230,8 +238,11 @@ impl GatewayConsumer {
             ping_interval: self.shared.ping_interval,
         };
         let frame = answer_frame("connected", id, connected);
-        self.server_groups = groups;
+        self.server_groups = groups.clone();
         self.session = Some(Session { claims });
+        for group in &groups {
+            self.presence_join(ctx, group).await;
+        }
         ctx.send_text(frame)?;
         if let Some(channel) = self.shared.forward.clone() {
             let event = forward::connect_event(ctx, self.user());
@@ -428,6 +439,7 @@ impl WebsocketConsumer for GatewayConsumer {
         code: u16,
     ) -> Result<(), ConsumerError> {
         self.shared.metrics.gateway.closed(code);
+        self.presence_disconnect(ctx).await;
         if let Some(histories) = &self.shared.histories {
             let channel: Arc<str> = Arc::from(ctx.channel_name());
             for group in self.history_groups.drain(..) {
@@ -464,7 +476,7 @@ mod tests {
 
     fn gateway() -> (Gateway, SharedLayer) {
         let metrics = Arc::new(Metrics::new());
-        let gateway = Gateway::new(&GatewayConfig::default(), metrics, None, None).unwrap();
+        let gateway = Gateway::new(&GatewayConfig::default(), metrics, None, None, None).unwrap();
         let layer: SharedLayer = Arc::new(channels_memory::InMemoryChannelLayer::new());
         (gateway, layer)
     }
@@ -545,8 +557,14 @@ mod tests {
             tokio_util::sync::CancellationToken::new(),
         )
         .unwrap();
-        let gateway =
-            Gateway::new(&GatewayConfig::default(), metrics.clone(), None, histories).unwrap();
+        let gateway = Gateway::new(
+            &GatewayConfig::default(),
+            metrics.clone(),
+            None,
+            None,
+            histories,
+        )
+        .unwrap();
         let mut client = Communicator::from_router(layer.clone(), &gateway.consumers(), "/ws")
             .unwrap()
             .settings(ConnectionSettings::default().outbound_queue(2));

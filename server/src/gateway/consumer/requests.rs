@@ -44,7 +44,11 @@ impl GatewayConsumer {
                 self.error(ctx, id, ErrorCode::BadRequest, "already connected")
             }
             Request::Ping => ctx.send_text(answer_frame("pong", id, Empty {})),
-            Request::Subscribe { group, recover } => {
+            Request::Subscribe {
+                group,
+                recover,
+                presence,
+            } => {
                 if let Err(error) = validate_group_name(&group) {
                     return self.error(ctx, id, ErrorCode::InvalidName, &error.to_string());
                 }
@@ -56,6 +60,14 @@ impl GatewayConsumer {
                         &format!("group `{group}` is not allowed by your token"),
                     );
                 }
+                if presence && self.shared.presence.is_none() {
+                    return self.error(
+                        ctx,
+                        id,
+                        ErrorCode::BadRequest,
+                        super::presence::PRESENCE_OFF,
+                    );
+                }
                 let position = recover.clone().map(|r| Position {
                     offset: r.offset,
                     epoch: r.epoch,
@@ -64,6 +76,7 @@ impl GatewayConsumer {
                     Ok(joined) => joined,
                     Err(error) => return self.join_failed(ctx, id, &error),
                 };
+                self.presence_join(ctx, &group).await;
                 self.shared.metrics.gateway.subscribed();
                 let answer = match &joined {
                     Some(joined) => Subscribed {
@@ -96,7 +109,11 @@ impl GatewayConsumer {
                         publications: None,
                     },
                 };
-                ctx.send_text(answer_frame("subscribed", id, answer))
+                ctx.send_text(answer_frame("subscribed", id, answer))?;
+                if presence {
+                    self.presence_watch(ctx, &group).await?;
+                }
+                Ok(())
             }
             Request::Unsubscribe { group } => {
                 if self.server_groups.contains(&group) {
@@ -120,6 +137,7 @@ impl GatewayConsumer {
                 if let Err(error) = self.leave(ctx, &group).await {
                     return self.join_failed(ctx, id, &error);
                 }
+                self.presence_leave(ctx, &group).await;
                 ctx.send_text(answer_frame(
                     "unsubscribed",
                     id,
