@@ -61,9 +61,10 @@ impl LayerSettings {
     /// # Errors
     /// [`ServerError::Layer`] when the layer rejects its settings.
     pub async fn build(&self) -> Result<SharedLayer, ServerError> {
-        let layer_config = with_history_capacity(self.layer.clone());
         if self.kind == LayerKind::Memory {
-            return Ok(Arc::new(InMemoryChannelLayer::with_config(layer_config)));
+            return Ok(Arc::new(InMemoryChannelLayer::with_config(
+                with_history_capacity(self.layer.clone()),
+            )));
         }
         let config = self.redis_config();
         Ok(match self.kind {
@@ -89,7 +90,7 @@ impl LayerSettings {
         let mut config = RedisConfig::new()
             .hosts_from(self.hosts.iter().cloned())
             .prefix(self.prefix.clone())
-            .layer_config(layer_config)
+            .layer_config(with_history_capacity(self.layer.clone()))
             .serializer_format(self.serializer_format);
         if !self.symmetric_encryption_keys.is_empty() {
             config = config.symmetric_encryption_keys(&self.symmetric_encryption_keys);
