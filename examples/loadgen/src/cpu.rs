@@ -66,14 +66,22 @@ mod tests {
 
     #[test]
     fn own_cpu_time_grows_with_work() {
+        // Spin until the reading shows 50 ms of CPU (on a loaded machine
+        // 100 ms of wall time may be far less CPU); a reading that never
+        // grows fails at the deadline.
         let before = read_cpu_seconds(std::process::id()).expect("own stat is readable");
-        let start = std::time::Instant::now();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let mut x = 0u64;
-        while start.elapsed() < std::time::Duration::from_millis(100) {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        }
+        let after = loop {
+            for _ in 0..1_000_000 {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            }
+            let now = read_cpu_seconds(std::process::id()).expect("own stat is readable");
+            if now - before >= 0.05 || std::time::Instant::now() > deadline {
+                break now;
+            }
+        };
         std::hint::black_box(x);
-        let after = read_cpu_seconds(std::process::id()).expect("own stat is readable");
         assert!(after - before >= 0.05, "{before} -> {after}");
         assert!(read_cpu_seconds(u32::MAX).is_err());
         assert_eq!(per_million(2.0, 4_000_000), Some(0.5));
