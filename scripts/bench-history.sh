@@ -81,6 +81,7 @@ done
 # server NAME LAYER HISTORY: starts one channels-server on a free port; appends to $urls, $spids.
 server() {
     local name=$1 layer=$2 size=$3
+    : >"$out/$name.log" # the background job opens it later; sed must find it at once
     "$bin/channels-server" --bind 127.0.0.1:0 --layer "$layer" --redis-url "$redis_url" \
         --client-rate-limit 0 --history-size "$size" >"$out/$name.log" 2>&1 &
     local pid=$!
@@ -115,11 +116,12 @@ EOF
 import json, sys
 r = json.load(open(sys.argv[1]))
 if r["part"] == "throughput":
-    bad = r["lost"] or r["duplicated"] or r["offset_gaps"] or r["connect_failures"]
+    bad = r["lost"] or r["duplicated"] or r["offset_gaps"] or r["connect_failures"] or r["lost_notices"] or r["disconnects"]
     print(f"{r['label']:24} {r['deliveries_per_sec']:>10,.0f}/s  p50 {r['latency_ms']['p50']:.1f} "
           f"p99 {r['latency_ms']['p99']:.1f} ms  cpu/M {r['server_cpu_s_per_m_deliveries']} "
           f"redis/M {r['redis_cpu_s_per_m_deliveries']}  lost {r['lost']} dup {r['duplicated']} "
-          f"gaps {r['offset_gaps']}  {'INVALID' if bad else 'valid'}", flush=True)
+          f"gaps {r['offset_gaps']} lost notices {r['lost_notices']} disconnects {r['disconnects']}  {'INVALID' if bad else 'valid'}"
+          f"{'  first notice: ' + r['first_lost_notice'] if r['first_lost_notice'] else ''}", flush=True)
 elif r["part"] == "memory":
     print(f"{r['label']:24} delivered {r['delivered']} span {r['offset_span']}  redis B/msg "
           f"{r['redis_bytes_per_message']} keys B/msg {r['redis_key_bytes_per_message']}  "
@@ -186,7 +188,7 @@ runs = [json.loads(l) for l in open(sys.argv[1])]
 med = lambda xs: statistics.median(xs) if xs else float("nan")
 print(f"\n{sys.argv[2]} cores, load average at the end {sys.argv[3]}")
 tp = [r for r in runs if r["part"] == "throughput"]
-valid = [r for r in tp if not (r["lost"] or r["duplicated"] or r["offset_gaps"] or r["connect_failures"])]
+valid = [r for r in tp if not (r["lost"] or r["duplicated"] or r["offset_gaps"] or r["connect_failures"] or r["lost_notices"] or r["disconnects"])]
 print(f"\nthroughput (median of the valid runs; {len(tp) - len(valid)} invalid of {len(tp)})")
 print("| layer | history | deliveries/s | ratio | p50 ms | p99 ms | server CPU-s/M | ratio | redis CPU-s/M | runs |")
 print("|---|---|---|---|---|---|---|---|---|---|")

@@ -66,8 +66,17 @@ pub struct ThroughputReport {
     pub offset_gaps: u64,
     /// Pushes that carried an offset (0 without history).
     pub with_offset: u64,
-    /// Frames that were not bench pushes (e.g. `lost` notices).
+    /// `lost` notices: the server says a subscriber may have missed messages (with history,
+    /// `overflow` when its mailbox was full; the server then stops its pushes of the group,
+    /// and this client does not recover, so the rest count as lost). Must be 0.
+    pub lost_notices: u64,
+    /// The first `lost` notice, for the record.
+    pub first_lost_notice: Option<String>,
+    /// Frames that were not bench pushes or `lost` notices.
     pub unexpected: u64,
+    /// Subscribers whose socket ended before the run did (e.g. closed with 1013 when their
+    /// outbound queue was full). Must be 0.
+    pub disconnects: u64,
     /// Publish-to-delivery latency of the measured messages.
     pub latency_ms: LatencyMs,
     /// `received` over the time from the first measured publish to the last delivery.
@@ -101,7 +110,10 @@ struct Tally {
     duplicated: u64,
     offset_gaps: u64,
     with_offset: u64,
+    lost_notices: u64,
+    first_lost_notice: Option<String>,
     unexpected: u64,
+    disconnected: bool,
     latency: Histogram<u64>,
 }
 
@@ -213,6 +225,7 @@ pub async fn run(config: ThroughputConfig) -> Result<ThroughputReport, String> {
     let mut latency = Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds");
     let (mut received, mut seen_all, mut duplicated, mut gaps, mut with_offset, mut unexpected) =
         (0, 0, 0, 0, 0, 0);
+    let (mut lost_notices, mut first_lost_notice, mut disconnects) = (0, None, 0);
     while let Some(joined) = tasks.join_next().await {
         let Ok(Some(tally)) = joined else { continue };
         let measured = tally.seen[config.warmup as usize..]
@@ -225,6 +238,9 @@ pub async fn run(config: ThroughputConfig) -> Result<ThroughputReport, String> {
         gaps += tally.offset_gaps;
         with_offset += tally.with_offset;
         unexpected += tally.unexpected;
+        lost_notices += tally.lost_notices;
+        disconnects += u64::from(tally.disconnected);
+        first_lost_notice = first_lost_notice.or(tally.first_lost_notice);
         latency.add(&tally.latency).expect("same bounds");
     }
     let secs = last_us.saturating_sub(start_us) as f64 / 1e6;
@@ -241,7 +257,10 @@ pub async fn run(config: ThroughputConfig) -> Result<ThroughputReport, String> {
         duplicated,
         offset_gaps: gaps,
         with_offset,
+        lost_notices,
+        first_lost_notice,
         unexpected,
+        disconnects,
         latency_ms: LatencyMs::from_micros(&latency),
         deliveries_per_sec: per_sec(received, secs),
         publishes_per_sec: per_sec(config.messages, secs),
@@ -274,7 +293,10 @@ async fn receive(
         duplicated: 0,
         offset_gaps: 0,
         with_offset: 0,
+        lost_notices: 0,
+        first_lost_notice: None,
         unexpected: 0,
+        disconnected: false,
         latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds"),
     };
     let (mut warm, mut measured, mut last_offset) = (0u64, 0u64, None::<u64>);
@@ -285,11 +307,21 @@ async fn receive(
         };
         let text = match frame {
             Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                tally.disconnected = true;
+                break;
+            }
             Some(Ok(_)) => continue,
-            _ => break,
         };
         let Some(push) = scan_push(text.as_str()) else {
-            tally.unexpected += 1;
+            if text.as_str().starts_with("{\"type\":\"lost\"") {
+                tally.lost_notices += 1;
+                tally
+                    .first_lost_notice
+                    .get_or_insert_with(|| text.as_str().to_owned());
+            } else {
+                tally.unexpected += 1;
+            }
             continue;
         };
         if let Some(offset) = push.offset {
