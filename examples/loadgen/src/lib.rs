@@ -12,7 +12,9 @@
 //!   bounded number of broadcasts in flight allows, and prints one JSON line ([`report`]);
 //! - the `ceiling-server` binary ([`ceiling`]) is the hand-written tokio/axum server with no
 //!   channel layer (`--mode local`) or a plain Redis PUBLISH fan-out (`--mode redis`) that the
-//!   rust-channels server is compared against.
+//!   rust-channels server is compared against;
+//! - the `history-bench` binary ([`history`]) measures what group histories cost on the
+//!   channels-server gateway (broadcast throughput, bytes per kept message, recovery time).
 //!
 //! ```text
 //! cargo run --release -p loadgen --bin ceiling-server -- --bind 127.0.0.1:8000 --mode local
@@ -23,6 +25,7 @@
 pub mod ceiling;
 pub mod cpu;
 pub mod error;
+pub mod history;
 pub mod load;
 pub mod nofile;
 pub mod protocol;

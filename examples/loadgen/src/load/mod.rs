@@ -24,6 +24,7 @@ use crate::report::{LadderReport, LatencyMs, Report, per_sec};
 use crate::rss::total_rss_bytes;
 use crate::target::check_target;
 pub use child::run as run_child;
+pub(crate) use client::connect;
 pub use stats::{Senders, Totals};
 
 /// Which half of the shootout protocol a run exercises.
