@@ -63,7 +63,9 @@ trap cleanup EXIT
 start() {
     local name=$1
     shift
-    "$@" >"$out/$name.out" 2>"$out/$name.err" &
+    # Created first: the loop below may read it before the server's shell does.
+    : >"$out/$name.out"
+    "$@" >>"$out/$name.out" 2>"$out/$name.err" &
     local pid=$!
     pids+=("$pid")
     for _ in $(seq 100); do

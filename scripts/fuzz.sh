@@ -12,6 +12,7 @@
 # fuzz/seeds/<target>/ once fixed: hostile/tests/fuzz_seeds.rs replays seeds.
 # FUZZ_SANITIZER=address turns AddressSanitizer on (the code is safe Rust,
 # so the default `none` trades it for two to three times the executions).
+# FUZZ_RUNS=N stops each target after N executions (SECONDS still caps it).
 # FUZZ_SKIP_BUILD=1 runs the targets as last built (two runs of this script
 # on different targets can then share the machine without rebuilding).
 set -euo pipefail
@@ -38,8 +39,12 @@ for target in "${targets[@]}"; do
     mkdir -p "corpus/$target" "artifacts/$target"
     log="logs/$target.log"
     before=$(find "artifacts/$target" -type f | wc -l)
+    runs=()
+    if [ -n "${FUZZ_RUNS:-}" ]; then
+        runs=(-runs="$FUZZ_RUNS")
+    fi
     set +e
-    "$bin/$target" "corpus/$target" "seeds/$target" \
+    "$bin/$target" "corpus/$target" "seeds/$target" "${runs[@]}" \
         -artifact_prefix="artifacts/$target/" \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         >"$log" 2>&1
