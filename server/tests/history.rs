@@ -262,7 +262,23 @@ fn redis_envs(url: &str) -> Vec<(&'static str, String)> {
 
 async fn start_server(envs: &[(&'static str, String)]) -> (common::ServerProcess, SocketAddr) {
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    start_binary(&["--bind", "127.0.0.1:0"], &envs).await
+    let (process, address) = start_binary(&["--bind", "127.0.0.1:0"], &envs).await;
+    wait_ready(address).await;
+    (process, address)
+}
+
+/// Waits until `/readyz` answers 200: the layer has Redis and this
+/// process's memberships are in it (until then a new connection may hear
+/// `unavailable` before `connected`).
+async fn wait_ready(address: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while http(address, "GET", "/readyz", &[], b"").await.status != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{address} never ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -353,6 +369,7 @@ async fn redis_restarted_empty_tells_every_client_it_lost_messages() {
         }
     }
     // A client that reconnects with its old position is told too.
+    wait_ready(two).await;
     let (mut carol, _) = gateway(two).await;
     let answer = subscribe(&mut carol, "room", Some((1, &epoch))).await;
     assert_eq!(answer["recovered"], false, "{answer}");
