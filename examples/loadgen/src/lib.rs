@@ -28,6 +28,7 @@ pub mod nofile;
 pub mod protocol;
 pub mod report;
 pub mod rss;
+pub mod soak;
 pub mod target;
 
 pub use error::LoadError;

@@ -56,10 +56,10 @@ pub(crate) struct ClientTask {
     pub(crate) connect_timeout: Duration,
 }
 
-type Socket = WebSocketStream<TcpStream>;
+pub(crate) type Socket = WebSocketStream<TcpStream>;
 
 /// Opens the TCP connection (from `source_ip` when given) and runs the WebSocket handshake.
-async fn connect(url: &str, source_ip: Option<IpAddr>) -> Result<Socket, String> {
+pub(crate) async fn connect(url: &str, source_ip: Option<IpAddr>) -> Result<Socket, String> {
     let uri: Uri = url.parse().map_err(|e| format!("bad url: {e}"))?;
     let host = uri.host().ok_or("url has no host")?;
     let port = uri.port_u16().unwrap_or(80);
