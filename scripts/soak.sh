@@ -13,7 +13,9 @@
 # Reports the servers' RSS and open fds (first/last/max, sampled every 10 s), deliveries,
 # reconnects, recoveries, lost notices by reason, silent gaps and duplicates (both must be
 # 0), and acknowledged publishes some client never got, inside the Redis outage windows (the
-# restarts, recorded here as they happen) or outside them (must be 0). Bounded: soak is
+# restarts, recorded here as they happen: from the SIGKILL until both servers' /readyz pass
+# again, plus 5 s) or outside them (must be 0), and those no client was told about (a `lost`
+# or `recovered: false` after the publish; must be 0). Bounded: soak is
 # killed DURATION + 5 min after it starts; every process the script starts is killed on
 # exit. Results: target/soak/ (soak.jsonl has one sample line per 10 s, then the summary).
 set -euo pipefail
@@ -66,6 +68,7 @@ start_redis() {
 start_redis
 
 args=()
+ports=()
 for i in 1 2; do
     port=$(free_port)
     "$bin/channels-server" --bind "127.0.0.1:$port" --layer redis \
@@ -82,6 +85,7 @@ for i in 1 2; do
         exit 1
     }
     args+=(--url "ws://127.0.0.1:$port/ws" --pid "$pid")
+    ports+=("$port")
 done
 for i in 2 3 4 5; do
     args+=(--source-ip "127.0.0.$i")
@@ -107,8 +111,16 @@ for k in 1 2; do
     sleep "$down"
     start_redis
     back=$(since "$t0")
-    echo "$killed $back" >>"$out/outages.txt"
-    log "redis restart $k: SIGKILL at ${killed} s, back (empty) at ${back} s"
+    # The window ends when both servers are ready again (memberships written back).
+    for port in "${ports[@]}"; do
+        for _ in $(seq 300); do
+            curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+    done
+    ready=$(since "$t0")
+    echo "$killed $ready" >>"$out/outages.txt"
+    log "redis restart $k: SIGKILL at ${killed} s, back (empty) at ${back} s, both servers ready at ${ready} s"
 done
 
 status=0
@@ -123,9 +135,11 @@ if s.get("kind") != "summary":
 mb = lambda b: f"{b / 1e6:.1f} MB"
 for p in s["processes"]:
     r, f = p["rss_bytes"], p["fds"]
+    w = lambda span, fmt: fmt(span["warm"]) if span["warm"] is not None else "-"
     gone = f", GONE at {p['gone_at']:.0f} s" if p["gone_at"] is not None else ""
-    print(f"server pid {p['pid']}: RSS first {mb(r['first'])} last {mb(r['last'])} max {mb(r['max'])}; "
-          f"fds first {f['first']} last {f['last']} max {f['max']} ({p['samples']} samples{gone})")
+    print(f"server pid {p['pid']}: RSS first {mb(r['first'])} after warm-up {w(r, mb)} last {mb(r['last'])} "
+          f"max {mb(r['max'])}; fds first {f['first']} after warm-up {w(f, str)} last {f['last']} max {f['max']} "
+          f"({p['samples']} samples{gone})")
 t = s["totals"]
 print(f"published {t['published']}, acked {t['acked']}, refused {t['refused']}, unanswered {t['unanswered']}; "
       f"deliveries {t['deliveries']:,} (recovered {t['recovered_publications']:,}); reconnects {t['reconnects']:,} "
@@ -134,7 +148,8 @@ print(f"events: {json.dumps(s['events'])}")
 m = s["missing"]
 print(f"silent gaps {s['silent_gaps']}, unannounced epoch changes {s['unannounced_epoch_changes']}, "
       f"duplicates {s['duplicates']}, refused but delivered {s['refused_but_delivered']}")
-print(f"missing acked (client x seq): inside outage windows {m['inside_windows']}, outside {m['outside_windows']} "
+print(f"missing acked (client x seq): inside outage windows {m['inside_windows']}, outside {m['outside_windows']}, "
+      f"never told {m['untold']} "
       f"({m['windows_source']} windows {m['declared_windows']}, +{m['grace_s']} s grace; "
       f"derived windows {m['derived_windows']}, outside them {m['outside_derived_windows']})")
 e = s["end"]

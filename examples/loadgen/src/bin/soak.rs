@@ -62,6 +62,9 @@ struct Args {
     /// Seconds between samples.
     #[arg(long, default_value_t = 10.0)]
     sample_seconds: f64,
+    /// Seconds of warm-up: the summary's `warm` RSS and fds are the first sample after it.
+    #[arg(long, default_value_t = 60.0)]
+    warmup: f64,
     /// START,END seconds since the start when Redis is away (repeatable).
     #[arg(long = "outage-window", value_name = "START,END")]
     outage_windows: Vec<String>,
@@ -101,6 +104,7 @@ fn config(args: Args) -> Result<SoakConfig, String> {
         connect_concurrency: args.connect_concurrency,
         pids: args.pids,
         sample_every: seconds("sample-seconds", args.sample_seconds)?,
+        warmup: seconds("warmup", args.warmup)?,
         outage_windows,
         outage_file: args.outage_file,
         outage_grace: args.outage_grace,

@@ -70,6 +70,8 @@ pub struct SoakConfig {
     pub pids: Vec<u32>,
     /// Time between samples.
     pub sample_every: Duration,
+    /// Samples from this time on are past the warm-up (the summary's `warm` RSS and fds).
+    pub warmup: Duration,
     /// Outage windows given up front (seconds since the start).
     pub outage_windows: Vec<(f64, f64)>,
     /// A file of `START END` lines (seconds since the start) read at the end, for windows
@@ -129,7 +131,7 @@ pub async fn run(config: SoakConfig) -> Result<(serde_json::Value, bool), LoadEr
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticks.tick() => print_sample(&shared, &ledger, &mut series),
+            _ = ticks.tick() => print_sample(&shared, &ledger, &mut series, config.warmup),
             () = tokio::time::sleep_until(end) => break,
         }
     }
@@ -137,7 +139,7 @@ pub async fn run(config: SoakConfig) -> Result<(serde_json::Value, bool), LoadEr
     // The publisher drains its last answers for at most 5 s.
     let _done = timeout(Duration::from_secs(15), publisher).await;
     sleep(config.drain).await;
-    print_sample(&shared, &ledger, &mut series);
+    print_sample(&shared, &ledger, &mut series, config.warmup);
     let _sent = phase_tx.send(Phase::Stop);
     let mut trackers = Vec::with_capacity(clients.len());
     for handle in clients {
@@ -146,7 +148,7 @@ pub async fn run(config: SoakConfig) -> Result<(serde_json::Value, bool), LoadEr
         }
     }
     for s in &mut series {
-        s.sample(shared.now_s());
+        s.sample(shared.now_s(), true);
     }
     let declared = declared_windows(&config)?;
     let ledger = std::mem::take(&mut *lock(&ledger));
@@ -216,11 +218,17 @@ fn declared_windows(config: &SoakConfig) -> Result<Vec<ledger::Window>, LoadErro
 }
 
 /// Prints one sample line: each server's RSS and fds, and the run's counters so far.
-fn print_sample(shared: &Shared, ledger: &Mutex<Ledger>, series: &mut [ProcessSeries]) {
+fn print_sample(
+    shared: &Shared,
+    ledger: &Mutex<Ledger>,
+    series: &mut [ProcessSeries],
+    warmup: Duration,
+) {
     let t = shared.now_s();
+    let warm = t >= warmup.as_secs_f64();
     let processes: Vec<_> = series
         .iter_mut()
-        .map(|s| match s.sample(t) {
+        .map(|s| match s.sample(t, warm) {
             Some((rss, fds)) => serde_json::json!({"pid": s.pid, "rss_bytes": rss, "fds": fds}),
             None => serde_json::json!({"pid": s.pid, "gone": true}),
         })

@@ -19,14 +19,19 @@ pub fn count_fds(pid: u32) -> io::Result<u64> {
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub(crate) struct Span {
     pub(crate) first: u64,
+    /// The first value after the warm-up (every client connected once).
+    pub(crate) warm: Option<u64>,
     pub(crate) last: u64,
     pub(crate) max: u64,
 }
 
 impl Span {
-    fn add(&mut self, value: u64, first: bool) {
+    fn add(&mut self, value: u64, first: bool, warm: bool) {
         if first {
             self.first = value;
+        }
+        if warm && self.warm.is_none() {
+            self.warm = Some(value);
         }
         self.last = value;
         self.max = self.max.max(value);
@@ -55,13 +60,14 @@ impl ProcessSeries {
         }
     }
 
-    /// Reads the process now; returns `(rss, fds)`, or `None` when it is gone.
-    pub(crate) fn sample(&mut self, t: f64) -> Option<(u64, u64)> {
+    /// Reads the process now (`warm`: past the warm-up); returns `(rss, fds)`, or `None`
+    /// when it is gone.
+    pub(crate) fn sample(&mut self, t: f64, warm: bool) -> Option<(u64, u64)> {
         match (read_rss_bytes(self.pid), count_fds(self.pid)) {
             (Ok(rss), Ok(fds)) => {
                 let first = self.samples == 0;
-                self.rss_bytes.add(rss, first);
-                self.fds.add(fds, first);
+                self.rss_bytes.add(rss, first, warm);
+                self.fds.add(fds, first, warm);
                 self.samples += 1;
                 Some((rss, fds))
             }
@@ -80,12 +86,13 @@ mod tests {
     #[test]
     fn samples_own_process() {
         let mut series = ProcessSeries::new(std::process::id());
-        let (rss, fds) = series.sample(0.0).expect("own process is readable");
+        let (rss, fds) = series.sample(0.0, false).expect("own process is readable");
         assert!(rss > 0 && fds >= 3);
-        series.sample(1.0);
+        series.sample(1.0, true);
+        assert!(series.rss_bytes.warm.is_some());
         assert_eq!(series.samples, 2);
         let mut gone = ProcessSeries::new(u32::MAX);
-        assert!(gone.sample(3.0).is_none());
+        assert!(gone.sample(3.0, true).is_none());
         assert_eq!(gone.gone_at, Some(3.0));
     }
 }

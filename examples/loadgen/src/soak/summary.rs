@@ -60,8 +60,9 @@ pub(crate) fn summarize(input: Input<'_>) -> (Value, bool) {
         (&declared, "declared")
     };
 
-    // Per seq: how many clients owed it did not get it.
-    let mut missing_by_seq = vec![0u64; entries.len()];
+    // Per seq: how many clients owed it did not get it, and how many of those were never
+    // told (no `lost` or `recovered: false` after it was published and before anything newer).
+    let mut missing_by_seq = vec![(0u64, 0u64); entries.len()];
     let mut refused_but_delivered = 0u64;
     for tracker in trackers {
         let Some(since) = tracker.first_subscribed_s else {
@@ -70,15 +71,20 @@ pub(crate) fn summarize(input: Input<'_>) -> (Value, bool) {
         for (seq, entry) in entries.iter().enumerate() {
             let got = tracker.has_seq(seq as u64);
             match entry.outcome {
-                Outcome::Acked(_) if entry.sent_s >= since && !got => missing_by_seq[seq] += 1,
+                Outcome::Acked(_) if entry.sent_s >= since && !got => {
+                    missing_by_seq[seq].0 += 1;
+                    if !tracker.was_told(seq as u64, entry.sent_s) {
+                        missing_by_seq[seq].1 += 1;
+                    }
+                }
                 Outcome::Refused(_) if got => refused_but_delivered += 1,
                 _ => {}
             }
         }
     }
-    let mut missing = BTreeMap::from([("inside", 0u64), ("outside", 0), ("outside_derived", 0)]);
+    let mut missing: BTreeMap<&str, u64> = BTreeMap::new();
     let mut outside_details = Vec::new();
-    for (seq, (&count, entry)) in missing_by_seq.iter().zip(entries).enumerate() {
+    for (seq, (&(count, untold), entry)) in missing_by_seq.iter().zip(entries).enumerate() {
         if count == 0 {
             continue;
         }
@@ -88,13 +94,18 @@ pub(crate) fn summarize(input: Input<'_>) -> (Value, bool) {
             "outside"
         };
         *missing.entry(key).or_default() += count;
+        *missing.entry("untold").or_default() += untold;
+        if key == "outside" {
+            *missing.entry("untold_outside").or_default() += untold;
+        }
         if !inside(&derived, entry.sent_s) {
             *missing.entry("outside_derived").or_default() += count;
         }
         if key == "outside" && outside_details.len() < MISSING_DETAILS {
-            outside_details.push(describe(seq, entry, count));
+            outside_details.push(describe(seq, entry, count, untold));
         }
     }
+    let missing = |key: &str| missing.get(key).copied().unwrap_or(0);
 
     let head = head_check(trackers);
     let c = &shared.counters;
@@ -106,6 +117,16 @@ pub(crate) fn summarize(input: Input<'_>) -> (Value, bool) {
             .entry(e.kind)
             .or_default()
             .entry(&e.reason)
+            .or_default() += 1;
+    }
+    // Per kind and reason: events per whole second of the run (only seconds with any).
+    let mut per_second: BTreeMap<String, BTreeMap<u64, u64>> = BTreeMap::new();
+    for e in &events {
+        let key = format!("{}.{}", e.kind, e.reason);
+        *per_second
+            .entry(key)
+            .or_default()
+            .entry(e.t as u64)
             .or_default() += 1;
     }
     let mut event_windows = Vec::new();
@@ -126,7 +147,8 @@ pub(crate) fn summarize(input: Input<'_>) -> (Value, bool) {
     let gone = series.iter().any(|s| s.gone_at.is_some());
     let clean = silent == 0
         && get(&c.duplicates) == 0
-        && missing["outside"] == 0
+        && missing("outside") == 0
+        && missing("untold") == 0
         && !gone
         && head.1 == trackers.len() as u64;
     let summary = json!({
@@ -157,15 +179,18 @@ pub(crate) fn summarize(input: Input<'_>) -> (Value, bool) {
         },
         "events": by_reason,
         "event_windows": event_windows,
+        "events_per_second": per_second,
         "silent_gaps": get(&c.silent_gaps),
         "unannounced_epoch_changes": get(&c.unannounced_epoch_changes),
         "gap_details": *lock(&shared.gaps),
         "duplicates": get(&c.duplicates),
         "refused_but_delivered": refused_but_delivered,
         "missing": {
-            "inside_windows": missing["inside"],
-            "outside_windows": missing["outside"],
-            "outside_derived_windows": missing["outside_derived"],
+            "inside_windows": missing("inside"),
+            "outside_windows": missing("outside"),
+            "untold": missing("untold"),
+            "untold_outside_windows": missing("untold_outside"),
+            "outside_derived_windows": missing("outside_derived"),
             "windows_source": windows_source,
             "declared_windows": declared,
             "derived_windows": derived,
@@ -188,12 +213,13 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-fn describe(seq: usize, entry: &Entry, clients: u64) -> Value {
+fn describe(seq: usize, entry: &Entry, clients: u64, untold: u64) -> Value {
     let acked = match entry.outcome {
         Outcome::Acked(t) => Some(round1(t)),
         _ => None,
     };
-    json!({"seq": seq, "sent_s": round1(entry.sent_s), "acked_s": acked, "clients_missing": clients})
+    json!({"seq": seq, "sent_s": round1(entry.sent_s), "acked_s": acked,
+        "clients_missing": clients, "clients_not_told": untold})
 }
 
 /// `(subscribed at stop, at the head, head position, a few behind)`: the head is the highest

@@ -111,6 +111,10 @@ pub(crate) struct Tracker {
     pub(crate) subscribed: bool,
     /// Whether it was connected and subscribed when the run stopped.
     pub(crate) subscribed_at_stop: bool,
+    /// Notices that messages may be missing (`lost` other than overflow, `recovered: false`
+    /// other than a first `no_position`): when, and the highest seq received before it.
+    pub(crate) notices: Vec<(f64, Option<u64>)>,
+    max_seq: Option<u64>,
     /// Seqs received, as a bit set.
     seqs: Vec<u64>,
 }
@@ -123,8 +127,23 @@ impl Tracker {
             first_subscribed_s: None,
             subscribed: false,
             subscribed_at_stop: false,
+            notices: Vec::new(),
+            max_seq: None,
             seqs: Vec::new(),
         }
+    }
+
+    /// Whether a notice told this client that `seq` (published at `sent_s`) may be missing: one
+    /// came after it was published and before the client got anything newer.
+    pub(crate) fn was_told(&self, seq: u64, sent_s: f64) -> bool {
+        self.notices
+            .iter()
+            .any(|(t, max)| *t >= sent_s && max.is_none_or(|m| m < seq))
+    }
+
+    fn notice(&mut self, shared: &Shared, kind: &'static str, reason: &str) {
+        shared.event(kind, reason);
+        self.notices.push((shared.now_s(), self.max_seq));
     }
 
     pub(crate) fn has_seq(&self, seq: u64) -> bool {
@@ -167,6 +186,7 @@ impl Tracker {
         }
         if let Some(seq) = seq {
             duplicate |= !self.insert_seq(seq);
+            self.max_seq = self.max_seq.max(Some(seq));
         }
         if duplicate {
             incr(&c.duplicates);
@@ -216,7 +236,7 @@ impl Tracker {
         } else {
             let reason = frame.reason.as_deref().unwrap_or("none");
             if self.position.is_some() || reason != "no_position" {
-                shared.event("not_recovered", reason);
+                self.notice(shared, "not_recovered", reason);
             }
         }
         self.position = Some((offset, epoch.to_owned()));
@@ -231,11 +251,13 @@ impl Tracker {
     /// A `lost` notice; returns true when the client must subscribe again with recover.
     pub(crate) fn on_lost(&mut self, shared: &Shared, frame: Frame<'_>) -> bool {
         let reason = frame.reason.as_deref().unwrap_or("none");
-        shared.event("lost", reason);
         if reason == "overflow" {
+            // Not a loss yet: the resubscribe recovers, or answers `recovered: false`.
+            shared.event("lost", reason);
             incr(&shared.counters.overflow_resubscribes);
             return true;
         }
+        self.notice(shared, "lost", reason);
         if let (Some(offset), Some(epoch)) = (frame.offset, frame.epoch.as_deref()) {
             self.position = Some((offset, epoch.to_owned()));
         }
@@ -277,10 +299,12 @@ mod tests {
             frame(r#"{"type":"subscribed","recovered":true,"offset":10,"epoch":"a","publications":[{"offset":9,"data":{"seq":4}},{"offset":10,"data":{"seq":5}}]}"#),
         );
         assert!(t.has_seq(5) && !t.has_seq(2));
+        assert!(!t.was_told(2, 0.0));
         assert!(!t.on_lost(
             &shared,
             frame(r#"{"type":"lost","reason":"epoch_changed","offset":0,"epoch":"b"}"#)
         ));
+        assert!(t.was_told(6, 0.0) && !t.was_told(5, 0.0) && !t.was_told(6, 1e9));
         t.on_push(&shared, 1, "b", Some(6));
         t.on_push(&shared, 2, "c", Some(7));
         assert_eq!(c.silent_gaps.load(Ordering::Relaxed), 1);
