@@ -12,7 +12,11 @@
 //!   bounded number of broadcasts in flight allows, and prints one JSON line ([`report`]);
 //! - the `ceiling-server` binary ([`ceiling`]) is the hand-written tokio/axum server with no
 //!   channel layer (`--mode local`) or a plain Redis PUBLISH fan-out (`--mode redis`) that the
-//!   rust-channels server is compared against.
+//!   rust-channels server is compared against;
+//! - the `soak` binary ([`soak`]) speaks the channels-server gateway protocol instead: thousands
+//!   of churning clients on one group with history, one steady publisher, the servers' RSS and
+//!   open fds sampled, and every missing message judged (told or not, inside or outside the
+//!   Redis outage windows); `scripts/soak.sh` runs it for 30 minutes.
 //!
 //! ```text
 //! cargo run --release -p loadgen --bin ceiling-server -- --bind 127.0.0.1:8000 --mode local
