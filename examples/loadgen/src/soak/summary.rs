@@ -84,11 +84,19 @@ pub(crate) fn summarize(input: Input<'_>) -> (Value, bool) {
     }
     let mut missing: BTreeMap<&str, u64> = BTreeMap::new();
     let mut outside_details = Vec::new();
+    // Missing (client x seq) per whole second of the time the server took the publish.
+    let mut missing_per_second: BTreeMap<u64, u64> = BTreeMap::new();
     for (seq, (&(count, untold), entry)) in missing_by_seq.iter().zip(entries).enumerate() {
         if count == 0 {
             continue;
         }
-        let key = if inside(windows, entry.sent_s) {
+        // Judged by when the server answered (it took the publish then), not when it was sent.
+        let taken = match entry.outcome {
+            Outcome::Acked(t) => t,
+            _ => entry.sent_s,
+        };
+        *missing_per_second.entry(taken as u64).or_default() += count;
+        let key = if inside(windows, taken) {
             "inside"
         } else {
             "outside"
@@ -98,7 +106,7 @@ pub(crate) fn summarize(input: Input<'_>) -> (Value, bool) {
         if key == "outside" {
             *missing.entry("untold_outside").or_default() += untold;
         }
-        if !inside(&derived, entry.sent_s) {
+        if !inside(&derived, taken) {
             *missing.entry("outside_derived").or_default() += count;
         }
         if key == "outside" && outside_details.len() < MISSING_DETAILS {
@@ -176,6 +184,8 @@ pub(crate) fn summarize(input: Input<'_>) -> (Value, bool) {
             "overflow_resubscribes": get(&c.overflow_resubscribes),
             "unavailable_frames": get(&c.unavailable_frames),
             "unexpected_frames": get(&c.unexpected_frames),
+            "skipped_publishes": get(&c.skipped_publishes),
+            "publish_rate": round1(entries.len() as f64 / config.duration.as_secs_f64()),
         },
         "events": by_reason,
         "event_windows": event_windows,
@@ -197,6 +207,7 @@ pub(crate) fn summarize(input: Input<'_>) -> (Value, bool) {
             "grace_s": grace,
             "before_s": BEFORE_S,
             "outside_details": outside_details,
+            "per_second_acked": missing_per_second,
         },
         "end": {
             "clients_returned": trackers.len(),

@@ -29,6 +29,8 @@ pub(crate) struct Counters {
     pub(crate) duplicates: AtomicU64,
     pub(crate) unavailable_frames: AtomicU64,
     pub(crate) unexpected_frames: AtomicU64,
+    /// Publisher ticks skipped because too many publishes were unanswered.
+    pub(crate) skipped_publishes: AtomicU64,
     /// Clients connected and subscribed right now.
     pub(crate) subscribed: AtomicI64,
 }
