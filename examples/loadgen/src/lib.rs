@@ -15,6 +15,10 @@
 //!   rust-channels server is compared against;
 //! - the `history-bench` binary ([`history`]) measures what group histories cost on the
 //!   channels-server gateway (broadcast throughput, bytes per kept message, recovery time).
+//! - the `soak` binary ([`soak`]) speaks the channels-server gateway protocol instead: thousands
+//!   of churning clients on one group with history, one steady publisher, the servers' RSS and
+//!   open fds sampled, and every missing message judged (told or not, inside or outside the
+//!   Redis outage windows); `scripts/soak.sh` runs it for 30 minutes.
 //!
 //! ```text
 //! cargo run --release -p loadgen --bin ceiling-server -- --bind 127.0.0.1:8000 --mode local
@@ -31,6 +35,7 @@ pub mod nofile;
 pub mod protocol;
 pub mod report;
 pub mod rss;
+pub mod soak;
 pub mod target;
 
 pub use error::LoadError;

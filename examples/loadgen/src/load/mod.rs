@@ -7,7 +7,7 @@
 //! spread over several processes ([`multi`] in the parent, [`child`] in each child).
 
 mod child;
-mod client;
+pub(crate) mod client;
 mod driver;
 mod ladder;
 mod multi;
