@@ -470,7 +470,9 @@ export class ChannelsClient extends EventTarget {
     if (entry.offset !== null) frame.recover = { offset: entry.offset, epoch: entry.epoch };
     this.request(frame).then(
       (answer) => {
-        for (const publication of answer.recovered ? answer.publications ?? [] : []) {
+        // Recovered: exactly what was missed. Not recovered after an epoch change: what the
+        // new epoch kept (what came before it is lost, and `subscribed` says so).
+        for (const publication of answer.publications ?? []) {
           this.#onPush({ type: "message", group, epoch: answer.epoch, ...publication });
         }
         if (answer.offset !== undefined) {

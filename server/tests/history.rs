@@ -368,12 +368,29 @@ async fn redis_restarted_empty_tells_every_client_it_lost_messages() {
             }
         }
     }
+    // One message kept in the new epoch, seen by alice.
+    assert_eq!(publish(one, "room", 999).await, 202);
+    loop {
+        let frame = next_json(&mut alice).await;
+        if frame["type"] == "message" && frame["data"]["n"] == 999 {
+            break;
+        }
+    }
     // A client that reconnects with its old position is told too.
     wait_ready(two).await;
     let (mut carol, _) = gateway(two).await;
     let answer = subscribe(&mut carol, "room", Some((1, &epoch))).await;
     assert_eq!(answer["recovered"], false, "{answer}");
     assert_eq!(answer["reason"], "epoch_changed");
+    // It gets what the new epoch kept: everything since the loss.
+    let top = answer["offset"].as_u64().unwrap();
+    let offsets: Vec<u64> = answer["publications"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no publications: {answer}"))
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, (1..=top).collect::<Vec<_>>(), "{answer}");
     // And live messages flow again, in the new epoch, to everyone.
     let new_epoch = epoch_of(&answer);
     assert_eq!(publish(two, "room", 1000).await, 202);

@@ -65,7 +65,7 @@ const DISPATCH_BATCH: usize = 32;
 
 /// Pauses between layer receive attempts after an error (see [`Backoff`]).
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Receive errors further apart than this are separate outages (during one
 /// outage, retries fail at least every `BACKOFF_MAX`).

@@ -388,9 +388,28 @@ impl Relay {
         };
         match recover {
             None => joined.reason = Some("no_position"),
-            Some(position) if *position.epoch != *epoch || position.offset > top => {
+            Some(position) if *position.epoch != *epoch => {
+                // What was kept before the loss is gone, but everything
+                // since is here: the client gets the current epoch's
+                // messages, told that what came before them is missing.
+                let snapshot = self
+                    .histories
+                    .store
+                    .sync(&self.group, 0, self.limits)
+                    .await?;
+                let publications = marked(&snapshot, &self.group);
+                let kept_in = snapshot.epoch.clone();
+                self.absorb(snapshot).await?;
+                if let Some((epoch, top)) = &self.position {
+                    joined.epoch = epoch.clone();
+                    joined.offset = *top;
+                }
                 joined.reason = Some("epoch_changed");
+                if joined.epoch == kept_in {
+                    joined.publications = publications;
+                }
             }
+            Some(position) if position.offset > top => joined.reason = Some("epoch_changed"),
             Some(position) if position.offset == top => joined.recovered = true,
             Some(position) => {
                 let snapshot = self
@@ -400,16 +419,7 @@ impl Relay {
                     .await?;
                 let same_epoch = snapshot.epoch == epoch;
                 let covered = snapshot.covers(position.offset);
-                let publications = snapshot
-                    .entries
-                    .iter()
-                    .map(|(offset, message)| {
-                        (
-                            *offset,
-                            mark(message, &self.group, *offset, &snapshot.epoch),
-                        )
-                    })
-                    .collect();
+                let publications = marked(&snapshot, &self.group);
                 // Anything newer than `top` goes to the others as well.
                 self.absorb(snapshot).await?;
                 if let Some((epoch, top)) = &self.position {
@@ -441,6 +451,15 @@ impl Relay {
             tracing::debug!(group = %self.group, %error, "history relay could not leave its group");
         }
     }
+}
+
+/// The snapshot's entries marked as kept messages of `group`.
+fn marked(snapshot: &HistorySnapshot, group: &str) -> Vec<(u64, Message)> {
+    snapshot
+        .entries
+        .iter()
+        .map(|(offset, message)| (*offset, mark(message, group, *offset, &snapshot.epoch)))
+        .collect()
 }
 
 /// Completes at `at`, or never.

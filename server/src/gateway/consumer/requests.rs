@@ -85,16 +85,18 @@ impl GatewayConsumer {
                         reason: joined.reason,
                         offset: Some(joined.offset),
                         epoch: Some(&joined.epoch),
-                        publications: joined.recovered.then(|| {
-                            joined
-                                .publications
-                                .iter()
-                                .map(|(offset, message)| Publication {
-                                    offset: *offset,
-                                    data: Data(message),
-                                })
-                                .collect()
-                        }),
+                        publications: (joined.recovered || !joined.publications.is_empty()).then(
+                            || {
+                                joined
+                                    .publications
+                                    .iter()
+                                    .map(|(offset, message)| Publication {
+                                        offset: *offset,
+                                        data: Data(message),
+                                    })
+                                    .collect()
+                            },
+                        ),
                     },
                     None => Subscribed {
                         group: &group,
