@@ -131,24 +131,7 @@ pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
     test_support::metric_value(&metrics(addr).await, series).unwrap_or(0.0)
 }
 
-/// Polls `check` every 20 ms until it returns true or `timeout` passes;
-/// returns whether it did.
-pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use test_support::eventually;
 
 /// Runs the heavy cases one at a time across test processes (nextest runs
 /// each test in its own process): their RSS bounds and delivery counts

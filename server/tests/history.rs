@@ -174,18 +174,16 @@ async fn a_client_away_past_the_window_is_told_too_old() {
     drop(alice);
     assert_eq!(publish(address, "news", 2).await, 202);
     // Wait until both messages have left the one-second window.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let trimmed = test_support::eventually(Duration::from_secs(10), || async {
         let (_, kept) = history(address, "news").await;
-        if kept["publications"].as_array().is_some_and(Vec::is_empty) && kept["offset"] == 2 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never trimmed: {kept}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        kept["publications"].as_array().is_some_and(Vec::is_empty) && kept["offset"] == 2
+    })
+    .await;
+    assert!(
+        trimmed,
+        "never trimmed: {:?}",
+        history(address, "news").await
+    );
     let (mut back, _) = gateway(address).await;
     let answer = subscribe(&mut back, "news", Some((1, &epoch))).await;
     assert_eq!(answer["recovered"], false, "{answer}");
@@ -271,14 +269,11 @@ async fn start_server(envs: &[(&'static str, String)]) -> (common::ServerProcess
 /// process's memberships are in it (until then a new connection may hear
 /// `unavailable` before `connected`).
 async fn wait_ready(address: SocketAddr) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while http(address, "GET", "/readyz", &[], b"").await.status != 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{address} never ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ready = test_support::eventually(Duration::from_secs(20), || async {
+        http(address, "GET", "/readyz", &[], b"").await.status == 200
+    })
+    .await;
+    assert!(ready, "{address} never ready");
 }
 
 #[tokio::test]

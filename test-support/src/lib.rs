@@ -36,3 +36,22 @@ pub use process::{START_TIMEOUT, ServerProcess, listening_addr};
 pub mod redis {
     pub use channels_redis::testing::{RedisSentinel, RedisServer, free_port, unique_prefix};
 }
+
+/// Polls `check` every 20 ms until it returns true or `timeout` passes;
+/// returns whether it did: the way tests wait on a condition.
+pub async fn eventually<F, Fut>(timeout: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
