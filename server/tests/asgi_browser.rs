@@ -177,19 +177,16 @@ impl Drop for Worker {
 
 /// Waits until `server` counts `count` live workers.
 async fn wait_workers(server: SocketAddr, count: f64) {
-    let deadline = tokio::time::Instant::now() + SHOW;
-    loop {
+    let live = || async {
         let page = test_support::http::get(server, "/metrics").await;
-        let live = test_support::metric_value(&page.body, "channels_asgi_workers");
-        if live == Some(count) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{server} counts {live:?} workers, not {count}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        test_support::metric_value(&page.body, "channels_asgi_workers")
+    };
+    let counted = test_support::eventually(SHOW, || async { live().await == Some(count) }).await;
+    assert!(
+        counted,
+        "{server} counts {:?} workers, not {count}",
+        live().await
+    );
 }
 
 /// A room page whose socket goes to `server`, once its socket is open.
