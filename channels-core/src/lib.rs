@@ -56,8 +56,8 @@ pub use log_limit::LogLimiter;
 pub use mailbox::{DropCounters, Mailbox, Offered, OutageError};
 pub use message::{Message, RESERVED_CHANNEL_KEY, TYPE_KEY, Value};
 pub use names::{
-    LOCAL_SEPARATOR, MAX_NAME_LENGTH, is_process_local, non_local_name, validate_channel_name,
-    validate_group_name,
+    LOCAL_PART_LENGTH, LOCAL_SEPARATOR, MAX_NAME_LENGTH, is_process_local, non_local_name,
+    random_local_part, validate_channel_name, validate_group_name,
 };
 pub use receiver::{LocalSendError, LocalSender, Receiver, Release};
 pub use sync::lock;

@@ -68,6 +68,28 @@ pub fn non_local_name(name: &str) -> &str {
     }
 }
 
+/// Characters in the random local part of a new process-local channel name.
+pub const LOCAL_PART_LENGTH: usize = 12;
+
+/// A fresh random local part for a process-local channel name: 12 ASCII
+/// letters, as channels_redis makes them (`specific.<prefix>!<12 letters>`).
+/// 52^12 (about 4e20) choices: names of one process never collide in
+/// practice, and a short name keeps group messages (which list every
+/// member's name) and each connection's memory small.
+///
+/// ```
+/// let part = channels_core::random_local_part();
+/// assert_eq!(part.len(), channels_core::LOCAL_PART_LENGTH);
+/// assert!(part.chars().all(|c| c.is_ascii_alphabetic()));
+/// ```
+pub fn random_local_part() -> String {
+    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut rng = rand::rng();
+    (0..LOCAL_PART_LENGTH)
+        .map(|_| char::from(LETTERS[rand::Rng::random_range(&mut rng, 0..LETTERS.len())]))
+        .collect()
+}
+
 fn check_length(name: &str) -> Result<(), NameProblem> {
     if name.is_empty() {
         return Err(NameProblem::Empty);

@@ -6,7 +6,8 @@ use std::time::Duration;
 use channels_core::async_trait;
 use channels_core::{
     ChannelLayer, DropCounters, HistoryStore, LayerConfig, LayerError, LayerStats, Mailbox,
-    Message, Receiver, Release, lock, validate_channel_name, validate_group_name,
+    Message, Receiver, Release, lock, random_local_part, validate_channel_name,
+    validate_group_name,
 };
 use tokio::time::Instant;
 
@@ -195,7 +196,7 @@ impl ChannelLayer for InMemoryChannelLayer {
     }
 
     async fn new_channel(&self, prefix: &str) -> Result<String, LayerError> {
-        let name = format!("{prefix}.inmemory!{}", uuid::Uuid::new_v4().simple());
+        let name = format!("{prefix}.inmemory!{}", random_local_part());
         validate_channel_name(&name)?;
         Ok(name)
     }

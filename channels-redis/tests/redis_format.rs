@@ -103,7 +103,11 @@ async fn r2_r4_member_bytes_on_send_and_group_send() {
     layer.send(&channel, wire_message()).await.unwrap();
     let key = format!("{prefix}specific.{}!", layer.client_prefix());
     let members: Vec<Vec<u8>> = redis.zrange(&key, 0, -1).await.unwrap();
-    let mut expected = unhex(&format!("88{BODY}b05f5f617367695f6368616e6e656c5f5fd94a"));
+    // str8 header: the name's length.
+    let mut expected = unhex(&format!(
+        "88{BODY}b05f5f617367695f6368616e6e656c5f5fd9{:02x}",
+        channel.len()
+    ));
     expected.extend_from_slice(channel.as_bytes());
     assert_eq!(&members[0][12..], expected.as_slice());
     redis.del::<_, ()>(&key).await.unwrap();
@@ -165,7 +169,8 @@ async fn r2_python_written_members_are_received() {
     let channel = layer.new_channel("specific").await.unwrap();
     let mut member = b"0123456789ab".to_vec();
     member.extend(unhex(&format!(
-        "88{BODY}b05f5f617367695f6368616e6e656c5f5f91d94a"
+        "88{BODY}b05f5f617367695f6368616e6e656c5f5f91d9{:02x}",
+        channel.len()
     )));
     member.extend_from_slice(channel.as_bytes());
     let key = format!("{prefix}specific.{}!", layer.client_prefix());

@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use channels_core::{
     ChannelLayer, DropCounters, HistoryStore, LayerError, LayerStats, Message, NameProblem,
-    Receiver, is_process_local, lock, validate_channel_name, validate_group_name,
+    Receiver, is_process_local, lock, random_local_part, validate_channel_name,
+    validate_group_name,
 };
 use futures_util::future::join_all;
 
@@ -271,7 +272,7 @@ impl ChannelLayer for RedisChannelLayer {
         let name = format!(
             "{prefix}.{}!{}",
             self.settings.client_prefix,
-            uuid::Uuid::new_v4().simple()
+            random_local_part()
         );
         validate_channel_name(&name)?;
         Ok(name)
@@ -381,7 +382,11 @@ mod tests {
     async fn new_channel_names_are_valid_and_ours() {
         let layer = RedisChannelLayer::new(RedisConfig::new()).unwrap();
         let name = layer.new_channel("specific").await.unwrap();
-        assert_eq!(name.len(), 74);
+        assert_eq!(
+            name.len(),
+            54,
+            "specific. + 32 hex + ! + 12 letters, as channels_redis"
+        );
         assert!(name.starts_with(&format!("specific.{}!", layer.client_prefix())));
         assert!(layer.settings.owns(&name));
         assert!(!layer.settings.owns("specific.0123!x"));
