@@ -26,30 +26,6 @@ return 1
     )
 });
 
-/// `group_send` on one shard: for each key, prune, then add its member unless
-/// the key is at capacity. KEYS = n channel keys; ARGV = n members, n
-/// capacities, now, expiry, prune_before. Returns the 1-based indices of the
-/// keys that were full.
-pub(crate) static GROUP_SEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local n = #KEYS
-local now, expiry, prune_before = ARGV[2 * n + 1], ARGV[2 * n + 2], ARGV[2 * n + 3]
-local full = {}
-for i = 1, n do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, prune_before)
-  if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[n + i]) then
-    redis.call('ZADD', KEYS[i], now, ARGV[i])
-    redis.call('EXPIRE', KEYS[i], expiry)
-  else
-    full[#full + 1] = i
-  end
-end
-return full
-",
-    )
-});
-
 /// Puts every backed-up member of `key$inflight` back into `key` with its old
 /// score and deletes the backup. KEYS[1] = key, KEYS[2] = backup.
 pub(crate) static RESTORE: LazyLock<Script> = LazyLock::new(|| {
@@ -61,25 +37,6 @@ for i = 1, #saved, 2 do
 end
 redis.call('DEL', KEYS[2])
 return #saved / 2
-",
-    )
-});
-
-/// The receive loop's batch pop: drops the previous batch's backup when
-/// ARGV[1] is "1" (it was routed), pops up to ARGV[2] members, backs each up
-/// in KEYS[2] with its score, and returns them as member, score pairs.
-/// KEYS[1] = key, KEYS[2] = backup.
-pub(crate) static DRAIN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if ARGV[1] == '1' then
-  redis.call('DEL', KEYS[2])
-end
-local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[2])
-for i = 1, #popped, 2 do
-  redis.call('ZADD', KEYS[2], popped[i + 1], popped[i])
-end
-return popped
 ",
     )
 });

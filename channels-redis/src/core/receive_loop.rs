@@ -2,10 +2,11 @@
 //! per layer instance) that pops the shared `{prefix}specific.<cp>!` ZSET in
 //! batches and routes each message to its channel's mailbox.
 //!
-//! Per batch: BZPOPMIN (only when the last batch was not full), then one Lua
-//! call that backs the popped member up in `key$inflight` and pops up to
-//! [`BATCH`] more (also backed up), then routing. The routed batch's backup is
-//! dropped (DEL) in the same round trip as the next pop. On (re)start the loop
+//! Per batch: BZPOPMIN (only when the last batch was not full), then one
+//! MULTI that copies the lowest [`BATCH`] members to `key$inflight`
+//! (ZRANGESTORE, Redis 6.2+) and pops them, then routing. The routed batch's
+//! backup is replaced by the next batch's, or dropped (DEL) in the same round
+//! trip as the next blocking pop. On (re)start the loop
 //! first acknowledges what it had routed, then restores whatever is left in
 //! `$inflight` (K2).
 //!
@@ -249,7 +250,7 @@ impl LoopState {
     /// Pops one batch of (member, score): one member from a blocking
     /// BZPOPMIN when the queue looked empty (routed at once: it is in this
     /// process from here on, so a backup would protect nothing), otherwise up
-    /// to [`BATCH`] from the Lua batch pop, backed up until routed.
+    /// to [`BATCH`] from the batch pop, backed up until routed.
     async fn pop_batch(
         &mut self,
         connection: &mut Dedicated,
@@ -271,14 +272,22 @@ impl LoopState {
                 .map(|(_, member, score)| vec![(member, parse_score(&score))])
                 .unwrap_or_default());
         }
-        let mut invocation = lua::DRAIN.prepare_invoke();
-        invocation
-            .key(&self.key)
-            .key(&self.inflight)
-            .arg(if self.pending_ack { "1" } else { "0" })
-            .arg(BATCH);
-        let flat: Vec<Vec<u8>> = invocation
-            .invoke_async(connection)
+        // No Lua: Redis's Lua hashes every byte of every string it is
+        // handed, and a group message lists all of its key's channels.
+        // ZRANGESTORE writes the backup of exactly what ZPOPMIN pops (the
+        // same lowest BATCH), replacing the routed batch's backup.
+        let (flat,): (Vec<Vec<u8>>,) = redis::pipe()
+            .atomic()
+            .cmd("ZRANGESTORE")
+            .arg(&self.inflight)
+            .arg(&self.key)
+            .arg(0)
+            .arg(BATCH - 1)
+            .ignore()
+            .cmd("ZPOPMIN")
+            .arg(&self.key)
+            .arg(BATCH)
+            .query_async(connection)
             .await
             .map_err(|e| self.shard().error("receive", e))?;
         self.pending_ack = false;
