@@ -322,7 +322,10 @@ impl Mailbox {
     /// Pops under the lock; `parked` says whether the caller was counted as
     /// parked (it is no longer, once it returns something).
     fn take(&self, state: &mut State, parked: bool) -> Result<Option<Message>, LayerError> {
-        self.purge_expired(state, Instant::now());
+        if !state.queue.is_empty() {
+            // Reading the clock only when there is something to expire.
+            self.purge_expired(state, Instant::now());
+        }
         if let Some(entry) = state.queue.pop_front() {
             if parked {
                 state.parked -= 1;
