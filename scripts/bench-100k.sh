@@ -5,6 +5,9 @@
 #
 #   scripts/bench-100k.sh [CLIENTS] [SERVERS] [LAYER]     # defaults: 100000 6 redis
 #
+# LAYER: redis (core), redis-pubsub, or ceiling (the hand-written ceiling-server in its
+# Redis mode, same read buffer as ours: what this machine does with no layer at all).
+#
 # Reports (one JSON line, then a summary): connect failures, total server RSS before the
 # clients, with every client connected and idle, and after one broadcast reached everyone;
 # RSS per connection at both points; the time that broadcast took to reach every client
@@ -56,9 +59,17 @@ done
 
 args=()
 for i in $(seq "$servers"); do
-    "$bin/shootout" --bind 127.0.0.1:0 --layer "$layer" --redis-url "redis://127.0.0.1:$port" \
-        --max-connections "$((per_server + 100))" --idle-timeout 0 \
-        >"$out/server-$i.out" 2>"$out/server-$i.err" &
+    if [ "$layer" = ceiling ]; then
+        # The hand-written ceiling (no layer: one Redis PUBLISH per broadcast), for the
+        # hardware's own figure beside ours.
+        "$bin/ceiling-server" --bind 127.0.0.1:0 --mode redis \
+            --redis-url "redis://127.0.0.1:$port" --read-buffer-bytes 256 \
+            >"$out/server-$i.out" 2>"$out/server-$i.err" &
+    else
+        "$bin/shootout" --bind 127.0.0.1:0 --layer "$layer" --redis-url "redis://127.0.0.1:$port" \
+            --max-connections "$((per_server + 100))" --idle-timeout 0 \
+            >"$out/server-$i.out" 2>"$out/server-$i.err" &
+    fi
     pid=$!
     pids+=("$pid")
     addr=
