@@ -79,6 +79,24 @@ impl Serializer {
     /// [`LayerError::InvalidMessage`] when the bytes are too short, cannot be
     /// decrypted, or are not a valid message.
     pub fn deserialize(&self, bytes: &[u8]) -> Result<Unpacked, LayerError> {
+        self.deserialize_with(bytes, |message, route| Unpacked {
+            message,
+            route: route.map(|names| names.iter().map(|name| (*name).to_owned()).collect()),
+        })
+    }
+
+    /// [`Serializer::deserialize`], handing the message and its route to `f`
+    /// with the route's channel names borrowed, not copied (msgpack): a group
+    /// message names every member of its key, and routing only needs each
+    /// name long enough to find its mailbox.
+    ///
+    /// # Errors
+    /// As [`Serializer::deserialize`]; `f` is not called then.
+    pub fn deserialize_with<R>(
+        &self,
+        bytes: &[u8],
+        f: impl FnOnce(Message, Option<&[&str]>) -> R,
+    ) -> Result<R, LayerError> {
         let body = bytes.get(self.random_prefix_length..).ok_or_else(|| {
             LayerError::invalid_message("stored message is shorter than its random prefix")
         })?;
@@ -93,8 +111,18 @@ impl Serializer {
             None => body,
         };
         match self.format {
-            SerializerFormat::Msgpack => wire::unpack(body),
-            SerializerFormat::Json => json::load(body),
+            SerializerFormat::Msgpack => {
+                let (message, route) = wire::unpack_borrowed(body)?;
+                Ok(f(message, route.as_deref()))
+            }
+            SerializerFormat::Json => {
+                let unpacked = json::load(body)?;
+                let route: Option<Vec<&str>> = unpacked
+                    .route
+                    .as_ref()
+                    .map(|names| names.iter().map(String::as_str).collect());
+                Ok(f(unpacked.message, route.as_deref()))
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 
 use channels_core::{LayerError, Message, RESERVED_CHANNEL_KEY, Value};
 use rmp::encode;
+use rmpv::ValueRef;
 
 /// Where a message is going, written into it as `__asgi_channel__`.
 #[derive(Debug, Clone, Copy)]
@@ -131,16 +132,59 @@ fn read_error(error: impl std::fmt::Display) -> LayerError {
 /// top-level key that is not a string, or a route that is not a string or a
 /// list of strings.
 pub fn unpack(bytes: &[u8]) -> Result<Unpacked, LayerError> {
+    let (message, route) = unpack_borrowed(bytes)?;
+    Ok(Unpacked {
+        message,
+        route: route.map(|names| names.into_iter().map(str::to_owned).collect()),
+    })
+}
+
+/// [`unpack`], with the route's channel names borrowed from `bytes` instead
+/// of copied: a group message names every member of its key, and the
+/// receive loop only needs each name long enough to find its mailbox.
+///
+/// # Errors
+/// As [`unpack`].
+pub fn unpack_borrowed(bytes: &[u8]) -> Result<(Message, Option<Vec<&str>>), LayerError> {
     let mut reader = bytes;
-    let value = rmpv::decode::read_value(&mut reader).map_err(read_error)?;
+    let value = rmpv::decode::read_value_ref(&mut reader).map_err(read_error)?;
     if !reader.is_empty() {
         return Err(read_error(format!("{} trailing bytes", reader.len())));
     }
-    check_value(&value)?;
-    from_value(value)
+    let ValueRef::Map(entries) = value else {
+        return Err(read_error(format!(
+            "a message must be a map, got {}",
+            value.to_owned()
+        )));
+    };
+    let mut fields = Vec::with_capacity(entries.len());
+    let mut route = None;
+    for (key, value) in entries {
+        let key = match key {
+            ValueRef::String(s) => s
+                .into_str()
+                .ok_or_else(|| read_error("a key is not valid UTF-8"))?,
+            other => {
+                return Err(read_error(format!(
+                    "message keys must be strings, got {}",
+                    other.to_owned()
+                )));
+            }
+        };
+        if key == RESERVED_CHANNEL_KEY {
+            route = Some(decode_route(value)?);
+        } else {
+            let value = value.to_owned();
+            check_value(&value)?;
+            fields.push((key.to_owned(), value));
+        }
+    }
+    let message = Message::from_fields_unchecked(fields);
+    message.validate()?;
+    Ok((message, route))
 }
 
-/// Splits a decoded map into message and route (shared with the JSON format).
+/// Splits a decoded map into message and route (the JSON format's decoder).
 pub(crate) fn from_value(value: Value) -> Result<Unpacked, LayerError> {
     let Value::Map(entries) = value else {
         return Err(read_error(format!("a message must be a map, got {value}")));
@@ -159,7 +203,7 @@ pub(crate) fn from_value(value: Value) -> Result<Unpacked, LayerError> {
             }
         };
         if key == RESERVED_CHANNEL_KEY {
-            route = Some(decode_route(value)?);
+            route = Some(owned_route(value)?);
         } else {
             fields.push((key, value));
         }
@@ -169,18 +213,35 @@ pub(crate) fn from_value(value: Value) -> Result<Unpacked, LayerError> {
     Ok(Unpacked { message, route })
 }
 
-fn decode_route(value: Value) -> Result<Vec<String>, LayerError> {
-    let bad = || read_error("`__asgi_channel__` must be a string or a list of strings");
+fn bad_route() -> LayerError {
+    read_error("`__asgi_channel__` must be a string or a list of strings")
+}
+
+fn decode_route(value: ValueRef<'_>) -> Result<Vec<&str>, LayerError> {
     match value {
-        Value::String(s) => Ok(vec![s.into_str().ok_or_else(bad)?]),
+        ValueRef::String(s) => Ok(vec![s.into_str().ok_or_else(bad_route)?]),
+        ValueRef::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                ValueRef::String(s) => s.into_str().ok_or_else(bad_route),
+                _ => Err(bad_route()),
+            })
+            .collect(),
+        _ => Err(bad_route()),
+    }
+}
+
+fn owned_route(value: Value) -> Result<Vec<String>, LayerError> {
+    match value {
+        Value::String(s) => Ok(vec![s.into_str().ok_or_else(bad_route)?]),
         Value::Array(items) => items
             .into_iter()
             .map(|item| match item {
-                Value::String(s) => s.into_str().ok_or_else(bad),
-                _ => Err(bad()),
+                Value::String(s) => s.into_str().ok_or_else(bad_route),
+                _ => Err(bad_route()),
             })
             .collect(),
-        _ => Err(bad()),
+        _ => Err(bad_route()),
     }
 }
 

@@ -304,22 +304,27 @@ impl LoopState {
         let parts = &self.parts;
         let now = now_secs();
         for (member, score) in batch {
-            match parts.settings.serializer.deserialize(&member) {
-                Ok(unpacked) => match unpacked.route {
-                    Some(channels) => parts.local.route(
-                        &unpacked.message,
-                        channels.iter().map(String::as_str),
-                        score,
-                        now,
-                    ),
-                    None => {
-                        parts.local.drops().count_undecodable();
-                        warn!(
-                            "dropping a message on {} without `__asgi_channel__`",
-                            self.key
-                        );
+            let routed = parts
+                .settings
+                .serializer
+                .deserialize_with(&member, |message, route| match route {
+                    Some(channels) => {
+                        parts
+                            .local
+                            .route(&message, channels.iter().copied(), score, now);
+                        true
                     }
-                },
+                    None => false,
+                });
+            match routed {
+                Ok(true) => {}
+                Ok(false) => {
+                    parts.local.drops().count_undecodable();
+                    warn!(
+                        "dropping a message on {} without `__asgi_channel__`",
+                        self.key
+                    );
+                }
                 Err(e) => {
                     parts.local.drops().count_undecodable();
                     warn!("dropping an undecodable message on {}: {e}", self.key);
