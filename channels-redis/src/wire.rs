@@ -203,7 +203,7 @@ pub(crate) fn from_value(value: Value) -> Result<Unpacked, LayerError> {
             }
         };
         if key == RESERVED_CHANNEL_KEY {
-            route = Some(owned_route(value)?);
+            route = Some(owned_route(&value)?);
         } else {
             fields.push((key, value));
         }
@@ -231,18 +231,9 @@ fn decode_route(value: ValueRef<'_>) -> Result<Vec<&str>, LayerError> {
     }
 }
 
-fn owned_route(value: Value) -> Result<Vec<String>, LayerError> {
-    match value {
-        Value::String(s) => Ok(vec![s.into_str().ok_or_else(bad_route)?]),
-        Value::Array(items) => items
-            .into_iter()
-            .map(|item| match item {
-                Value::String(s) => s.into_str().ok_or_else(bad_route),
-                _ => Err(bad_route()),
-            })
-            .collect(),
-        _ => Err(bad_route()),
-    }
+fn owned_route(value: &Value) -> Result<Vec<String>, LayerError> {
+    let names = decode_route(value.as_ref())?;
+    Ok(names.into_iter().map(str::to_owned).collect())
 }
 
 /// Applies `raw=False` (valid UTF-8) and `strict_map_key=True` to every level.
