@@ -122,9 +122,11 @@ struct KeySend<'a> {
 /// full. Not a Lua script as in channels_redis: Redis's Lua hashes every
 /// byte of every argument, and a group message lists every channel of its
 /// key (measured: 40% of redis-server's CPU in the broadcast benchmark).
-/// The effect is the same: nothing can run between the add and the count,
-/// and a receiver blocked on the key means it was empty, so the added member
-/// of a full key is removed before anyone can pop it.
+/// The effect is the same but for one race: nothing runs between the add
+/// and the count, and the added member of a full key is its newest, popped
+/// last; only if the whole key is drained before the ZREM arrives is it
+/// delivered after all (the key went one over capacity, as channels_redis's
+/// own `send` allows). The returned count is exact either way.
 async fn add_unless_full(
     connection: &mut redis::aio::ConnectionManager,
     sends: &[KeySend<'_>],
