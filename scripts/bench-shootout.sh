@@ -19,6 +19,10 @@
 # lost) per configuration. And RUNS runs at a fixed RATE broadcasts/s (40) for latency:
 # median p50/p99 and the p99 ratio.
 #
+# Then, unless IDLE= (empty): IDLE (10000) idle clients per configuration, RSS per connection
+# before and after one broadcast. Unless ROUNDTRIP= (empty): the Redis core layer's send +
+# receive round trip (criterion) against Python channels_redis's on the same machine.
+#
 # Environment: CLIENTS (1000) DURATION (10 s) RUNS (3) MAXES ("16 64") RATE (40; empty skips) LADDER
 # ("100,100,3000"; empty skips the ladders; MAXES="" runs only the ladders) PROCS (1: loadgen processes for the --max
 # runs). Loopback only; every process it starts is killed on exit; the one redis-server
@@ -33,6 +37,8 @@ maxes=${MAXES-16 64}
 ladder=${LADDER-100,100,3000}
 rate=${RATE-40}
 procs=${PROCS:-1}
+idle=${IDLE-10000}
+roundtrip=${ROUNDTRIP-1}
 out=target/bench-shootout
 rm -rf "$out"
 mkdir -p "$out"
@@ -174,6 +180,28 @@ if [ -n "$ladder" ]; then
         run "ladder-$c" "$c" --ladder "$ladder" --step-seconds 6 --warmup 1
     done
 fi
+if [ -n "$idle" ]; then
+    # Idle memory: $idle clients connect and stay; RSS per connection before and after one
+    # broadcast to all (summed over the configuration's processes).
+    for c in $configs; do
+        clients=$idle run "idle-$c" "$c" --idle --connect-concurrency 200
+    done
+fi
+# Redis core send + receive round trip on a process-local channel, ours (criterion, its own
+# redis-server) against Python channels_redis (interop venv, this sitting's redis-server).
+python_bin=target/interop-venv/bin/python
+if [ -n "$roundtrip" ] && [ -x "$python_bin" ]; then
+    cargo bench -q -p channels-redis --features testing --bench redis_layer -- \
+        process_local_send_receive --warm-up-time 1 --measurement-time 3 \
+        >"$out/roundtrip-rust.txt" 2>&1 || echo "bench: the criterion round trip failed" >&2
+    cp target/criterion/process_local_send_receive/new/estimates.json \
+        "$out/roundtrip-rust.json" 2>/dev/null || true
+    "$python_bin" interop/bench_channels_redis.py --url "$redis_url" --layer core \
+        --seconds 3 --rounds 5 >"$out/roundtrip-python.json" 2>"$out/roundtrip-python.err" ||
+        echo "bench: the Python round trip failed; see $out/roundtrip-python.err" >&2
+elif [ -n "$roundtrip" ]; then
+    echo "bench: no $python_bin (scripts/install-deps.sh makes it); round trip skipped" >&2
+fi
 
 python3 - "$out" "$maxes" "$configs" "$rate" <<'EOF' | tee "$out/summary.txt"
 import json, pathlib, statistics, sys
@@ -246,4 +274,26 @@ if any(lad.values()):
              if fail else "none (reached MAX)")
         ratio = f"{best / base:.2f}x" if best and base else "-"
         print(f"{c:18} {best or 0:>10.0f} {ratio:>7}  {f}  load {r['loadavg'].split()[0]}")
+idle = {c: load(f"idle-{c}") for c in configs}
+if any(idle.values()):
+    print()
+    print(f"{'idle':18} {'clients':>8} {'B/conn':>8} {'after':>8} {'x ceil':>7}  lost")
+    for c in configs:
+        r = idle[c]
+        if not r:
+            print(f"{c:18} {'-':>8}")
+            continue
+        base = (idle[ceiling[c]] or {}).get("rss_per_connection_bytes")
+        per = r["rss_per_connection_bytes"]
+        ratio = f"{per / base:.2f}x" if per and base else "-"
+        print(f"{c:18} {r['clients']:>8} {per or 0:>8} {r['rss_per_connection_after_traffic_bytes'] or 0:>8} "
+              f"{ratio:>7}  {r['lost']}")
+    print("x ceil: bytes per connection as ours/ceiling (below 1 = smaller)")
+rust_rt, py_rt = out / "roundtrip-rust.json", out / "roundtrip-python.json"
+if rust_rt.exists() and py_rt.exists() and py_rt.read_text().strip():
+    ours_us = json.loads(rust_rt.read_text())["mean"]["point_estimate"] / 1e3
+    python_us = json.loads(py_rt.read_text().splitlines()[0])["round_trip"]["mean_us"]
+    print()
+    print(f"Redis core send + receive round trip: ours {ours_us:.1f} us, Python channels_redis "
+          f"{python_us:.1f} us: {python_us / ours_us:.1f}x")
 EOF
