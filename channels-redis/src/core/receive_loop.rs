@@ -2,13 +2,13 @@
 //! per layer instance) that pops the shared `{prefix}specific.<cp>!` ZSET in
 //! batches and routes each message to its channel's mailbox.
 //!
-//! Per batch: BZPOPMIN (only when the last batch was not full), then one
-//! MULTI that copies the lowest [`BATCH`] members to `key$inflight`
-//! (ZRANGESTORE, Redis 6.2+) and pops them, then routing. The routed batch's
-//! backup is replaced by the next batch's, or dropped (DEL) in the same round
-//! trip as the next blocking pop. On (re)start the loop
-//! first acknowledges what it had routed, then restores whatever is left in
-//! `$inflight` (K2).
+//! Per batch: BZPOPMIN with a ZCARD behind it (only when the last batch was
+//! not full), then, while more is queued, one MULTI that copies the lowest
+//! [`BATCH`] members to `key$inflight` (ZRANGESTORE, Redis 6.2+) and pops
+//! them, then routing. The routed batch's backup is replaced by the next
+//! batch's, or dropped (DEL) in the same round trip as the next blocking pop.
+//! On (re)start the loop first acknowledges what it had routed, then restores
+//! whatever is left in `$inflight` (K2).
 //!
 //! When Redis goes away the loop fails every local mailbox (one signal,
 //! [`LocalChannels::fail`]), marks the memberships as lost (this instance's
@@ -232,14 +232,9 @@ impl LoopState {
                 self.parts.local.sweep();
                 last_sweep = tokio::time::Instant::now();
             }
-            let batch = self.pop_batch(connection, poll, blocking).await?;
-            // After a blocking hit, look for a burst behind it; after a batch
-            // pop, block again once the queue ran dry.
-            blocking = if blocking {
-                batch.is_empty()
-            } else {
-                batch.len() < BATCH
-            };
+            let (batch, more) = self.pop_batch(connection, poll, blocking).await?;
+            // Batch pops while a burst is queued; block again once it ran dry.
+            blocking = !more;
             if batch.is_empty() {
                 continue;
             }
@@ -250,27 +245,32 @@ impl LoopState {
     /// Pops one batch of (member, score): one member from a blocking
     /// BZPOPMIN when the queue looked empty (routed at once: it is in this
     /// process from here on, so a backup would protect nothing), otherwise up
-    /// to [`BATCH`] from the batch pop, backed up until routed.
+    /// to [`BATCH`] from the batch pop, backed up until routed. Also says
+    /// whether more is queued: the count pipelined behind the blocking pop
+    /// (so a lone message costs no extra round trip), or a full batch.
     async fn pop_batch(
         &mut self,
         connection: &mut Dedicated,
         poll: Duration,
         blocking: bool,
-    ) -> Result<Vec<(Vec<u8>, f64)>, LayerError> {
+    ) -> Result<(Vec<(Vec<u8>, f64)>, bool), LayerError> {
         if blocking {
             let mut pipe = redis::pipe();
             if self.pending_ack {
                 pipe.cmd("DEL").arg(&self.inflight).ignore();
             }
+            // Redis runs the ZCARD once the BZPOPMIN has returned.
             pipe.cmd("BZPOPMIN").arg(&self.key).arg(poll.as_secs_f64());
-            let (first,): (Option<Popped>,) = pipe
+            pipe.cmd("ZCARD").arg(&self.key);
+            let (first, left): (Option<Popped>, usize) = pipe
                 .query_async(connection)
                 .await
                 .map_err(|e| self.shard().error("receive", e))?;
             self.pending_ack = false;
-            return Ok(first
+            let batch = first
                 .map(|(_, member, score)| vec![(member, parse_score(&score))])
-                .unwrap_or_default());
+                .unwrap_or_default();
+            return Ok((batch, left > 0));
         }
         // No Lua: Redis's Lua hashes every byte of every string it is
         // handed, and a group message lists all of its key's channels.
@@ -296,7 +296,8 @@ impl LoopState {
         while let (Some(member), Some(score)) = (items.next(), items.next()) {
             batch.push((member, parse_score(&score)));
         }
-        Ok(batch)
+        let more = batch.len() == BATCH;
+        Ok((batch, more))
     }
 
     /// Decodes each member and queues it for every channel it names.
