@@ -57,7 +57,7 @@ pub(crate) fn load(bytes: &[u8]) -> Result<Unpacked, LayerError> {
             LayerError::invalid_message(format!("cannot decode JSON message: {error}"))
         })?,
     };
-    wire::from_value(value)
+    wire::from_value(&value)
 }
 
 /// Parses JSON holding Python's `NaN`, `Infinity` and `-Infinity` (which

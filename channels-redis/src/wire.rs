@@ -151,6 +151,22 @@ pub fn unpack_borrowed(bytes: &[u8]) -> Result<(Message, Option<Vec<&str>>), Lay
     if !reader.is_empty() {
         return Err(read_error(format!("{} trailing bytes", reader.len())));
     }
+    split(value)
+}
+
+/// Splits a decoded map into message and route (the JSON format's decoder).
+pub(crate) fn from_value(value: &Value) -> Result<Unpacked, LayerError> {
+    let (message, route) = split(value.as_ref())?;
+    Ok(Unpacked {
+        message,
+        route: route.map(|names| names.into_iter().map(str::to_owned).collect()),
+    })
+}
+
+/// The message (every entry but `__asgi_channel__`, checked as Python's
+/// `unpackb(raw=False, strict_map_key=True)` checks) and the route, whose
+/// names stay borrowed.
+fn split(value: ValueRef<'_>) -> Result<(Message, Option<Vec<&str>>), LayerError> {
     let ValueRef::Map(entries) = value else {
         return Err(read_error(format!(
             "a message must be a map, got {}",
@@ -184,35 +200,6 @@ pub fn unpack_borrowed(bytes: &[u8]) -> Result<(Message, Option<Vec<&str>>), Lay
     Ok((message, route))
 }
 
-/// Splits a decoded map into message and route (the JSON format's decoder).
-pub(crate) fn from_value(value: Value) -> Result<Unpacked, LayerError> {
-    let Value::Map(entries) = value else {
-        return Err(read_error(format!("a message must be a map, got {value}")));
-    };
-    let mut fields = Vec::with_capacity(entries.len());
-    let mut route = None;
-    for (key, value) in entries {
-        let key = match key {
-            Value::String(s) => s
-                .into_str()
-                .ok_or_else(|| read_error("a key is not valid UTF-8"))?,
-            other => {
-                return Err(read_error(format!(
-                    "message keys must be strings, got {other}"
-                )));
-            }
-        };
-        if key == RESERVED_CHANNEL_KEY {
-            route = Some(owned_route(&value)?);
-        } else {
-            fields.push((key, value));
-        }
-    }
-    let message = Message::from_fields_unchecked(fields);
-    message.validate()?;
-    Ok(Unpacked { message, route })
-}
-
 fn bad_route() -> LayerError {
     read_error("`__asgi_channel__` must be a string or a list of strings")
 }
@@ -229,11 +216,6 @@ fn decode_route(value: ValueRef<'_>) -> Result<Vec<&str>, LayerError> {
             .collect(),
         _ => Err(bad_route()),
     }
-}
-
-fn owned_route(value: &Value) -> Result<Vec<String>, LayerError> {
-    let names = decode_route(value.as_ref())?;
-    Ok(names.into_iter().map(str::to_owned).collect())
 }
 
 /// Applies `raw=False` (valid UTF-8) and `strict_map_key=True` to every level.
