@@ -230,18 +230,15 @@ async fn two_processes_share_presence(layer: &str, reaper: Reaper) {
     two.kill();
     if reaper == Reaper::Api {
         let bound = DEFAULT_NODE_TTL + Duration::from_secs(1);
-        loop {
-            let asked = killed.elapsed();
-            let count = get(one_address, "/api/groups/room/presence/count").await;
-            if count["connections"] == 1 {
-                break;
-            }
-            assert!(
-                asked < bound,
-                "{layer}: a killed process's entries outlived {bound:?}: {count}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await; // poll interval
-        }
+        let gone = test_support::eventually(bound.saturating_sub(killed.elapsed()), || async {
+            get(one_address, "/api/groups/room/presence/count").await["connections"] == 1
+        })
+        .await;
+        let count = get(one_address, "/api/groups/room/presence/count").await;
+        assert!(
+            gone,
+            "{layer}: a killed process's entries outlived {bound:?}: {count}"
+        );
         eprintln!(
             "{layer}: a SIGKILLed process's entries were gone after {:?}",
             killed.elapsed()
