@@ -678,26 +678,23 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while !stats.is_overloaded() {
-            assert!(tokio::time::Instant::now() < deadline, "never held back");
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let held_back =
+            test_support::eventually(Duration::from_secs(5), || async { stats.is_overloaded() })
+                .await;
+        assert!(held_back, "never held back");
+        /// A WebSocket publish to another group, answered `published`.
+        async fn publish(client: &mut Communicator, id: u32) {
+            let frame = format!(
+                r#"{{"type":"publish","id":{id},"group":"elsewhere","data":{{"type":"x"}}}}"#
+            );
+            client.send_text(&frame).await.unwrap();
+            assert!(client.receive_text().await.unwrap().contains("published"));
         }
 
         // One of two connections held back: a publish waits the longest
         // back-pressure wait, then goes out, counted.
         let started = tokio::time::Instant::now();
-        publisher
-            .send_text(r#"{"type":"publish","id":1,"group":"elsewhere","data":{"type":"x"}}"#)
-            .await
-            .unwrap();
-        assert!(
-            publisher
-                .receive_text()
-                .await
-                .unwrap()
-                .contains("published")
-        );
+        publish(&mut publisher, 1).await;
         assert!(started.elapsed() >= channels_core::consumer::PUBLISH_BACKPRESSURE);
         assert_eq!(ConsumerStats::get(&stats.backpressure_timeouts), 1);
 
@@ -705,17 +702,7 @@ mod tests {
         while !reader.receive_text().await.unwrap().contains(r#""n":7"#) {}
         assert!(!stats.is_overloaded());
         let waits = ConsumerStats::get(&stats.backpressure_waits);
-        publisher
-            .send_text(r#"{"type":"publish","id":2,"group":"elsewhere","data":{"type":"x"}}"#)
-            .await
-            .unwrap();
-        assert!(
-            publisher
-                .receive_text()
-                .await
-                .unwrap()
-                .contains("published")
-        );
+        publish(&mut publisher, 2).await;
         assert_eq!(ConsumerStats::get(&stats.backpressure_waits), waits);
     }
 }
