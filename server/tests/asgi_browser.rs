@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 
 use test_support::ServerProcess;
 use test_support::cdp::{Browser, Page};
-use test_support::redis::RedisServer;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const FORWARD: &str = "django";
@@ -247,10 +246,7 @@ async fn message_count(browser: &mut Browser, page: &Page) -> u64 {
 }
 
 async fn the_tutorial_chat_works_in_browsers_on(server_layer: &str, django_layer: &str) {
-    let redis = tokio::task::spawn_blocking(RedisServer::start)
-        .await
-        .unwrap()
-        .expect("redis-server starts (is it installed?)");
+    let redis = test_support::redis::start().await;
     let url = redis.url();
     let args = [
         "--bind",

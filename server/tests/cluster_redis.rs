@@ -27,10 +27,7 @@ use common::{
 };
 
 async fn two_processes_share_rooms(layer: &str) {
-    let redis = tokio::task::spawn_blocking(RedisServer::start)
-        .await
-        .expect("start task")
-        .expect("redis-server starts (is it installed?)");
+    let redis = test_support::redis::start().await;
     let prefix = unique_prefix();
     let url = redis.url();
     let envs = [
@@ -114,10 +111,7 @@ async fn readyz_follows_redis(layer: SharedLayer, redis: &mut RedisServer) {
 #[tokio::test]
 async fn readyz_is_503_while_redis_is_down() {
     for pubsub in [false, true] {
-        let mut redis = tokio::task::spawn_blocking(RedisServer::start)
-            .await
-            .expect("start task")
-            .expect("redis-server starts (is it installed?)");
+        let mut redis = test_support::redis::start().await;
         let config = RedisConfig::new().host(redis.url()).prefix(unique_prefix());
         let layer: SharedLayer = if pubsub {
             Arc::new(RedisPubSubChannelLayer::new(config).unwrap())
@@ -130,10 +124,7 @@ async fn readyz_is_503_while_redis_is_down() {
 
 #[tokio::test]
 async fn the_gateway_survives_a_redis_restart() {
-    let mut redis = tokio::task::spawn_blocking(RedisServer::start)
-        .await
-        .expect("start task")
-        .expect("redis-server starts (is it installed?)");
+    let mut redis = test_support::redis::start().await;
     let config = RedisConfig::new().host(redis.url()).prefix(unique_prefix());
     let layer: SharedLayer = Arc::new(RedisChannelLayer::new(config).unwrap());
     let app = App::new(layer.clone(), ServerConfig::default())
@@ -236,10 +227,7 @@ async fn pubsub_channels(redis_url: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn pubsub_subscriptions_end_with_their_connection() {
-    let redis = tokio::task::spawn_blocking(RedisServer::start)
-        .await
-        .expect("start task")
-        .expect("redis-server starts (is it installed?)");
+    let redis = test_support::redis::start().await;
     let url = redis.url();
     let envs = [
         ("CHANNELS_LAYER", "redis-pubsub"),

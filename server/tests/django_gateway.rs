@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use test_support::ServerProcess;
 use test_support::cdp::{Browser, Page};
-use test_support::redis::{RedisServer, unique_prefix};
+use test_support::redis::unique_prefix;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const SECRET_KEY: &str = "django-insecure-gateway-example-test-key";
@@ -219,10 +219,7 @@ async fn assert_once(browser: &mut Browser, pages: &[&Page], texts: &[&str]) {
 }
 
 async fn the_example_works_on(layer: &str, django_layer: &str) {
-    let redis = tokio::task::spawn_blocking(RedisServer::start)
-        .await
-        .unwrap()
-        .expect("redis-server starts (is it installed?)");
+    let redis = test_support::redis::start().await;
     let (url, prefix) = (redis.url(), unique_prefix());
     let server_args = [
         "--bind",

@@ -24,7 +24,7 @@ use futures_util::SinkExt;
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 use test_support::ServerProcess;
-use test_support::redis::{RedisServer, unique_prefix};
+use test_support::redis::unique_prefix;
 use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "worker-test-secret";
@@ -104,10 +104,7 @@ async fn from_worker(client: &mut common::Client) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_reach_a_django_channels_worker_and_its_answers_come_back() {
-    let redis = tokio::task::spawn_blocking(RedisServer::start)
-        .await
-        .unwrap()
-        .expect("redis-server starts (is it installed?)");
+    let redis = test_support::redis::start().await;
     let (url, prefix) = (redis.url(), unique_prefix());
     let server = ServerProcess::start(
         common::server_bin(),

@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use channels_redis::testing::RedisServer;
 use channels_server::ServerConfig;
 use channels_server::history::HistoryConfig;
 use common::{Client, Server, ask, gateway, http, next_json, python, start_binary};
@@ -242,13 +241,6 @@ asyncio.run(main())
     assert!(status.success(), "python group_send failed");
 }
 
-async fn redis() -> RedisServer {
-    tokio::task::spawn_blocking(RedisServer::start)
-        .await
-        .unwrap()
-        .expect("redis-server starts")
-}
-
 fn redis_envs(url: &str) -> Vec<(&'static str, String)> {
     vec![
         ("CHANNELS_LAYER", "redis".to_owned()),
@@ -278,7 +270,7 @@ async fn wait_ready(address: SocketAddr) {
 
 #[tokio::test]
 async fn redis_recovery_spans_processes_and_includes_python_group_sends() {
-    let redis = redis().await;
+    let redis = test_support::redis::start().await;
     let url = redis.url();
     let envs = redis_envs(&url);
     let (_one, one) = start_server(&envs).await;
@@ -319,7 +311,7 @@ async fn redis_recovery_spans_processes_and_includes_python_group_sends() {
 
 #[tokio::test]
 async fn redis_restarted_empty_tells_every_client_it_lost_messages() {
-    let mut redis = redis().await;
+    let mut redis = test_support::redis::start().await;
     let url = redis.url();
     let envs = redis_envs(&url);
     let (_one, one) = start_server(&envs).await;

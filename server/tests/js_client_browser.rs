@@ -622,10 +622,7 @@ async fn history_server(bind: &str, redis: &str) -> (test_support::ServerProcess
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_recovers_what_was_published_while_its_server_was_down() {
-    let redis = tokio::task::spawn_blocking(channels_redis::testing::RedisServer::start)
-        .await
-        .unwrap()
-        .expect("redis-server starts");
+    let redis = test_support::redis::start().await;
     let url = redis.url();
     let bind = format!("127.0.0.1:{}", test_support::free_port());
     let (mut first, address) = history_server(&bind, &url).await;

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use channels_core::presence::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_NODE_TTL, PresenceStore as _};
-use channels_redis::testing::{RedisServer, unique_prefix};
+use channels_redis::testing::unique_prefix;
 use channels_redis::{RedisConfig, RedisPresence};
 use channels_server::{GatewayConfig, ServerConfig};
 use common::{
@@ -133,10 +133,7 @@ enum Reaper {
 }
 
 async fn two_processes_share_presence(layer: &str, reaper: Reaper) {
-    let redis = tokio::task::spawn_blocking(RedisServer::start)
-        .await
-        .expect("start task")
-        .expect("redis-server starts (is it installed?)");
+    let redis = test_support::redis::start().await;
     let prefix = unique_prefix();
     let url = redis.url();
     let envs = [

@@ -35,6 +35,15 @@ pub use process::{START_TIMEOUT, ServerProcess, listening_addr};
 /// and unique key prefixes (`channels_redis::testing`).
 pub mod redis {
     pub use channels_redis::testing::{RedisSentinel, RedisServer, free_port, unique_prefix};
+
+    /// Starts a private `redis-server` from async code (off the runtime's
+    /// threads: starting waits for its port); panics when it cannot start.
+    pub async fn start() -> RedisServer {
+        tokio::task::spawn_blocking(RedisServer::start)
+            .await
+            .expect("start task")
+            .expect("redis-server starts (is it installed?)")
+    }
 }
 
 /// Polls `check` every 20 ms until it returns true or `timeout` passes;

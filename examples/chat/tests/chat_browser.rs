@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use channels_redis::testing::{RedisServer, unique_prefix};
+use channels_redis::testing::unique_prefix;
 use common::start_binary;
 use test_support::cdp::{Browser, Page};
 
@@ -62,10 +62,7 @@ async fn wait_status(browser: &mut Browser, page: &Page, state: &str, timeout: D
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_pages_on_two_processes_chat_through_redis_and_survive_a_restart() {
-    let redis = tokio::task::spawn_blocking(RedisServer::start)
-        .await
-        .expect("start task")
-        .expect("redis-server starts (is it installed?)");
+    let redis = test_support::redis::start().await;
     let prefix = unique_prefix();
     let url = redis.url();
     let envs = [
