@@ -34,6 +34,20 @@ pub fn check_target(url: &str, allow_remote: bool) -> Result<(), LoadError> {
     }
 }
 
+/// Checks every `--url` of a run with [`check_target`]; there must be at least one.
+///
+/// # Errors
+/// [`LoadError::InvalidOption`] for none, else as [`check_target`].
+pub fn check_targets(urls: &[String], allow_remote: bool) -> Result<(), LoadError> {
+    if urls.is_empty() {
+        return Err(LoadError::InvalidOption {
+            reason: "give at least one --url".to_owned(),
+        });
+    }
+    urls.iter()
+        .try_for_each(|url| check_target(url, allow_remote))
+}
+
 /// True for `localhost` and loopback IP literals (IPv6 with or without brackets).
 fn is_loopback_host(host: &str) -> bool {
     if host.eq_ignore_ascii_case("localhost") {

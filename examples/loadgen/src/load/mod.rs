@@ -22,7 +22,7 @@ use crate::LoadError;
 use crate::cpu::{per_million, total_cpu_seconds};
 use crate::report::{LadderReport, LatencyMs, Report, per_sec};
 use crate::rss::total_rss_bytes;
-use crate::target::check_target;
+use crate::target::check_targets;
 pub use child::run as run_child;
 pub(crate) use client::connect;
 pub use stats::{Senders, Totals};
@@ -136,12 +136,7 @@ fn validate(config: &LoadConfig) -> Result<(), LoadError> {
             reason: reason.to_owned(),
         })
     };
-    if config.urls.is_empty() {
-        return invalid("give at least one --url");
-    }
-    for url in &config.urls {
-        check_target(url, config.allow_remote)?;
-    }
+    check_targets(&config.urls, config.allow_remote)?;
     if config.clients == 0 {
         return invalid("--clients must be at least 1");
     }

@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep, timeout};
 
 use crate::LoadError;
-use crate::target::check_target;
+use crate::target::check_targets;
 use client::Client;
 use ledger::{Ledger, Outcome};
 use publisher::Publisher;
@@ -168,12 +168,7 @@ fn validate(config: &SoakConfig) -> Result<(), LoadError> {
             reason: reason.to_owned(),
         })
     };
-    if config.urls.is_empty() {
-        return invalid("give at least one --url");
-    }
-    for url in &config.urls {
-        check_target(url, false)?;
-    }
+    check_targets(&config.urls, false)?;
     if config.clients == 0 || config.connect_concurrency == 0 {
         return invalid("--clients and --connect-concurrency must be at least 1");
     }
