@@ -79,9 +79,9 @@ impl Serializer {
     /// [`LayerError::InvalidMessage`] when the bytes are too short, cannot be
     /// decrypted, or are not a valid message.
     pub fn deserialize(&self, bytes: &[u8]) -> Result<Unpacked, LayerError> {
-        self.deserialize_with(bytes, |message, route| Unpacked {
-            message,
-            route: route.map(|names| names.iter().map(|name| (*name).to_owned()).collect()),
+        self.with_body(bytes, |body| match self.format {
+            SerializerFormat::Msgpack => wire::unpack(body),
+            SerializerFormat::Json => json::load(body),
         })
     }
 
@@ -97,20 +97,7 @@ impl Serializer {
         bytes: &[u8],
         f: impl FnOnce(Message, Option<&[&str]>) -> R,
     ) -> Result<R, LayerError> {
-        let body = bytes.get(self.random_prefix_length..).ok_or_else(|| {
-            LayerError::invalid_message("stored message is shorter than its random prefix")
-        })?;
-        #[cfg(feature = "encryption")]
-        let decrypted;
-        #[cfg(feature = "encryption")]
-        let body = match &self.crypter {
-            Some(crypter) => {
-                decrypted = crypter.decrypt(body)?;
-                decrypted.as_slice()
-            }
-            None => body,
-        };
-        match self.format {
+        self.with_body(bytes, |body| match self.format {
             SerializerFormat::Msgpack => {
                 let (message, route) = wire::unpack_borrowed(body)?;
                 Ok(f(message, route.as_deref()))
@@ -123,7 +110,23 @@ impl Serializer {
                     .map(|names| names.iter().map(String::as_str).collect());
                 Ok(f(unpacked.message, route.as_deref()))
             }
+        })
+    }
+
+    /// Drops the random prefix blindly, decrypts, and hands the body to `decode`.
+    fn with_body<R>(
+        &self,
+        bytes: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<R, LayerError>,
+    ) -> Result<R, LayerError> {
+        let body = bytes.get(self.random_prefix_length..).ok_or_else(|| {
+            LayerError::invalid_message("stored message is shorter than its random prefix")
+        })?;
+        #[cfg(feature = "encryption")]
+        if let Some(crypter) = &self.crypter {
+            return decode(&crypter.decrypt(body)?);
         }
+        decode(body)
     }
 }
 
