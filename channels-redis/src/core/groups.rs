@@ -43,7 +43,7 @@ pub(crate) async fn group_send(
     // One message per channel key, listing that key's members (WIRE §2.6).
     // Members are bucketed by the part of their name the key is made of, so
     // only one key string is built per bucket, not one per member.
-    let mut buckets: Vec<(&str, Vec<&str>)> = Vec::new();
+    let mut buckets: Vec<(String, Vec<&str>)> = Vec::new();
     let mut index_of: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
     for member in &members {
         let shared = non_local_name(member);
@@ -51,14 +51,10 @@ pub(crate) async fn group_send(
             Some(&i) => buckets[i].1.push(member),
             None => {
                 index_of.insert(shared, buckets.len());
-                buckets.push((shared, vec![member.as_str()]));
+                buckets.push((settings.channel_key(member), vec![member.as_str()]));
             }
         }
     }
-    let buckets: Vec<(String, Vec<&str>)> = buckets
-        .into_iter()
-        .map(|(_, channels)| (settings.channel_key(channels[0]), channels))
-        .collect();
     let mut per_shard: Vec<Vec<usize>> = vec![Vec::new(); shards.len()];
     for (i, (_, channels)) in buckets.iter().enumerate() {
         per_shard[shards.index_for_local(channels[0])].push(i);
