@@ -191,6 +191,8 @@ fi
 # redis-server) against Python channels_redis (interop venv, this sitting's redis-server).
 python_bin=target/interop-venv/bin/python
 if [ -n "$roundtrip" ] && [ -x "$python_bin" ]; then
+    # Removed first: a failed bench must not leave an earlier run's figure to be read.
+    rm -f target/criterion/process_local_send_receive/new/estimates.json
     cargo bench -q -p channels-redis --features testing --bench redis_layer -- \
         process_local_send_receive --warm-up-time 1 --measurement-time 3 \
         >"$out/roundtrip-rust.txt" 2>&1 || echo "bench: the criterion round trip failed" >&2
