@@ -2,10 +2,12 @@
 //! consumer without waiting) and [`OutboxReceiver`] (drained by the
 //! transport).
 //!
-//! A `VecDeque` behind a mutex plus a `Notify`, rather than a tokio `mpsc`: an
-//! idle connection's queue then holds no buffer at all (tokio's channel
-//! allocates a 32-slot block up front), which matters at 100,000 connections.
-//! The lock is never held across an `.await`.
+//! A `VecDeque` behind a mutex plus one waker per side, rather than a tokio
+//! `mpsc`: an idle connection's queue then holds no buffer at all (tokio's
+//! channel allocates a 32-slot block up front), and each side has exactly one
+//! waiter, so waiting costs no `Notified` future in the connection's state;
+//! both matter at 100,000 connections. The lock is never held across an
+//! `.await`.
 //!
 //! The queue is bounded twice: in frames and in bytes (payloads are shared
 //! buffers, so a broadcast counts against every member that holds it, which
@@ -25,8 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use super::error::ConsumerError;
 use super::frame::{CloseFrame, Outbound, close_code};
@@ -54,11 +57,12 @@ struct State {
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    /// Wakes the receiver (one waiter; a notification waits for it as a permit).
-    ready: Notify,
+    /// Wakes the receiver (the one writer task), registered before it
+    /// checks the queue a last time, so no push is missed.
+    ready: AtomicWaker,
     /// Wakes the sender's runtime when an over-full queue is back under its
     /// bounds (or the connection is being closed).
-    space: Notify,
+    space: AtomicWaker,
     /// The queue holds more than its bounds (the server was behind).
     over: AtomicBool,
     /// The writer is waiting for the socket to take a write.
@@ -99,8 +103,8 @@ impl Shared {
             "outbound queue full: client too slow",
         ));
         self.slow.store(true, Ordering::Release);
-        self.ready.notify_one();
-        self.space.notify_one();
+        self.ready.wake();
+        self.space.wake();
         ConsumerStats::incr(&self.stats.queue_drops);
         tracing::warn!(
             capacity = self.capacity,
@@ -137,8 +141,8 @@ impl Outbox {
     ) -> (Self, OutboxReceiver) {
         let shared = Arc::new(Shared {
             state: Mutex::default(),
-            ready: Notify::new(),
-            space: Notify::new(),
+            ready: AtomicWaker::new(),
+            space: AtomicWaker::new(),
             over: AtomicBool::new(false),
             backed_up: AtomicBool::new(false),
             slow: AtomicBool::new(false),
@@ -173,11 +177,23 @@ impl Outbox {
     /// Resolves when an over-full queue is back under its bounds, or the
     /// connection is being closed as slow.
     pub(crate) async fn space(&self) {
-        let space = self.shared.space.notified();
-        if !self.is_over() || self.is_closed() {
-            return;
+        std::future::poll_fn(|cx| self.poll_space(cx)).await;
+    }
+
+    /// [`Outbox::space`] as a poll: ready when not over its bounds or closing.
+    pub(crate) fn poll_space(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let has_space = || !self.is_over() || self.is_closed();
+        if has_space() {
+            return Poll::Ready(());
         }
-        space.await;
+        // Registered before the last check, so a writer catching up right
+        // now still wakes us.
+        self.shared.space.register(cx.waker());
+        if has_space() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// The stats this queue counts into.
@@ -226,7 +242,7 @@ impl Outbox {
         // The writer drains everything once awake: wake it only when the
         // queue fills from empty.
         if was_empty {
-            self.shared.ready.notify_one();
+            self.shared.ready.wake();
         }
         if bytes.is_some() {
             self.uncounted += 1;
@@ -264,7 +280,7 @@ impl Outbox {
         // A close always fits: it is the last item, at most one past the
         // capacity, since pushes stop at the capacity.
         self.shared.lock().queue.push_back(Outbound::Close(frame));
-        self.shared.ready.notify_one();
+        self.shared.ready.wake();
     }
 }
 
@@ -272,7 +288,7 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         self.publish_counts();
         self.shared.lock().sender_gone = true;
-        self.shared.ready.notify_one();
+        self.shared.ready.wake();
     }
 }
 
@@ -320,13 +336,20 @@ impl OutboxReceiver {
     /// Waits for the next item to send. Cancel-safe: an item is only taken
     /// from the queue when it is returned.
     pub async fn recv(&mut self) -> Option<Outbound> {
-        loop {
-            if let Some(next) = self.poll_state() {
-                return next;
-            }
-            // `notify_one` leaves a permit when nobody waits, so a push
-            // between the check above and this wait is not missed.
-            self.shared.ready.notified().await;
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`OutboxReceiver::recv`] as a poll, for a hand-written writer.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
+        if let Some(next) = self.poll_state() {
+            return Poll::Ready(next);
+        }
+        // Registered before the last look, so a push in between still wakes
+        // this task.
+        self.shared.ready.register(cx.waker());
+        match self.poll_state() {
+            Some(next) => Poll::Ready(next),
+            None => Poll::Pending,
         }
     }
 
@@ -357,7 +380,7 @@ impl OutboxReceiver {
                 && self.shared.over.swap(false, Ordering::AcqRel)
             {
                 self.shared.stats.held_back.fetch_sub(1, Ordering::Relaxed);
-                self.shared.space.notify_one();
+                self.shared.space.wake();
             }
             if state.queue.is_empty() && state.queue.capacity() > SHRINK_ABOVE {
                 state.queue.shrink_to(RETAINED_SLOTS);

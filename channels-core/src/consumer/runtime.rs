@@ -428,33 +428,36 @@ impl Connection {
     }
 }
 
-async fn run_connection(
+#[allow(clippy::manual_async_fn)] // an async fn would store its arguments twice
+fn run_connection(
     mut consumer: Box<dyn WebsocketConsumer>,
     mut ctx: ConsumerContext,
     settings: Arc<ConnectionSettings>,
     receiver: Receiver,
     mut inbound: impl InboundStream,
     shutdown: CancellationToken,
-) -> u16 {
-    let stats = settings.stats.clone();
-    let _open = OpenGuard::new(stats.clone());
-
-    let code = serve_events(
-        &mut *consumer,
-        &mut ctx,
-        &settings,
-        &receiver,
-        &mut inbound,
-        &shutdown,
-    )
-    .await;
-    // Boxed: the way out runs once, and its timeouts would otherwise sit in
-    // every live connection's state.
-    Box::pin(leave(&mut *consumer, &mut ctx, &stats, code)).await;
-    // Releases the channel.
-    drop(receiver);
-    tracing::debug!(code, "connection ended");
-    code
+) -> impl Future<Output = u16> + Send {
+    // An async block, not an async fn: an async fn's arguments would be
+    // stored twice in the connection's state (as arguments, then as locals).
+    async move {
+        let _open = OpenGuard::new(settings.stats.clone());
+        let code = serve_events(
+            &mut *consumer,
+            &mut ctx,
+            &settings,
+            &receiver,
+            &mut inbound,
+            &shutdown,
+        )
+        .await;
+        // Boxed: the way out runs once, and its timeouts would otherwise sit in
+        // every live connection's state.
+        Box::pin(leave(&mut *consumer, &mut ctx, &settings.stats, code)).await;
+        // Releases the channel.
+        drop(receiver);
+        tracing::debug!(code, "connection ended");
+        code
+    }
 }
 
 /// Waits for a deferred connect's decision ([`Connect::Defer`]): dispatches
@@ -564,171 +567,175 @@ async fn leave(
 /// timer. The order is biased: shutdown, then the client's own frames, then
 /// layer messages (at most [`DISPATCH_BATCH`] per turn), so a hot group
 /// cannot starve the client.
-async fn serve_events(
-    consumer: &mut dyn WebsocketConsumer,
-    ctx: &mut ConsumerContext,
-    settings: &ConnectionSettings,
-    receiver: &Receiver,
-    inbound: &mut impl InboundStream,
-    shutdown: &CancellationToken,
-) -> u16 {
-    let stats = &*settings.stats;
-    // One receive future for the whole connection, replaced only after it
-    // completes: a pending receive stays registered with the mailbox.
-    let mut receive = std::pin::pin!(receiver.recv());
-    let mut shutting_down = std::pin::pin!(shutdown.cancelled());
-    let mut shutdown_seen = false;
-    // Only made when receiving fails: an idle connection carries no backoff.
-    let mut backoff: Option<Box<Backoff>> = None;
-    // When the last receive error happened: errors closer together than
-    // `OUTAGE_GAP` belong to one outage, which the consumer hears about once.
-    let mut last_error: Option<Instant> = None;
-    // Boxed and only while paused: an idle connection should not carry a
-    // timer it does not use.
-    let mut pause: Option<Pin<Box<Sleep>>> = None;
-    // The consumer's own timer (`ConsumerContext::wake_at`), boxed and only
-    // while set.
-    let mut wake: Option<Pin<Box<Sleep>>> = None;
-    let mut dispatched: u32 = 0;
+#[allow(clippy::manual_async_fn)] // an async fn would store its arguments twice
+fn serve_events<'a>(
+    consumer: &'a mut dyn WebsocketConsumer,
+    ctx: &'a mut ConsumerContext,
+    settings: &'a ConnectionSettings,
+    receiver: &'a Receiver,
+    inbound: &'a mut impl InboundStream,
+    shutdown: &'a CancellationToken,
+) -> impl Future<Output = u16> + Send + 'a {
+    // An async block, not an async fn: arguments are stored once.
+    async move {
+        let stats = &*settings.stats;
+        // One receive future for the whole connection, replaced only after it
+        // completes: a pending receive stays registered with the mailbox.
+        let mut receive = std::pin::pin!(receiver.recv());
+        let mut shutting_down = std::pin::pin!(shutdown.cancelled());
+        let mut shutdown_seen = false;
+        // Only made when receiving fails: an idle connection carries no backoff.
+        let mut backoff: Option<Box<Backoff>> = None;
+        // When the last receive error happened: errors closer together than
+        // `OUTAGE_GAP` belong to one outage, which the consumer hears about once.
+        let mut last_error: Option<Instant> = None;
+        // Boxed and only while paused: an idle connection should not carry a
+        // timer it does not use.
+        let mut pause: Option<Pin<Box<Sleep>>> = None;
+        // The consumer's own timer (`ConsumerContext::wake_at`), boxed and only
+        // while set.
+        let mut wake: Option<Pin<Box<Sleep>>> = None;
+        let mut dispatched: u32 = 0;
 
-    let tick_period = match (settings.ping_interval, settings.idle_timeout) {
-        (Some(ping), Some(idle)) => Some(ping.min(idle)),
-        (ping, idle) => ping.or(idle),
-    };
-    let period = tick_period
-        .unwrap_or(Duration::from_secs(3600))
-        .max(Duration::from_millis(10));
-    let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_seen = Instant::now();
-    let mut limiter = settings
-        .inbound_rate
-        .map(|rate| RateLimiter::new(rate, last_seen));
+        let tick_period = match (settings.ping_interval, settings.idle_timeout) {
+            (Some(ping), Some(idle)) => Some(ping.min(idle)),
+            (ping, idle) => ping.or(idle),
+        };
+        let period = tick_period
+            .unwrap_or(Duration::from_secs(3600))
+            .max(Duration::from_millis(10));
+        let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_seen = Instant::now();
+        let mut limiter = settings
+            .inbound_rate
+            .map(|rate| RateLimiter::new(rate, last_seen));
 
-    loop {
-        ctx.outbox_mut().publish_counts();
-        match ctx.take_wake_request() {
-            Some(WakeRequest::At(at)) => match &mut wake {
-                Some(sleep) => sleep.as_mut().reset(at),
-                None => wake = Some(Box::pin(tokio::time::sleep_until(at))),
-            },
-            Some(WakeRequest::Cancel) => wake = None,
-            None => {}
-        }
-        if let Some(frame) = ctx.take_close_request() {
-            let code = frame.code;
-            ctx.outbox_mut().close(frame);
-            return code;
-        }
-        if ctx.outbox_mut().is_closed() {
-            // A slow-client close already jumped the queue.
-            return close_code::TRY_AGAIN_LATER;
-        }
-        // The client's queue is past its bounds while its socket has room:
-        // the server is behind, so take no layer messages until the writer
-        // catches up (they wait in the layer channel, bounded there).
-        let held_back = ctx.outbox_mut().is_over();
-        tokio::select! {
-            biased;
-            () = &mut shutting_down, if !shutdown_seen => {
-                shutdown_seen = true;
-                ctx.close(settings.shutdown_close_code, "server shutting down");
+        loop {
+            ctx.outbox_mut().publish_counts();
+            match ctx.take_wake_request() {
+                Some(WakeRequest::At(at)) => match &mut wake {
+                    Some(sleep) => sleep.as_mut().reset(at),
+                    None => wake = Some(Box::pin(tokio::time::sleep_until(at))),
+                },
+                Some(WakeRequest::Cancel) => wake = None,
+                None => {}
             }
-            event = next_inbound(inbound) => match event {
-                None => return close_code::ABNORMAL,
-                Some(Inbound::Frame(frame)) => {
-                    last_seen = Instant::now();
-                    ConsumerStats::incr(&stats.frames_in);
-                    if !rate_limit(&mut limiter, last_seen, ctx, stats) {
-                        continue;
+            if let Some(frame) = ctx.take_close_request() {
+                let code = frame.code;
+                ctx.outbox_mut().close(frame);
+                return code;
+            }
+            if ctx.outbox_mut().is_closed() {
+                // A slow-client close already jumped the queue.
+                return close_code::TRY_AGAIN_LATER;
+            }
+            // The client's queue is past its bounds while its socket has room:
+            // the server is behind, so take no layer messages until the writer
+            // catches up (they wait in the layer channel, bounded there).
+            let held_back = ctx.outbox_mut().is_over();
+            tokio::select! {
+                biased;
+                () = &mut shutting_down, if !shutdown_seen => {
+                    shutdown_seen = true;
+                    ctx.close(settings.shutdown_close_code, "server shutting down");
+                }
+                event = next_inbound(inbound) => match event {
+                    None => return close_code::ABNORMAL,
+                    Some(Inbound::Frame(frame)) => {
+                        last_seen = Instant::now();
+                        ConsumerStats::incr(&stats.frames_in);
+                        if !rate_limit(&mut limiter, last_seen, ctx, stats) {
+                            continue;
+                        }
+                        let result = consumer.receive(ctx, frame).await;
+                        stats.handle_latency.observe(last_seen.elapsed());
+                        handle_result(ctx, stats, "receive", result);
                     }
-                    let result = consumer.receive(ctx, frame).await;
-                    stats.handle_latency.observe(last_seen.elapsed());
-                    handle_result(ctx, stats, "receive", result);
-                }
-                Some(Inbound::Ping(_)) => {
-                    // Pings count against the same rate limit as frames: the
-                    // transport answers each with a pong, so a client that
-                    // pings without reading would keep the connection busy
-                    // (and alive) for ever.
-                    last_seen = Instant::now();
-                    rate_limit(&mut limiter, last_seen, ctx, stats);
-                }
-                Some(Inbound::Pong(_)) => last_seen = Instant::now(),
-                Some(Inbound::Close(frame)) => {
-                    return frame.map_or(close_code::NO_STATUS, |f| f.code);
-                }
-                Some(Inbound::Invalid(frame)) => {
-                    tracing::debug!(code = frame.code, reason = %frame.reason, "client broke a transport rule");
-                    ctx.close(frame.code, frame.reason);
-                }
-            },
-            () = ctx.outbox_mut().space(), if held_back => {}
-            result = &mut receive, if pause.is_none() && !held_back => {
-                receive.set(receiver.recv());
-                match result {
-                    Ok(message) => {
-                        backoff = None;
-                        last_error = None;
-                        let mut handled = 1;
-                        dispatch(consumer, ctx, stats, message, &mut dispatched).await;
-                        // Drain what else is queued now, in one wake-up.
-                        while handled < DISPATCH_BATCH
-                            && !ctx.is_closing()
-                            && !ctx.outbox_mut().is_over()
-                        {
-                            match receiver.try_recv() {
-                                Ok(Some(message)) => {
-                                    handled += 1;
-                                    dispatch(consumer, ctx, stats, message, &mut dispatched).await;
+                    Some(Inbound::Ping(_)) => {
+                        // Pings count against the same rate limit as frames: the
+                        // transport answers each with a pong, so a client that
+                        // pings without reading would keep the connection busy
+                        // (and alive) for ever.
+                        last_seen = Instant::now();
+                        rate_limit(&mut limiter, last_seen, ctx, stats);
+                    }
+                    Some(Inbound::Pong(_)) => last_seen = Instant::now(),
+                    Some(Inbound::Close(frame)) => {
+                        return frame.map_or(close_code::NO_STATUS, |f| f.code);
+                    }
+                    Some(Inbound::Invalid(frame)) => {
+                        tracing::debug!(code = frame.code, reason = %frame.reason, "client broke a transport rule");
+                        ctx.close(frame.code, frame.reason);
+                    }
+                },
+                () = ctx.outbox_mut().space(), if held_back => {}
+                result = &mut receive, if pause.is_none() && !held_back => {
+                    receive.set(receiver.recv());
+                    match result {
+                        Ok(message) => {
+                            backoff = None;
+                            last_error = None;
+                            let mut handled = 1;
+                            dispatch(consumer, ctx, stats, message, &mut dispatched).await;
+                            // Drain what else is queued now, in one wake-up.
+                            while handled < DISPATCH_BATCH
+                                && !ctx.is_closing()
+                                && !ctx.outbox_mut().is_over()
+                            {
+                                match receiver.try_recv() {
+                                    Ok(Some(message)) => {
+                                        handled += 1;
+                                        dispatch(consumer, ctx, stats, message, &mut dispatched).await;
+                                    }
+                                    // An error shows up again on the next receive.
+                                    Ok(None) | Err(_) => break,
                                 }
-                                // An error shows up again on the next receive.
-                                Ok(None) | Err(_) => break,
                             }
+                            stats.messages_in.fetch_add(handled as u64, std::sync::atomic::Ordering::Relaxed);
                         }
-                        stats.messages_in.fetch_add(handled as u64, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    Err(LayerError::Closed) => {
-                        ConsumerStats::incr(&stats.layer_errors);
-                        ctx.close(close_code::GOING_AWAY, "channel layer closed");
-                    }
-                    Err(error) => {
-                        ConsumerStats::incr(&stats.layer_errors);
-                        let now = Instant::now();
-                        let backoff =
-                            backoff.get_or_insert_with(|| Box::new(Backoff::new(BACKOFF_MIN, BACKOFF_MAX)));
-                        if last_error.is_none_or(|at| now - at > OUTAGE_GAP) {
-                            // A new outage: start the backoff over and tell
-                            // the consumer, once.
-                            backoff.reset();
-                            static LIMIT: crate::LogLimiter = crate::LogLimiter::per_second();
-                            if let Some(held_back) = LIMIT.allow() {
-                                tracing::warn!(held_back, %error, "layer receive failed; retrying with backoff");
+                        Err(LayerError::Closed) => {
+                            ConsumerStats::incr(&stats.layer_errors);
+                            ctx.close(close_code::GOING_AWAY, "channel layer closed");
+                        }
+                        Err(error) => {
+                            ConsumerStats::incr(&stats.layer_errors);
+                            let now = Instant::now();
+                            let backoff =
+                                backoff.get_or_insert_with(|| Box::new(Backoff::new(BACKOFF_MIN, BACKOFF_MAX)));
+                            if last_error.is_none_or(|at| now - at > OUTAGE_GAP) {
+                                // A new outage: start the backoff over and tell
+                                // the consumer, once.
+                                backoff.reset();
+                                static LIMIT: crate::LogLimiter = crate::LogLimiter::per_second();
+                                if let Some(held_back) = LIMIT.allow() {
+                                    tracing::warn!(held_back, %error, "layer receive failed; retrying with backoff");
+                                }
+                                let result = consumer.layer_error(ctx, &error).await;
+                                handle_result(ctx, stats, "layer_error", result);
                             }
-                            let result = consumer.layer_error(ctx, &error).await;
-                            handle_result(ctx, stats, "layer_error", result);
+                            last_error = Some(now);
+                            pause = Some(Box::pin(tokio::time::sleep(backoff.next_delay())));
                         }
-                        last_error = Some(now);
-                        pause = Some(Box::pin(tokio::time::sleep(backoff.next_delay())));
                     }
                 }
-            }
-            () = wait_pause(&mut pause), if pause.is_some() => pause = None,
-            () = wait_pause(&mut wake), if wake.is_some() => {
-                wake = None;
-                let result = consumer.wake(ctx).await;
-                handle_result(ctx, stats, "wake", result);
-            }
-            _ = ticker.tick(), if tick_period.is_some() => {
-                // Idle memory: drained queues give their buffers back.
-                receiver.shrink_if_empty();
-                ctx.outbox_mut().shrink_if_empty();
-                let silent = last_seen.elapsed();
-                if settings.idle_timeout.is_some_and(|idle| silent >= idle) {
-                    ctx.close(close_code::GOING_AWAY, "idle timeout");
-                } else if settings.ping_interval.is_some_and(|ping| silent >= ping) {
-                    // A full queue closes the connection; that is handled above.
-                    let _ = ctx.push_outbound(Outbound::Ping(bytes::Bytes::new()));
+                () = wait_pause(&mut pause), if pause.is_some() => pause = None,
+                () = wait_pause(&mut wake), if wake.is_some() => {
+                    wake = None;
+                    let result = consumer.wake(ctx).await;
+                    handle_result(ctx, stats, "wake", result);
+                }
+                _ = ticker.tick(), if tick_period.is_some() => {
+                    // Idle memory: drained queues give their buffers back.
+                    receiver.shrink_if_empty();
+                    ctx.outbox_mut().shrink_if_empty();
+                    let silent = last_seen.elapsed();
+                    if settings.idle_timeout.is_some_and(|idle| silent >= idle) {
+                        ctx.close(close_code::GOING_AWAY, "idle timeout");
+                    } else if settings.ping_interval.is_some_and(|ping| silent >= ping) {
+                        // A full queue closes the connection; that is handled above.
+                        let _ = ctx.push_outbound(Outbound::Ping(bytes::Bytes::new()));
+                    }
                 }
             }
         }
