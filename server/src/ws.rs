@@ -1,43 +1,32 @@
 //! WebSocket routes: each [`ConsumerRouter`] route becomes an axum route whose
-//! handler builds the scope, runs the handshake (`connect`), and answers 101,
-//! 403 (rejected), 503 (layer unavailable, shutting down) or, for a deferred
-//! connect, the status it failed with (504 when undecided in time).
+//! handler checks the upgrade request (400 when it is not one, 426 when the
+//! connection cannot be upgraded), builds the scope, runs the handshake
+//! (`connect`), and answers 101, 403 (rejected), 503 (layer unavailable,
+//! shutting down) or, for a deferred connect, the status it failed with (504
+//! when undecided in time).
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use channels_core::SharedLayer;
 use channels_core::consumer::{
     Accepted, Connection, ConnectionSettings, ConsumerFactory, ConsumerRouter, Handshake, Identity,
     Scope,
 };
-use channels_core::{SharedLayer, lock};
-use futures_util::StreamExt as _;
+use hyper::upgrade::OnUpgrade;
 
-use crate::connection;
+use crate::connection::{self, SocketLimits};
 use crate::middleware::{ConnectionPermit, json_error};
 use crate::shutdown::Shutdown;
-
-/// Initial read buffer per socket. axum's default, 128 KiB, would dominate an
-/// idle connection's memory; tungstenite grows the buffer to fit a larger
-/// frame when one comes. (Measured: 15.4 KB of RSS per idle connection
-/// before this and the other per-connection trims, 7.9 KB after.)
-const READ_BUFFER_BYTES: usize = 256;
-
-/// Bytes of frames collected before a socket write. The writer flushes after
-/// each batch anyway; this only lets a batch of small frames go out in one
-/// syscall while keeping the buffer an idle connection retains small.
-const WRITE_BUFFER_BYTES: usize = 4 * 1024;
 
 /// What every WebSocket handler shares.
 #[derive(Debug, Clone)]
@@ -82,18 +71,31 @@ fn scope_of(parts: &Parts, params: BTreeMap<String, String>) -> Scope {
     scope
 }
 
-async fn upgrade(state: WsState, factory: ConsumerFactory, request: Request) -> Response {
+async fn upgrade(state: WsState, factory: ConsumerFactory, mut request: Request) -> Response {
     // Draining: a socket accepted now would only be closed again. A 503 lets
     // the load balancer retry another process at once.
     if state.shutdown.is_triggered() {
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
     }
-    let (mut parts, _body) = request.into_parts();
-    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(ws) => ws,
-        // Not a WebSocket request: axum's answer (400/405/426) says why.
-        Err(rejection) => return rejection.into_response(),
+    // RFC 6455 4.2.1, checked by tungstenite, which also derives the accept
+    // key; the 101 answer is built now, sent once `connect` accepts.
+    let mut response =
+        match tungstenite::handshake::server::create_response_with_body(&request, Body::empty) {
+            Ok(response) => response,
+            Err(error) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("not a WebSocket upgrade request: {error}"),
+                );
+            }
+        };
+    let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
+        return json_error(
+            StatusCode::UPGRADE_REQUIRED,
+            "this connection cannot be upgraded to a WebSocket",
+        );
     };
+    let (mut parts, _body) = request.into_parts();
     let params = match Path::<BTreeMap<String, String>>::from_request_parts(&mut parts, &()).await {
         Ok(Path(params)) => params,
         Err(rejection) => return rejection.into_response(),
@@ -139,62 +141,33 @@ async fn upgrade(state: WsState, factory: ConsumerFactory, request: Request) -> 
         connection,
     } = *accepted;
 
-    let mut ws = ws
-        .max_frame_size(state.max_frame_bytes)
-        .max_message_size(state.max_frame_bytes)
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_write_buffer_size(state.max_write_buffer);
     if let Some(protocol) = &accept.subprotocol {
         match HeaderValue::from_str(protocol) {
-            Ok(value) => ws.set_selected_protocol(value),
+            Ok(value) => {
+                response
+                    .headers_mut()
+                    .insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+            }
             Err(_) => {
                 tracing::warn!(%protocol, "ignoring a subprotocol that is not a valid header value")
             }
         }
     }
-
-    // If the upgrade fails after `connect` accepted, the connection must still
-    // leave its groups and hear `disconnect`: whichever callback runs takes it.
-    // Boxed: axum keeps the failure callback (and so this slot) alive for the
-    // connection's whole life, so the slot itself must stay small.
-    let slot = Arc::new(Mutex::new(Some(Box::new(connection))));
-    let failed_slot = slot.clone();
-    let tracker = state.shutdown.tracker().clone();
-    let failed_tracker = tracker.clone();
-    let token = state.shutdown.connection_token();
-    let hard_stop = state.shutdown.hard_token();
-    let max_frame_bytes = state.max_frame_bytes;
-    let mut response = ws
-        .on_failed_upgrade(move |error| {
-            tracing::debug!(%error, "websocket upgrade failed");
-            let connection = lock(&failed_slot).take();
-            if let Some(connection) = connection {
-                failed_tracker.spawn(connection.abandon());
-            }
-        })
-        .on_upgrade(move |socket| {
-            let connection = lock(&slot).take();
-            // Boxed on its own: axum's upgrade task then holds only a pointer,
-            // and the connection's state is allocated once, at its exact size.
-            let serving: Pin<Box<dyn Future<Output = ()> + Send>> = match connection {
-                Some(connection) => {
-                    let (sink, stream) = socket.split();
-                    Box::pin(connection::serve(
-                        sink,
-                        stream,
-                        connection,
-                        outbox,
-                        token,
-                        hard_stop,
-                        max_frame_bytes,
-                        permit,
-                    ))
-                }
-                None => Box::pin(std::future::ready(())),
-            };
-            tracker.track_future(serving)
-        });
+    // The connection's one task: it waits for hyper to hand over the socket
+    // (after this answer is written), then serves it.
+    let limits = SocketLimits {
+        max_frame_bytes: state.max_frame_bytes,
+        max_write_buffer: state.max_write_buffer,
+    };
+    state.shutdown.tracker().spawn(connection::serve(
+        on_upgrade,
+        Box::new(connection),
+        outbox,
+        state.shutdown.connection_token(),
+        state.shutdown.hard_token(),
+        limits,
+        permit,
+    ));
     for (name, value) in accept.headers {
         match (
             HeaderName::try_from(name.as_str()),
