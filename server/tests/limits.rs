@@ -1,6 +1,7 @@
 //! Limits over real sockets: oversized frames close with 1009, invalid UTF-8
 //! with 1007, a client that does not read is closed with 1013 while the others
-//! keep receiving, and the connection limit answers 503.
+//! keep receiving, the connection limit answers 503, and a request that is not
+//! a WebSocket upgrade gets 400.
 
 mod common;
 
@@ -157,5 +158,35 @@ async fn connection_limit_answers_503_until_a_slot_frees() {
             Err(status) => panic!("still refused ({status}) after the first client left"),
         }
     }
+    server.stop().await.unwrap();
+}
+
+/// The WebSocket routes check the upgrade request themselves (RFC 6455
+/// 4.2.1): a plain GET, or an upgrade with another protocol version, gets a
+/// JSON 400 naming the problem, and the route still upgrades a good request.
+#[tokio::test]
+async fn requests_that_are_not_websocket_upgrades_get_400() {
+    let server = Server::start(ServerConfig::default()).await;
+    let plain = common::http(server.address, "GET", "/ws", &[], b"").await;
+    assert_eq!(plain.status, 400, "{}", plain.body);
+    assert!(
+        plain.body.contains("not a WebSocket upgrade"),
+        "{}",
+        plain.body
+    );
+    let old_version = [
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "8"),
+    ];
+    let refused = common::http(server.address, "GET", "/ws", &old_version, b"").await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.body.contains("Sec-WebSocket-Version"),
+        "{}",
+        refused.body
+    );
+    assert!(try_connect(&server.ws_url("/ws"), &[]).await.is_ok());
     server.stop().await.unwrap();
 }
