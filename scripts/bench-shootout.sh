@@ -25,7 +25,10 @@
 #
 # Environment: CLIENTS (1000) DURATION (10 s) RUNS (3) MAXES ("16 64") RATE (40; empty skips) LADDER
 # ("100,100,3000"; empty skips the ladders; MAXES="" runs only the ladders) PROCS (1: loadgen processes for the --max
-# runs). Loopback only; every process it starts is killed on exit; the one redis-server
+# runs). PIN=1 pins the servers (and redis-server) to CPU 0 and the load generator to CPU 1, so each
+# run line's `core` figures (CPU-seconds per second of the server processes, of the load
+# generator) show which side is the bottleneck: a load generator below 1.0 while the server is
+# at 1.0 has room to spare. Loopback only; every process it starts is killed on exit; the one redis-server
 # is private, on a free port. Results: target/bench-shootout/*.json and summary.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +40,12 @@ maxes=${MAXES-16 64}
 ladder=${LADDER-100,100,3000}
 rate=${RATE-40}
 procs=${PROCS:-1}
+pin_server=()
+pin_client=()
+if [ -n "${PIN:-}" ]; then
+    pin_server=(taskset -c 0)
+    pin_client=(taskset -c 1)
+fi
 idle=${IDLE-10000}
 roundtrip=${ROUNDTRIP-1}
 out=target/bench-shootout
@@ -71,7 +80,7 @@ start() {
     shift
     # Created first: the loop below may read it before the server's shell does.
     : >"$out/$name.out"
-    "$@" >>"$out/$name.out" 2>"$out/$name.err" &
+    "${pin_server[@]}" "$@" >>"$out/$name.out" 2>"$out/$name.err" &
     local pid=$!
     pids+=("$pid")
     for _ in $(seq 100); do
@@ -93,7 +102,7 @@ free_port() {
 }
 
 redis_port=$(free_port)
-redis-server --port "$redis_port" --save "" --appendonly no --bind 127.0.0.1 \
+"${pin_server[@]}" redis-server --port "$redis_port" --save "" --appendonly no --bind 127.0.0.1 \
     >"$out/redis.log" 2>&1 &
 redis_pid=$!
 redis_url="redis://127.0.0.1:$redis_port"
@@ -135,7 +144,7 @@ run() {
     servers "$config"
     local load
     load=$(cut -d' ' -f1-3 /proc/loadavg)
-    if "$bin/loadgen" "${urls[@]}" "${spids[@]}" --clients "$clients" --mode broadcast \
+    if "${pin_client[@]}" "$bin/loadgen" "${urls[@]}" "${spids[@]}" --clients "$clients" --mode broadcast \
         --json-only "$@" >"$out/$name.raw" 2>"$out/$name.lgerr"; then
         python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).read()); r["loadavg"]=sys.argv[2]; print(json.dumps(r))' \
             "$out/$name.raw" "$load" >"$out/$name.json"
@@ -151,9 +160,13 @@ lad = r.get("ladder")
 # A ladder ends at its first failing step, which may lose: only --max runs must be clean.
 ok = "ladder" if lad else "valid" if r["lost"] == 0 and r["duplicated"] == 0 else "INVALID"
 extra = f"  passes {lad['highest_passing_rate']}/s" if lad else ""
+# CPU-seconds per second of the send window: server processes / load generator.
+window = r["duration_s"]
+cores = (f"  core {(r['server_cpu_s'] or 0) / window:.2f}/{r['client_cpu_s'] / window:.2f}"
+         if window and not lad else "")
 print(f"{sys.argv[2]:32} {r['deliveries_per_sec']:>11,.0f}/s  cpu/M {r['server_cpu_s_per_m_deliveries']}  "
       f"lg cpu/M {r['client_cpu_s_per_m_deliveries']}  p99 {r['latency_ms']['p99']:.1f} ms  "
-      f"lost {r['lost']} dup {r['duplicated']}  {ok}  load {r['loadavg']}{extra}", flush=True)
+      f"lost {r['lost']} dup {r['duplicated']}  {ok}{cores}  load {r['loadavg']}{extra}", flush=True)
 EOF
     fi
 }
