@@ -19,6 +19,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api::{self, ApiState};
 use crate::config::{ServerConfig, bind_listener};
+use crate::connection::SocketLimits;
 use crate::error::ServerError;
 use crate::gateway::Gateway;
 use crate::health::{self, HealthState};
@@ -335,12 +336,14 @@ impl App {
             layer: self.layer.clone(),
             settings: Arc::new(settings),
             shutdown: self.shutdown.clone(),
-            max_frame_bytes: self.config.max_frame_bytes,
-            max_write_buffer: self
-                .config
-                .outbound_bytes
-                .max(self.config.max_frame_bytes)
-                .saturating_add(64 * 1024),
+            limits: SocketLimits {
+                max_frame_bytes: self.config.max_frame_bytes,
+                max_write_buffer: self
+                    .config
+                    .outbound_bytes
+                    .max(self.config.max_frame_bytes)
+                    .saturating_add(64 * 1024),
+            },
         };
         // Layers run outside in: client address, origin, rate, limit, auth,
         // then the handler.

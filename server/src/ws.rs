@@ -34,11 +34,8 @@ pub(crate) struct WsState {
     pub(crate) layer: SharedLayer,
     pub(crate) settings: Arc<ConnectionSettings>,
     pub(crate) shutdown: Shutdown,
-    pub(crate) max_frame_bytes: usize,
-    /// Bound of tungstenite's write buffer: a batch of queued frames plus the
-    /// pongs it answers by itself. A client that pings and never reads fills
-    /// it and is dropped, instead of growing it without end.
-    pub(crate) max_write_buffer: usize,
+    /// What each socket may take and hold.
+    pub(crate) limits: SocketLimits,
 }
 
 /// Mounts every route of `consumers` (without middleware).
@@ -155,17 +152,13 @@ async fn upgrade(state: WsState, factory: ConsumerFactory, mut request: Request)
     }
     // The connection's one task: it waits for hyper to hand over the socket
     // (after this answer is written), then serves it.
-    let limits = SocketLimits {
-        max_frame_bytes: state.max_frame_bytes,
-        max_write_buffer: state.max_write_buffer,
-    };
     state.shutdown.tracker().spawn(connection::serve(
         on_upgrade,
         Box::new(connection),
         outbox,
         state.shutdown.connection_token(),
         state.shutdown.hard_token(),
-        limits,
+        state.limits,
         permit,
     ));
     for (name, value) in accept.headers {

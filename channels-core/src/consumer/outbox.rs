@@ -181,7 +181,7 @@ impl Outbox {
     }
 
     /// [`Outbox::space`] as a poll: ready when not over its bounds or closing.
-    pub(crate) fn poll_space(&self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_space(&self, cx: &mut Context<'_>) -> Poll<()> {
         let has_space = || !self.is_over() || self.is_closed();
         if has_space() {
             return Poll::Ready(());
@@ -339,8 +339,8 @@ impl OutboxReceiver {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    /// [`OutboxReceiver::recv`] as a poll, for a hand-written writer.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
+    /// [`OutboxReceiver::recv`] as a poll.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
         if let Some(next) = self.poll_state() {
             return Poll::Ready(next);
         }
