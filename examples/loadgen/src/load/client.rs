@@ -5,22 +5,20 @@
 //! second): it scans the frame in place ([`Incoming::parse`] slices the fixed layout, no JSON
 //! tree, no allocation), updates plain single-writer counters, and batches latency samples.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::http::Uri;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::Mode;
+use super::socket;
 use super::stats::{ClientCounters, LatencyBuffer, Seen, Shared};
 use crate::protocol::{Incoming, Kind, Payload, client_frame};
 
@@ -58,35 +56,11 @@ pub(crate) struct ClientTask {
 
 pub(crate) type Socket = WebSocketStream<TcpStream>;
 
-/// Opens the TCP connection (from `source_ip` when given) and runs the WebSocket handshake.
+/// Opens a `tokio_tungstenite` connection (from `source_ip` when given), for the load
+/// generator's tools other than the load clients (those use [`socket::connect`]).
 pub(crate) async fn connect(url: &str, source_ip: Option<IpAddr>) -> Result<Socket, String> {
     let uri: Uri = url.parse().map_err(|e| format!("bad url: {e}"))?;
-    let host = uri.host().ok_or("url has no host")?;
-    let port = uri.port_u16().unwrap_or(80);
-    let addr = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
-        .await
-        .map_err(|e| format!("resolve: {e}"))?
-        .next()
-        .ok_or("host resolves to nothing")?;
-    let stream = match source_ip {
-        None => TcpStream::connect(addr).await,
-        Some(ip) => {
-            let socket = if addr.is_ipv4() {
-                TcpSocket::new_v4()
-            } else {
-                TcpSocket::new_v6()
-            }
-            .map_err(|e| format!("socket: {e}"))?;
-            socket
-                .bind(SocketAddr::new(ip, 0))
-                .map_err(|e| format!("bind {ip}: {e}"))?;
-            socket.connect(addr).await
-        }
-    }
-    .map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|e| format!("nodelay: {e}"))?;
+    let stream = socket::open_tcp(&uri, source_ip).await?;
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
     let (ws, _response) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
         .await
@@ -100,7 +74,11 @@ impl ClientTask {
         let connected = {
             // The permit bounds concurrent handshakes; it is released once connected.
             let _permit = self.connect_permits.acquire().await;
-            timeout(self.connect_timeout, connect(&self.url, self.source_ip)).await
+            timeout(
+                self.connect_timeout,
+                socket::connect(&self.url, self.source_ip),
+            )
+            .await
         };
         self.shared.connect_finished.fetch_add(1, Ordering::Release);
         let mut ws = match connected {
@@ -133,16 +111,18 @@ impl ClientTask {
                 command = self.commands.recv() => {
                     let Some(command) = command else { break };
                     let Some((frame, warm)) = checker.frame_for(command) else { continue };
-                    open = ws.send(Message::Text(frame.into())).await.is_ok();
+                    open = ws.send_text(&frame).await.is_ok();
                     if open && !warm {
                         checker.counters.sent.incr(1);
                     }
                 }
-                message = ws.next() => match message {
-                    Some(Ok(Message::Text(text))) => checker.check(&text),
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => open = false,
-                    Some(Ok(_)) => {}
-                },
+                read = ws.read() => {
+                    // Every frame of one read arrived at the same time: one clock read for all.
+                    let now = self.shared.now_us();
+                    open = read.is_ok()
+                        && ws.frames(|text| checker.check(text, now)).is_ok()
+                        && ws.flush_pongs().await.is_ok();
+                }
             }
         }
         if !open {
@@ -151,12 +131,8 @@ impl ClientTask {
         }
         checker.finish();
         if open {
-            let close = CloseFrame {
-                code: CloseCode::Normal,
-                reason: "run finished".into(),
-            };
             // The run is over either way; a server that does not answer is not our problem.
-            let _closed = timeout(CLOSE_TIMEOUT, ws.close(Some(close))).await;
+            let _closed = timeout(CLOSE_TIMEOUT, ws.close(1000, "run finished")).await;
         }
     }
 }
@@ -197,7 +173,8 @@ impl Checker<'_> {
         Some((client_frame(kind, &payload, self.shared.payload_bytes), w))
     }
 
-    fn check(&mut self, text: &str) {
+    /// Checks one frame that arrived at `now` (microseconds, [`Shared::now_us`]).
+    fn check(&mut self, text: &str, now: u64) {
         let Some(Incoming {
             kind,
             payload: Some(payload),
@@ -234,7 +211,6 @@ impl Checker<'_> {
         if payload.k >= limit {
             self.counters.unexpected.incr(1);
         } else if self.seen[sender].insert(payload.k) {
-            let now = self.shared.now_us();
             self.counters.received.incr(1);
             self.counters.last_delivery_us.set_max(now);
             self.latency

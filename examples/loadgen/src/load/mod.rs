@@ -13,6 +13,7 @@ mod ladder;
 mod multi;
 mod session;
 mod single;
+mod socket;
 mod stats;
 
 use std::net::IpAddr;
