@@ -31,13 +31,6 @@ use tokio::time::Instant;
 use crate::error::LayerError;
 use crate::message::Message;
 
-/// How many slots an emptied mailbox keeps (a few hundred bytes), and the
-/// size above which a burst's buffer is given back once it drains: between
-/// the two the buffer stays, so steady traffic does not reallocate it on
-/// every wake-up, and idle channels hold little memory.
-const RETAINED_SLOTS: usize = 4;
-const SHRINK_ABOVE: usize = 32;
-
 /// Counters of messages a layer could not deliver, shared by all its mailboxes.
 #[derive(Debug, Default)]
 pub struct DropCounters {
@@ -316,25 +309,39 @@ impl Mailbox {
     /// during an outage, both only once the queue is empty.
     pub fn try_recv(&self) -> Result<Option<Message>, LayerError> {
         let mut state = self.lock();
-        self.take(&mut state, false)
+        self.take(&mut state, false, Instant::now)
+    }
+
+    /// [`Mailbox::try_recv`] with the caller's reading of the clock, for a
+    /// receiver draining several messages in one go (one clock read for all
+    /// of them, not one per message). `now` must have been read just before.
+    ///
+    /// # Errors
+    /// As [`Mailbox::try_recv`].
+    pub fn try_recv_at(&self, now: Instant) -> Result<Option<Message>, LayerError> {
+        let mut state = self.lock();
+        self.take(&mut state, false, || now)
     }
 
     /// Pops under the lock; `parked` says whether the caller was counted as
-    /// parked (it is no longer, once it returns something).
-    fn take(&self, state: &mut State, parked: bool) -> Result<Option<Message>, LayerError> {
+    /// parked (it is no longer, once it returns something). The buffer keeps
+    /// its size when the queue drains, so steady traffic does not reallocate
+    /// it on every wake-up; [`Mailbox::shrink_if_empty`] gives it back.
+    fn take(
+        &self,
+        state: &mut State,
+        parked: bool,
+        now: impl FnOnce() -> Instant,
+    ) -> Result<Option<Message>, LayerError> {
         if !state.queue.is_empty() {
             // Reading the clock only when there is something to expire.
-            self.purge_expired(state, Instant::now());
+            self.purge_expired(state, now());
         }
         if let Some(entry) = state.queue.pop_front() {
             if parked {
                 state.parked -= 1;
             }
-            if state.queue.is_empty() {
-                if state.queue.capacity() > SHRINK_ABOVE {
-                    state.queue.shrink_to(RETAINED_SLOTS);
-                }
-            } else if state.parked > 0 {
+            if !state.queue.is_empty() && state.parked > 0 {
                 // More is queued and someone else waits: pass the wake-up on.
                 self.ready.notify_one();
             }
@@ -371,7 +378,7 @@ impl Mailbox {
             tokio::pin!(notified);
             {
                 let mut state = self.lock();
-                match self.take(&mut state, parked.counted) {
+                match self.take(&mut state, parked.counted, Instant::now) {
                     Ok(Some(message)) => {
                         parked.counted = false;
                         return Ok(message);
@@ -446,7 +453,8 @@ impl Mailbox {
     }
 
     /// Gives back the queue's buffer if it is empty (an idle receiver's
-    /// periodic tidy-up: a drained queue otherwise keeps a few slots).
+    /// periodic tidy-up: a drained queue keeps the size its last burst
+    /// needed, at most its capacity).
     pub fn shrink_if_empty(&self) {
         let mut state = self.lock();
         if state.queue.is_empty() && state.queue.capacity() > 0 {

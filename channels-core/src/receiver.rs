@@ -86,6 +86,15 @@ impl Receiver {
     pub fn try_recv(&self) -> Result<Option<Message>, LayerError> {
         self.mailbox.try_recv()
     }
+
+    /// [`Receiver::try_recv`] with the caller's reading of the clock (read
+    /// just before), for draining several messages with one clock read.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv`].
+    pub fn try_recv_at(&self, now: tokio::time::Instant) -> Result<Option<Message>, LayerError> {
+        self.mailbox.try_recv_at(now)
+    }
 }
 
 impl Receiver {
@@ -98,7 +107,8 @@ impl Receiver {
     }
 
     /// Gives back the mailbox's buffer if nothing waits in it (call it now and
-    /// then on an idle connection; a drained mailbox keeps a few slots).
+    /// then on an idle connection; a drained mailbox keeps the slots its last
+    /// burst needed).
     pub fn shrink_if_empty(&self) {
         self.mailbox.shrink_if_empty();
     }

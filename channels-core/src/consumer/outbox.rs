@@ -35,12 +35,6 @@ use super::error::ConsumerError;
 use super::frame::{CloseFrame, Outbound, close_code};
 use super::stats::ConsumerStats;
 
-/// A drained queue keeps at most this many slots; a burst's buffer larger
-/// than [`SHRINK_ABOVE`] is given back once it is empty (in between it
-/// stays, so steady traffic does not reallocate it on every wake-up).
-const RETAINED_SLOTS: usize = 8;
-const SHRINK_ABOVE: usize = 64;
-
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Outbound>,
@@ -251,7 +245,8 @@ impl Outbox {
     }
 
     /// Gives back the queue's buffer if it is empty (the runtime calls it on
-    /// its periodic tick; a drained queue otherwise keeps a few slots).
+    /// its periodic tick; a drained queue keeps the size its last burst
+    /// needed, so steady traffic does not reallocate it on every wake-up).
     pub(crate) fn shrink_if_empty(&self) {
         let mut state = self.shared.lock();
         if state.queue.is_empty() && state.queue.capacity() > 0 {
@@ -381,9 +376,6 @@ impl OutboxReceiver {
             {
                 self.shared.stats.held_back.fetch_sub(1, Ordering::Relaxed);
                 self.shared.space.wake();
-            }
-            if state.queue.is_empty() && state.queue.capacity() > SHRINK_ABOVE {
-                state.queue.shrink_to(RETAINED_SLOTS);
             }
             if matches!(item, Outbound::Close(_)) {
                 self.done = true;

@@ -63,6 +63,10 @@ const DISCARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// from starving the client's own frames.
 const DISPATCH_BATCH: usize = 32;
 
+/// How often a connection without a ping or idle timeout still ticks, to give
+/// the buffers of drained queues back.
+const TIDY_PERIOD: Duration = Duration::from_secs(30);
+
 /// Pauses between layer receive attempts after an error (see [`Backoff`]).
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -601,8 +605,10 @@ fn serve_events<'a>(
             (Some(ping), Some(idle)) => Some(ping.min(idle)),
             (ping, idle) => ping.or(idle),
         };
+        // The tick also gives drained buffers back, so it runs without a
+        // ping or idle timeout too.
         let period = tick_period
-            .unwrap_or(Duration::from_secs(3600))
+            .unwrap_or(TIDY_PERIOD)
             .max(Duration::from_millis(10));
         let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -677,13 +683,15 @@ fn serve_events<'a>(
                             backoff = None;
                             last_error = None;
                             let mut handled = 1;
+                            // One clock read for the drain's expiry checks.
+                            let now = Instant::now();
                             dispatch(consumer, ctx, stats, message, &mut dispatched).await;
                             // Drain what else is queued now, in one wake-up.
                             while handled < DISPATCH_BATCH
                                 && !ctx.is_closing()
                                 && !ctx.outbox_mut().is_over()
                             {
-                                match receiver.try_recv() {
+                                match receiver.try_recv_at(now) {
                                     Ok(Some(message)) => {
                                         handled += 1;
                                         dispatch(consumer, ctx, stats, message, &mut dispatched).await;
@@ -725,7 +733,7 @@ fn serve_events<'a>(
                     let result = consumer.wake(ctx).await;
                     handle_result(ctx, stats, "wake", result);
                 }
-                _ = ticker.tick(), if tick_period.is_some() => {
+                _ = ticker.tick() => {
                     // Idle memory: drained queues give their buffers back.
                     receiver.shrink_if_empty();
                     ctx.outbox_mut().shrink_if_empty();
