@@ -121,13 +121,10 @@ impl LocalChannels {
         let expires_at = Instant::now() + Duration::from_secs_f64(left);
         for channel in channels {
             let mut shard = self.shard(channel);
-            let mailbox = self.entry(&mut shard, channel);
-            if mailbox.push_evicting(message.clone(), expires_at) {
-                tracing::debug!(
-                    %channel,
-                    capacity = mailbox.capacity(),
-                    "channel buffer full; dropped its oldest message"
-                );
+            // One lookup for a channel that has its mailbox (nearly always).
+            match shard.get(channel) {
+                Some(mailbox) => push_routed(mailbox, message, expires_at),
+                None => push_routed(self.entry(&mut shard, channel), message, expires_at),
             }
         }
     }
@@ -235,6 +232,18 @@ impl Drop for Receiving<'_> {
         let mut shard = self.local.shard(self.mailbox.channel());
         self.mailbox.remove_holder();
         LocalChannels::forget_if_unused(&mut shard, &self.mailbox);
+    }
+}
+
+/// Queues a routed message, evicting the oldest one when the mailbox is full
+/// (counted by the mailbox).
+fn push_routed(mailbox: &Mailbox, message: &Message, expires_at: Instant) {
+    if mailbox.push_evicting(message.clone(), expires_at) {
+        tracing::debug!(
+            channel = mailbox.channel(),
+            capacity = mailbox.capacity(),
+            "channel buffer full; dropped its oldest message"
+        );
     }
 }
 
