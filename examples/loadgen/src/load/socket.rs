@@ -188,7 +188,9 @@ impl ClientSocket {
                 .ok()
                 .filter(|l| *l <= MAX_MESSAGE)
                 .ok_or_else(|| SocketError::Protocol(format!("frame of {length} bytes")))?;
-            let body = self.start + usize::try_from(cursor.position()).unwrap_or(usize::MAX);
+            let header_len = usize::try_from(cursor.position())
+                .map_err(|_| SocketError::Protocol("frame header too long".into()))?;
+            let body = self.start + header_len;
             let Some(end) = body
                 .checked_add(length)
                 .filter(|end| *end <= self.buf.len())
@@ -198,6 +200,11 @@ impl ClientSocket {
             if header.mask.is_some() || header.rsv1 || header.rsv2 || header.rsv3 {
                 return Err(SocketError::Protocol(
                     "masked or extended server frame".into(),
+                ));
+            }
+            if matches!(header.opcode, OpCode::Control(_)) && (!header.is_final || length > 125) {
+                return Err(SocketError::Protocol(
+                    "fragmented or long control frame".into(),
                 ));
             }
             self.start = end;
@@ -211,6 +218,8 @@ impl ClientSocket {
                         return Err(SocketError::Protocol("message too long".into()));
                     }
                     bytes.extend_from_slice(payload);
+                    // The last fragment ends the message: a text one is handed
+                    // over, a binary one dropped.
                     if header.is_final
                         && let Some((Data::Text, bytes)) = self.partial.take()
                     {
