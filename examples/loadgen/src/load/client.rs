@@ -35,8 +35,8 @@ pub(crate) enum Command {
 
 /// How long a client waits for the server's reply to its close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Initial read buffer per client; tungstenite's 128 KiB default would cost 2.5 GiB at 20k
-/// clients. It grows when a frame needs more.
+/// Initial read buffer of a [`connect`]ed socket; tungstenite's 128 KiB default would cost
+/// 2.5 GiB at 20k connections. It grows when a frame needs more.
 const READ_BUFFER: usize = 4096;
 
 /// Everything a client task needs; the task runs [`ClientTask::run`] to completion.
