@@ -314,7 +314,8 @@ impl Mailbox {
 
     /// [`Mailbox::try_recv`] with the caller's reading of the clock, for a
     /// receiver draining several messages in one go (one clock read for all
-    /// of them, not one per message). `now` must have been read just before.
+    /// of them, not one per message). Expiry is judged at `now`: a message
+    /// that expires after it (while the drain runs) is still returned.
     ///
     /// # Errors
     /// As [`Mailbox::try_recv`].

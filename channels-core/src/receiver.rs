@@ -87,8 +87,9 @@ impl Receiver {
         self.mailbox.try_recv()
     }
 
-    /// [`Receiver::try_recv`] with the caller's reading of the clock (read
-    /// just before), for draining several messages with one clock read.
+    /// [`Receiver::try_recv`] with the caller's reading of the clock, for
+    /// draining several messages with one clock read; expiry is judged at
+    /// `now` (see [`Mailbox::try_recv_at`](crate::Mailbox::try_recv_at)).
     ///
     /// # Errors
     /// As [`Receiver::recv`].

@@ -686,7 +686,9 @@ fn serve_events<'a>(
                             backoff = None;
                             last_error = None;
                             let mut handled = 1;
-                            // One clock read for the drain's expiry checks.
+                            // One clock read for the drain's expiry checks: a
+                            // message that expires during the drain (at most
+                            // DISPATCH_BATCH dispatches) is still delivered.
                             let now = Instant::now();
                             dispatch(consumer, ctx, stats, message, &mut dispatched).await;
                             // Drain what else is queued now, in one wake-up.
