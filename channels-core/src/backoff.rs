@@ -41,6 +41,13 @@ impl Backoff {
         }
     }
 
+    /// The longest pause [`Backoff::next_delay`] gives for a cap of `max`:
+    /// the cap plus a full delay of jitter. Whoever waits for the next
+    /// attempt must allow this long.
+    pub fn longest_delay(max: Duration) -> Duration {
+        max.saturating_mul(2)
+    }
+
     /// The pause before the next attempt.
     pub fn next_delay(&mut self) -> Duration {
         self.delays.next().unwrap_or(self.max)
@@ -64,7 +71,10 @@ mod tests {
         let delays: Vec<Duration> = (0..12).map(|_| backoff.next_delay()).collect();
         assert!(delays[0] >= min && delays[0] <= min * 2);
         assert!(delays[4] >= min * 16, "{delays:?}");
-        assert!(delays.iter().all(|d| *d <= max * 2), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= Backoff::longest_delay(max)),
+            "{delays:?}"
+        );
         assert!(delays[11] >= max, "{delays:?}");
         backoff.reset();
         assert!(backoff.next_delay() <= min * 2);

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use channels_core::{
-    ChannelLayer, DropCounters, LayerError, LayerStats, Mailbox, Message, Receiver, Release,
-    validate_channel_name, validate_group_name,
+    Backoff, ChannelLayer, DropCounters, LayerError, LayerStats, Mailbox, Message, Receiver,
+    Release, validate_channel_name, validate_group_name,
 };
 
 use crate::config::RedisConfig;
@@ -95,7 +95,9 @@ impl RedisPubSubChannelLayer {
         let timeouts = Timeouts {
             connect: config.connect_timeout,
             command: config.command_timeout,
-            link_wait: config.connect_timeout + BACKOFF_MAX,
+            // The worker may be in its longest pause when Redis returns: the
+            // next attempt starts within it, then connects.
+            link_wait: Backoff::longest_delay(BACKOFF_MAX) + config.connect_timeout,
         };
         let shards = hosts
             .iter()
