@@ -75,7 +75,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Receive errors further apart than this are separate outages (during one
-/// outage, retries fail at least every `BACKOFF_MAX`).
+/// outage, retries fail at least every `Backoff::longest_delay(BACKOFF_MAX)`).
 const OUTAGE_GAP: Duration = Duration::from_secs(12);
 
 /// Settings of the per-connection runtime.

@@ -153,7 +153,8 @@ impl LoopState {
             let Err(error) = result else { break };
             let pause = backoff.next_delay();
             if !recovering {
-                warn!("receive loop lost redis, retrying every {BACKOFF_MAX:?} at most: {error}");
+                let longest = Backoff::longest_delay(BACKOFF_MAX);
+                warn!("receive loop lost redis, retrying every {longest:?} at most: {error}");
                 self.parts.local.fail(&error.to_string());
                 self.parts.memberships.set_restored(false);
             } else {
@@ -233,12 +234,15 @@ impl LoopState {
                 last_sweep = tokio::time::Instant::now();
             }
             let (batch, more) = self.pop_batch(connection, poll, blocking).await?;
+            // Only a batch pop leaves a backup behind to acknowledge.
+            let backed_up = !blocking && !batch.is_empty();
             // Batch pops while a burst is queued; block again once it ran dry.
             blocking = !more;
             if batch.is_empty() {
                 continue;
             }
             self.route(batch);
+            self.pending_ack |= backed_up;
         }
     }
 
@@ -332,7 +336,6 @@ impl LoopState {
                 }
             }
         }
-        self.pending_ack = true;
     }
 }
 
