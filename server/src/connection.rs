@@ -24,8 +24,10 @@ use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
-use tungstenite::protocol::{Role, WebSocketConfig, frame::CloseFrame as WsCloseFrame};
-use tungstenite::{Message as WsMessage, Utf8Bytes};
+use tungstenite::Message as WsMessage;
+use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
+use tungstenite::protocol::frame::{CloseFrame as WsCloseFrame, Frame as WsFrame};
+use tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::middleware::ConnectionPermit;
 
@@ -247,26 +249,24 @@ fn classify_error(error: &tungstenite::Error, max_frame_bytes: usize) -> Option<
     }
 }
 
-/// The socket message for an outbound item. Text payloads are shared
-/// buffers: converting checks their UTF-8 again (the unchecked conversion is
-/// `unsafe`, which this workspace forbids), which costs far less than the
-/// copy it replaces.
-fn to_ws(item: Outbound) -> Option<WsMessage> {
-    Some(match item {
-        Outbound::Frame(Frame::Text(text)) => match Utf8Bytes::try_from(text.into_bytes()) {
-            Ok(text) => WsMessage::Text(text),
-            Err(error) => {
-                tracing::error!(%error, "dropping a text frame that is not UTF-8");
-                return None;
-            }
-        },
+/// The socket message for an outbound item. A text payload goes out as a
+/// raw text frame around the shared buffer: core's `Text` is UTF-8 by
+/// construction, so tungstenite's `Utf8Bytes` would only check it again, for
+/// every member of a broadcast.
+fn to_ws(item: Outbound) -> WsMessage {
+    match item {
+        Outbound::Frame(Frame::Text(text)) => WsMessage::Frame(WsFrame::message(
+            text.into_bytes(),
+            OpCode::Data(OpData::Text),
+            true,
+        )),
         Outbound::Frame(Frame::Binary(bytes)) => WsMessage::Binary(bytes),
         Outbound::Ping(bytes) => WsMessage::Ping(bytes),
         Outbound::Close(frame) => WsMessage::Close(Some(WsCloseFrame {
             code: frame.code.into(),
             reason: frame.reason.into(),
         })),
-    })
+    }
 }
 
 /// Drains the outbound queue into the socket: writes what is ready (up to a
@@ -373,7 +373,7 @@ impl<'a> WriteBatch<'a> {
             sink,
             outbox,
             closing: matches!(first, Outbound::Close(_)),
-            pending: to_ws(first),
+            pending: Some(to_ws(first)),
             taken: 1,
         }
     }
@@ -406,7 +406,7 @@ impl Future for WriteBatch<'_> {
             };
             this.taken += 1;
             this.closing = matches!(item, Outbound::Close(_));
-            this.pending = to_ws(item);
+            this.pending = Some(to_ws(item));
         }
         ready!(this.sink.poll_flush_unpin(cx)).map_err(WriteError::Socket)?;
         Poll::Ready(Ok(this.closing))
