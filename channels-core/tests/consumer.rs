@@ -10,8 +10,8 @@ use std::time::Duration;
 use channels_core::consumer::{
     Accept, CloseFrame, Communicator, CommunicatorError, Connect, Connection, ConnectionSettings,
     ConsumerContext, ConsumerError, ConsumerRouter, ConsumerStats, Frame, Handshake, Identity,
-    Inbound, InvalidJson, Json, JsonConsumer, MAX_DEFER, Outbound, Scope, WebsocketConsumer,
-    Worker, WorkerContext, run_worker,
+    Inbound, InvalidJson, Json, JsonConsumer, MAX_DEFER, Outbound, Scope, ShutdownSignal,
+    WebsocketConsumer, Worker, WorkerContext, run_worker,
 };
 use channels_core::{LayerError, Message, SharedLayer, async_trait};
 use channels_memory::InMemoryChannelLayer;
@@ -672,7 +672,7 @@ async fn a_connection_dropped_before_it_runs_still_leaves_its_groups() {
         Scope::new("/ws"),
         Box::new(room("dropped", &log)),
         Arc::new(ConnectionSettings::default()),
-        &CancellationToken::new(),
+        &ShutdownSignal::new(),
     )
     .await
     .unwrap();
@@ -712,13 +712,13 @@ async fn a_connection_dropped_before_it_runs_still_leaves_its_groups() {
 fn runtime_futures_are_send(connection: channels_core::consumer::Connection) {
     fn is_send<T: Send>(_: T) {}
     let (_tx, rx) = tokio::sync::mpsc::channel::<Inbound>(1);
-    is_send(connection.run(rx, CancellationToken::new()));
+    is_send(connection.run(rx, ShutdownSignal::new()));
     is_send(channels_core::consumer::Connection::open(
         memory_layer(),
         Scope::new("/"),
         Box::new(ScopeReporter),
         Arc::new(ConnectionSettings::default()),
-        &CancellationToken::new(),
+        &ShutdownSignal::new(),
     ));
 }
 
@@ -911,7 +911,7 @@ impl WebsocketConsumer for Deferring {
 async fn open_deferred(
     layer: &SharedLayer,
     path: &str,
-    shutdown: &CancellationToken,
+    shutdown: &ShutdownSignal,
 ) -> (
     String,
     tokio::sync::mpsc::UnboundedReceiver<String>,
@@ -961,7 +961,7 @@ async fn in_group(layer: &SharedLayer, channel: &str) -> bool {
 #[tokio::test]
 async fn a_deferred_connect_is_accepted_by_a_message_and_keeps_the_rest_in_order() {
     let layer = memory_layer();
-    let shutdown = CancellationToken::new();
+    let shutdown = ShutdownSignal::new();
     let (channel, mut reports, handshake) = open_deferred(&layer, "/ws", &shutdown).await;
     // Undecided: a message is dispatched, its frame waits for the socket.
     layer
@@ -1000,14 +1000,14 @@ async fn a_deferred_connect_is_accepted_by_a_message_and_keeps_the_rest_in_order
         let frame = tokio::time::timeout(WAIT, outbox.recv()).await.unwrap();
         assert_eq!(frame, Some(Outbound::Frame(Frame::from(expected))));
     }
-    shutdown.cancel();
+    shutdown.trigger();
     tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
 }
 
 #[tokio::test]
 async fn a_deferred_connect_closed_before_accept_is_rejected_and_disconnected() {
     let layer = memory_layer();
-    let shutdown = CancellationToken::new();
+    let shutdown = ShutdownSignal::new();
     let (channel, mut reports, handshake) = open_deferred(&layer, "/ws", &shutdown).await;
     assert!(in_group(&layer, &channel).await, "groups are joined first");
     layer
@@ -1024,7 +1024,7 @@ async fn a_deferred_connect_closed_before_accept_is_rejected_and_disconnected() 
 #[tokio::test(start_paused = true)]
 async fn a_deferred_connect_fails_at_its_deadline_at_shutdown_and_at_the_cap() {
     let layer = memory_layer();
-    let shutdown = CancellationToken::new();
+    let shutdown = ShutdownSignal::new();
     // The consumer's own deadline: it fails the handshake with 504.
     let (_, mut reports, handshake) = open_deferred(&layer, "/wake", &shutdown).await;
     let handshake = tokio::time::timeout(WAIT, handshake).await.unwrap();
@@ -1037,7 +1037,7 @@ async fn a_deferred_connect_fails_at_its_deadline_at_shutdown_and_at_the_cap() {
 
     // Shutdown: 503, and disconnect with the shutdown close code.
     let (_, mut reports, handshake) = open_deferred(&layer, "/ws", &shutdown).await;
-    shutdown.cancel();
+    shutdown.trigger();
     let handshake = tokio::time::timeout(WAIT, handshake).await.unwrap();
     assert!(matches!(
         handshake.unwrap(),
@@ -1046,7 +1046,7 @@ async fn a_deferred_connect_fails_at_its_deadline_at_shutdown_and_at_the_cap() {
     assert_eq!(next_report(&mut reports).await, "disconnect 1001");
 
     // No deadline of its own: the runtime's cap answers 504.
-    let never = CancellationToken::new();
+    let never = ShutdownSignal::new();
     let (_, mut reports, handshake) = open_deferred(&layer, "/ws", &never).await;
     let started = tokio::time::Instant::now();
     let handshake = tokio::time::timeout(MAX_DEFER * 2, handshake)

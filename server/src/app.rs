@@ -424,7 +424,7 @@ impl App {
         let admin_router = admin.as_ref().map(|_| self.admin_router());
         let handle = self.shutdown.clone();
         for start in self.workers {
-            let token = handle.connection_token();
+            let token = handle.stop_token();
             handle.tracker().spawn(start(self.layer.clone(), token));
         }
         let signal = {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use channels_core::consumer::{
     CloseFrame, Connection, ConsumerStats, Frame, Inbound, InboundStream, Outbound, OutboxReceiver,
-    Text, close_code, next_inbound,
+    ShutdownSignal, Text, close_code, next_inbound,
 };
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -92,7 +92,7 @@ pub(crate) fn serve(
     on_upgrade: OnUpgrade,
     connection: Box<Connection>,
     mut outbox: OutboxReceiver,
-    shutdown: CancellationToken,
+    shutdown: ShutdownSignal,
     hard_stop: CancellationToken,
     limits: SocketLimits,
     permit: Option<ConnectionPermit>,

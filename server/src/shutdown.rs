@@ -1,8 +1,9 @@
-//! Graceful shutdown: the OS signal future, and [`Shutdown`], the token every
+//! Graceful shutdown: the OS signal future, and [`Shutdown`], the signal every
 //! connection watches plus the tracker that waits for them to drain.
 
 use std::time::Duration;
 
+use channels_core::consumer::ShutdownSignal;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,7 +41,7 @@ pub async fn signal() {
 /// `tracker` counts the connection tasks still running.
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown {
-    soft: CancellationToken,
+    soft: ShutdownSignal,
     hard: CancellationToken,
     tracker: TaskTracker,
 }
@@ -53,29 +54,30 @@ impl Shutdown {
 
     /// Starts shutting down: stop accepting, close every socket with 1001.
     pub fn trigger(&self) {
-        self.soft.cancel();
+        self.soft.trigger();
     }
 
     /// Returns whether shutdown has started.
     pub fn is_triggered(&self) -> bool {
-        self.soft.is_cancelled()
+        self.soft.is_triggered()
     }
 
     /// Completes once shutdown has started.
     pub async fn triggered(&self) {
-        self.soft.cancelled().await;
+        self.soft.watch().await;
     }
 
-    /// The token a connection watches (cancelled on shutdown). A clone of the
-    /// root, not a child: nothing cancels one connection alone, and a clone
+    /// The signal a connection watches (fired on shutdown). A clone of the
+    /// server's, shared: nothing stops one connection alone, and a clone
     /// costs no allocation per connection.
-    pub fn connection_token(&self) -> CancellationToken {
+    pub fn connection_signal(&self) -> ShutdownSignal {
         self.soft.clone()
     }
 
-    /// A token cancelled when shutdown starts (the accept loops stop on it).
+    /// A token cancelled when shutdown starts (the accept loops and
+    /// background workers stop on it).
     pub fn stop_token(&self) -> CancellationToken {
-        self.soft.clone()
+        self.soft.token()
     }
 
     /// The token that tells writers to give up on sockets that do not drain.

@@ -106,7 +106,7 @@ async fn upgrade(state: WsState, factory: ConsumerFactory, mut request: Request)
         scope,
         consumer,
         state.settings.clone(),
-        &state.shutdown.connection_token(),
+        &state.shutdown.connection_signal(),
     )
     .await;
     let accepted = match handshake {
@@ -156,7 +156,7 @@ async fn upgrade(state: WsState, factory: ConsumerFactory, mut request: Request)
         on_upgrade,
         Box::new(connection),
         outbox,
-        state.shutdown.connection_token(),
+        state.shutdown.connection_signal(),
         state.shutdown.hard_token(),
         state.limits,
         permit,

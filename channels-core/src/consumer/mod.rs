@@ -92,6 +92,7 @@ mod outbox;
 mod routing;
 mod runtime;
 mod scope;
+mod shutdown;
 mod stats;
 mod testing;
 mod worker;
@@ -113,6 +114,7 @@ pub use runtime::{
     check_message_type, next_inbound,
 };
 pub use scope::{Headers, Identity, Scope};
+pub use shutdown::{ShutdownSignal, Watch};
 pub use stats::{Backpressure, ConsumerStats, Histogram, LATENCY_BUCKETS};
 pub use testing::{Communicator, CommunicatorError, Connected};
 pub use worker::{Worker, WorkerContext, run_worker};

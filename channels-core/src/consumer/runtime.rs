@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, Sleep};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::context::{ConsumerContext, Decision, WakeRequest};
@@ -20,6 +19,7 @@ use super::error::ConsumerError;
 use super::frame::{Inbound, Outbound, close_code};
 use super::outbox::{Outbox, OutboxReceiver};
 use super::scope::Scope;
+use super::shutdown::ShutdownSignal;
 use super::stats::ConsumerStats;
 use super::{Accept, Connect, WebsocketConsumer};
 use crate::backoff::Backoff;
@@ -301,7 +301,7 @@ impl Connection {
         scope: Scope,
         mut consumer: Box<dyn WebsocketConsumer>,
         settings: Arc<ConnectionSettings>,
-        shutdown: &CancellationToken,
+        shutdown: &ShutdownSignal,
     ) -> Result<Handshake, ConsumerError> {
         let stats = settings.stats.clone();
         let receiver = layer.new_receiver(&settings.channel_prefix).await?;
@@ -415,7 +415,7 @@ impl Connection {
     pub fn run(
         self,
         inbound: impl InboundStream,
-        shutdown: CancellationToken,
+        shutdown: ShutdownSignal,
     ) -> impl Future<Output = u16> + Send {
         let span = tracing::debug_span!(
             "connection",
@@ -442,7 +442,7 @@ fn run_connection(
     settings: Arc<ConnectionSettings>,
     receiver: Receiver,
     mut inbound: impl InboundStream,
-    shutdown: CancellationToken,
+    shutdown: ShutdownSignal,
 ) -> impl Future<Output = u16> + Send {
     // An async block, not an async fn: an async fn's arguments would be
     // stored twice in the connection's state (as arguments, then as locals).
@@ -477,7 +477,7 @@ async fn await_decision(
     ctx: &mut ConsumerContext,
     receiver: &Receiver,
     settings: &ConnectionSettings,
-    shutdown: &CancellationToken,
+    shutdown: &ShutdownSignal,
 ) -> Deferred {
     let stats = &*settings.stats;
     let give_up = Instant::now() + MAX_DEFER;
@@ -521,7 +521,7 @@ async fn await_decision(
         };
         tokio::select! {
             biased;
-            () = shutdown.cancelled() => {
+            () = shutdown.watch() => {
                 break Deferred::Refused { status: 503, code: settings.shutdown_close_code };
             }
             () = tokio::time::sleep_until(give_up) => {
@@ -581,7 +581,7 @@ fn serve_events<'a>(
     settings: &'a ConnectionSettings,
     receiver: &'a Receiver,
     inbound: &'a mut impl InboundStream,
-    shutdown: &'a CancellationToken,
+    shutdown: &'a ShutdownSignal,
 ) -> impl Future<Output = u16> + Send + 'a {
     // An async block, not an async fn: arguments are stored once.
     async move {
@@ -589,7 +589,8 @@ fn serve_events<'a>(
         // One receive future for the whole connection, replaced only after it
         // completes: a pending receive stays registered with the mailbox.
         let mut receive = std::pin::pin!(receiver.recv());
-        let mut shutting_down = std::pin::pin!(shutdown.cancelled());
+        // Polled on every wake-up: after the first, one atomic load.
+        let mut shutting_down = std::pin::pin!(shutdown.watch());
         let mut shutdown_seen = false;
         // Only made when receiving fails: an idle connection carries no backoff.
         let mut backoff: Option<Box<Backoff>> = None;

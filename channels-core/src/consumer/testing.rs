@@ -8,7 +8,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use super::error::ConsumerError;
 use super::frame::{CloseFrame, Frame, Inbound, Outbound};
@@ -16,6 +15,7 @@ use super::outbox::OutboxReceiver;
 use super::routing::{ConsumerFactory, ConsumerRouter};
 use super::runtime::{Connection, ConnectionSettings, Handshake};
 use super::scope::Scope;
+use super::shutdown::ShutdownSignal;
 use super::{Accept, WebsocketConsumer};
 use crate::layer::SharedLayer;
 
@@ -121,7 +121,7 @@ pub struct Communicator {
     source: Source,
     settings: ConnectionSettings,
     timeout: Duration,
-    shutdown: CancellationToken,
+    shutdown: ShutdownSignal,
     inbound: Option<mpsc::Sender<Inbound>>,
     output: Option<OutboxReceiver>,
     task: Option<JoinHandle<u16>>,
@@ -157,7 +157,7 @@ impl Communicator {
             source,
             settings: ConnectionSettings::default(),
             timeout: DEFAULT_TIMEOUT,
-            shutdown: CancellationToken::new(),
+            shutdown: ShutdownSignal::new(),
             inbound: None,
             output: None,
             task: None,
@@ -452,7 +452,7 @@ impl Communicator {
     /// # Errors
     /// As [`Self::disconnect`].
     pub async fn shutdown(&mut self) -> Result<u16, CommunicatorError> {
-        self.shutdown.cancel();
+        self.shutdown.trigger();
         self.wait_finished().await
     }
 
@@ -482,6 +482,6 @@ impl Communicator {
 impl Drop for Communicator {
     fn drop(&mut self) {
         // Let a still-running connection leave its groups and end.
-        self.shutdown.cancel();
+        self.shutdown.trigger();
     }
 }
