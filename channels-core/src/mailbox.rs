@@ -272,10 +272,13 @@ impl Mailbox {
     /// queue was empty (a receiver that is awake drains what follows).
     fn enqueue(&self, state: &mut State, message: Message, expires_at: Instant) -> bool {
         let was_empty = state.queue.is_empty();
-        state.queue.push_back(Entry {
-            message,
-            expires_at,
-        });
+        push_back_lean(
+            &mut state.queue,
+            Entry {
+                message,
+                expires_at,
+            },
+        );
         was_empty && state.parked > 0
     }
 
@@ -539,6 +542,20 @@ impl Drop for Parked<'_> {
     }
 }
 
+/// Pushes onto a queue that gets room for exactly one item when it has none
+/// (its first item, or the first since its buffer was given back), and grows
+/// as usual from there. A plain `push_back` makes room for four, which a
+/// connection that hears one message now and then keeps until its next tick
+/// gives the buffer back: measured with heaptrack, the mailbox and outbox
+/// buffers were about 0.25 KB of the 0.39 KB an idle connection grew by
+/// after its first broadcast.
+pub(crate) fn push_back_lean<T>(queue: &mut VecDeque<T>, item: T) {
+    if queue.capacity() == 0 {
+        queue.reserve_exact(1);
+    }
+    queue.push_back(item);
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -686,5 +703,26 @@ mod tests {
         mailbox.close();
         assert!(matches!(mailbox.recv().await, Err(LayerError::Closed)));
         assert!(mailbox.try_push(numbered(2), later()).is_err());
+    }
+
+    #[test]
+    fn a_first_message_takes_room_for_one_and_a_burst_grows_as_usual() {
+        let (mailbox, _) = mailbox(100);
+        mailbox.try_push(numbered(1), later()).unwrap();
+        assert_eq!(mailbox.lock().queue.capacity(), 1);
+        for n in 2..=10 {
+            mailbox.try_push(numbered(n), later()).unwrap();
+        }
+        assert!(mailbox.lock().queue.capacity() >= 10);
+        for n in 1..=10 {
+            assert_eq!(number(&mailbox.try_recv().unwrap().unwrap()), n);
+        }
+        mailbox.shrink_if_empty();
+        mailbox.try_push(numbered(11), later()).unwrap();
+        assert_eq!(
+            mailbox.lock().queue.capacity(),
+            1,
+            "after the buffer was given back, the next message again takes room for one"
+        );
     }
 }

@@ -231,7 +231,7 @@ impl Outbox {
         }
         let was_empty = state.queue.is_empty();
         state.bytes += bytes.unwrap_or(0);
-        state.queue.push_back(item);
+        crate::mailbox::push_back_lean(&mut state.queue, item);
         drop(state);
         // The writer drains everything once awake: wake it only when the
         // queue fills from empty.
@@ -403,6 +403,23 @@ impl Drop for OutboxReceiver {
 mod tests {
     use super::*;
     use crate::consumer::Frame;
+
+    #[tokio::test]
+    async fn a_first_frame_takes_room_for_one() {
+        let stats = Arc::new(ConsumerStats::default());
+        let (mut outbox, mut receiver) = Outbox::new(100, usize::MAX, stats);
+        outbox.push(Outbound::Frame(Frame::from("a"))).unwrap();
+        assert_eq!(outbox.shared.lock().queue.capacity(), 1);
+        outbox.push(Outbound::Frame(Frame::from("b"))).unwrap();
+        assert_eq!(
+            receiver.recv().await,
+            Some(Outbound::Frame(Frame::from("a")))
+        );
+        assert_eq!(
+            receiver.recv().await,
+            Some(Outbound::Frame(Frame::from("b")))
+        );
+    }
 
     #[tokio::test]
     async fn full_queue_closes_urgently_and_counts() {
