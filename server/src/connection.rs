@@ -55,8 +55,9 @@ const READ_BUFFER_BYTES: usize = 256;
 /// each batch anyway; this lets a batch of [`WRITE_BATCH`] small frames (up
 /// to 128 bytes) go out in one syscall while bounding what tungstenite's
 /// buffer grows to, and keeps, once a connection has had a burst of small
-/// frames: at most about twice this (its `Vec` doubles past it by one frame). A connection that
-/// only ever gets one frame at a time keeps about one frame's worth.
+/// frames: at most about twice this (its `Vec` doubles past it by one
+/// frame). A connection that only ever gets one frame at a time keeps about
+/// one frame's worth.
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 /// The upgraded socket.

@@ -334,7 +334,9 @@ impl LoopState {
 /// of redis-server's samples in the broadcast benchmark, every member listing
 /// ~500 channels). No Lua: Redis's Lua hashes every string it is handed. The
 /// queue is bounded by its capacity (a send or group send to a full key is
-/// refused), so a batch is too.
+/// refused), so a batch is too. RENAME keeps the queue's TTL, so unlike
+/// channels_redis's (WIRE.md) this backup expires, with the queue's expiry:
+/// only this loop reads it, and what it holds would have expired by then.
 fn batch_pop(key: &str, inflight: &str) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     pipe.atomic()
