@@ -6,91 +6,79 @@ use channels_core::{LayerError, Message, non_local_name};
 use futures_util::future::join_all;
 
 use super::settings::{Settings, Shards, now_secs, prune_before};
+use super::shared_reads::SharedReads;
 use crate::wire::Route;
 
+/// A group's members as `group_send` uses them, read once and shared by the
+/// sends under way at the time ([`GroupReads`]).
+#[derive(Debug)]
+pub(crate) struct GroupMembers {
+    /// How many channels the group has.
+    count: usize,
+    /// Per shard (by index), the channel keys of the members it holds.
+    per_shard: Vec<(usize, Vec<KeyMembers>)>,
+}
+
+/// The members of a group that live under one channel key: one copy of a
+/// group message goes to the key, listing them (WIRE §2.6).
+#[derive(Debug)]
+struct KeyMembers {
+    key: String,
+    channels: Vec<String>,
+    capacity: usize,
+}
+
+/// Concurrent reads of one group, shared (see [`SharedReads`]).
+pub(crate) type GroupReads = SharedReads<GroupMembers, redis::RedisError>;
+
 /// Sends `message` to every member of `group`: prunes and reads the group on
-/// its shard, builds one member per channel key (listing that key's channels,
-/// serialized once), then runs one Lua call per shard, all shards at once.
-/// Full keys are skipped, logged and returned as a count, as channels_redis
-/// does (its group_send never raises ChannelFull).
+/// its shard (a read shared with the other sends to the group that are
+/// waiting for one, never one begun before this send), then adds one member
+/// per channel key (listing that key's channels, serialized once), one MULTI
+/// per shard, all shards at once. Full keys are skipped, logged and returned
+/// as a count, as channels_redis does (its group_send never raises
+/// ChannelFull).
 pub(crate) async fn group_send(
     settings: &Settings,
     shards: &Shards,
+    reads: &GroupReads,
     group: &str,
     message: &Message,
 ) -> Result<usize, LayerError> {
     let shard = shards.get(shards.index_for_group(group));
-    let key = settings.group_key(group);
-    let mut connection = shard.commands("group_send").await?;
-    let now = now_secs();
-    let (members,): (Vec<String>,) = redis::pipe()
-        .atomic()
-        .cmd("ZREMRANGEBYSCORE")
-        .arg(&key)
-        .arg(0)
-        .arg(prune_before(now, settings.layer.group_expiry))
-        .ignore()
-        .cmd("ZRANGE")
-        .arg(&key)
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut connection)
+    let connection = shard.commands("group_send").await?;
+    let members = reads
+        .read(group, || read_members(settings, shards, group, connection))
         .await
         .map_err(|e| shard.error("group_send", e))?;
-    if members.is_empty() {
+    if members.count == 0 {
         return Ok(0);
     }
-    // One message per channel key, listing that key's members (WIRE §2.6).
-    // Members are bucketed by the part of their name the key is made of, so
-    // only one key string is built per bucket, not one per member.
-    let mut buckets: Vec<(String, Vec<&str>)> = Vec::new();
-    let mut index_of: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
-    for member in &members {
-        let shared = non_local_name(member);
-        match index_of.get(shared) {
-            Some(&i) => buckets[i].1.push(member),
-            None => {
-                index_of.insert(shared, buckets.len());
-                buckets.push((settings.channel_key(member), vec![member.as_str()]));
-            }
-        }
-    }
-    let mut per_shard: Vec<Vec<usize>> = vec![Vec::new(); shards.len()];
-    for (i, (_, channels)) in buckets.iter().enumerate() {
-        per_shard[shards.index_for_local(channels[0])].push(i);
-    }
+    let now = now_secs();
     let prune = prune_before(now, settings.layer.expiry);
     let now = now.to_string();
-    let results = join_all(
-        per_shard
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| !b.is_empty())
-            .map(|(shard_index, bucket_indices)| {
-                let buckets = &buckets;
-                let now = &now;
-                async move {
-                    let shard = shards.get(shard_index);
-                    let mut sends = Vec::with_capacity(bucket_indices.len());
-                    for &i in bucket_indices {
-                        let (key, channels) = &buckets[i];
-                        let member = settings
-                            .serializer
-                            .serialize(message, Route::Channels(channels))?;
-                        let capacity = settings.layer.capacities.capacity_for(channels[0]);
-                        sends.push(KeySend {
-                            key,
-                            member,
-                            capacity,
-                        });
-                    }
-                    let mut connection = shard.commands("group_send").await?;
-                    add_unless_full(&mut connection, &sends, now, settings.expiry_secs(), prune)
-                        .await
-                        .map_err(|e| shard.error("group_send", e))
-                }
-            }),
-    )
+    let results = join_all(members.per_shard.iter().map(|(shard_index, keys)| {
+        let now = &now;
+        async move {
+            let shard = shards.get(*shard_index);
+            let mut sends = Vec::with_capacity(keys.len());
+            for key in keys {
+                let channels: Vec<&str> = key.channels.iter().map(String::as_str).collect();
+                let member = settings
+                    .serializer
+                    .serialize(message, Route::Channels(&channels))?;
+                sends.push(KeySend {
+                    key: &key.key,
+                    member,
+                    capacity: key.capacity,
+                });
+            }
+            let mut connection = shard.commands("group_send").await?;
+            add_unless_full(&mut connection, &sends, now, settings.expiry_secs(), prune)
+                .await
+                .map_err(|e| shard.error("group_send", e))
+        }
+    }))
     .await;
     let mut over_capacity = 0;
     for result in results {
@@ -99,10 +87,60 @@ pub(crate) async fn group_send(
     if over_capacity > 0 {
         tracing::info!(
             "{over_capacity} of {} channels over capacity in group {group}",
-            members.len()
+            members.count
         );
     }
     Ok(over_capacity)
+}
+
+/// Prunes expired members of `group` and reads the rest, bucketed by the
+/// channel key each lives under (members are bucketed by the part of their
+/// name the key is made of, so one key string is built per bucket).
+async fn read_members(
+    settings: &Settings,
+    shards: &Shards,
+    group: &str,
+    mut connection: redis::aio::ConnectionManager,
+) -> redis::RedisResult<GroupMembers> {
+    let key = settings.group_key(group);
+    let (members,): (Vec<String>,) = redis::pipe()
+        .atomic()
+        .cmd("ZREMRANGEBYSCORE")
+        .arg(&key)
+        .arg(0)
+        .arg(prune_before(now_secs(), settings.layer.group_expiry))
+        .ignore()
+        .cmd("ZRANGE")
+        .arg(&key)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut connection)
+        .await?;
+    let count = members.len();
+    let mut keys: Vec<KeyMembers> = Vec::new();
+    let mut index_of: HashMap<String, usize, foldhash::fast::RandomState> = HashMap::default();
+    for member in members {
+        let shared = non_local_name(&member);
+        if let Some(&i) = index_of.get(shared) {
+            keys[i].channels.push(member);
+            continue;
+        }
+        index_of.insert(shared.to_owned(), keys.len());
+        keys.push(KeyMembers {
+            key: settings.channel_key(&member),
+            capacity: settings.layer.capacities.capacity_for(&member),
+            channels: vec![member],
+        });
+    }
+    let mut per_shard: Vec<(usize, Vec<KeyMembers>)> = Vec::new();
+    for key in keys {
+        let index = shards.index_for_local(&key.channels[0]);
+        match per_shard.iter_mut().find(|(i, _)| *i == index) {
+            Some((_, keys)) => keys.push(key),
+            None => per_shard.push((index, vec![key])),
+        }
+    }
+    Ok(GroupMembers { count, per_shard })
 }
 
 /// One channel key's copy of a group message.

@@ -14,7 +14,7 @@ use channels_core::{
 };
 use futures_util::future::join_all;
 
-use super::groups::{add_membership, group_send};
+use super::groups::{GroupReads, add_membership, group_send};
 use super::history::RedisHistory;
 use super::local::LocalChannels;
 use super::memberships::Memberships;
@@ -69,6 +69,8 @@ pub struct RedisChannelLayer {
     local: Arc<LocalChannels>,
     plain: Arc<PlainChannels>,
     memberships: Arc<Memberships>,
+    /// Group reads shared by concurrent `group_send`s to one group.
+    group_reads: GroupReads,
     history: Arc<RedisHistory>,
     /// One receive loop per process-local key (normally exactly one).
     loops: Mutex<HashMap<String, LoopHandle>>,
@@ -137,6 +139,7 @@ impl RedisChannelLayer {
                 drops.clone(),
             )),
             memberships: Arc::new(Memberships::new(settings.layer.group_expiry)),
+            group_reads: GroupReads::new(),
             history: Arc::new(RedisHistory::new(
                 settings.clone(),
                 shards.clone(),
@@ -315,7 +318,14 @@ impl ChannelLayer for RedisChannelLayer {
                 return Err(LayerError::backend(RestoringMemberships));
             }
         }
-        let skipped = group_send(&self.settings, &self.shards, group, &message).await?;
+        let skipped = group_send(
+            &self.settings,
+            &self.shards,
+            &self.group_reads,
+            group,
+            &message,
+        )
+        .await?;
         self.drops.count_full(skipped as u64);
         Ok(())
     }

@@ -6,7 +6,8 @@
 //! health), `receive_loop.rs` (the worker popping the shared key),
 //! `plain.rs` (named channels, popped on demand), `groups.rs` (group sends
 //! and membership writes), `memberships.rs` (what to write again after an
-//! outage, and the gate holding group sends until then), `history.rs` (group
+//! outage, and the gate holding group sends until then), `shared_reads.rs`
+//! (concurrent group sends share one read of the group), `history.rs` (group
 //! histories: the history channel moved into a numbered log by one script).
 
 mod groups;
@@ -17,5 +18,6 @@ mod memberships;
 mod plain;
 mod receive_loop;
 mod settings;
+mod shared_reads;
 
 pub use layer::RedisChannelLayer;
