@@ -349,9 +349,7 @@ mod pool_tests {
         // noticed by the pool's PING and replaced.
         let next_id = client_id(&mut next).await;
         next.release();
-        let mut admin = redis::Client::open(server.url())
-            .expect("url")
-            .get_multiplexed_async_connection()
+        let mut admin = crate::testing::connect(&server.url())
             .await
             .expect("connect");
         let _: i64 = redis::cmd("CLIENT")

@@ -555,9 +555,7 @@ mod redis_tests {
     }
 
     async fn admin(server: &RedisServer) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(server.url())
-            .expect("url")
-            .get_multiplexed_async_connection()
+        crate::testing::connect(&server.url())
             .await
             .expect("connect")
     }

@@ -47,6 +47,17 @@ pub struct RedisServer {
 /// directory) if given.
 const WATCHDOG: &str = r#"parent=$1; cleanup=$2; shift 2; "$@" & r=$!; echo $r; while kill -0 "$parent" 2>/dev/null && kill -0 "$r" 2>/dev/null; do sleep 1; done; kill -9 "$r" 2>/dev/null; if [ -n "$cleanup" ]; then rm -rf "$cleanup"; fi"#;
 
+/// A direct connection to the Redis at `url`, no layer in between: for a test
+/// that looks at or changes keys itself.
+///
+/// # Errors
+/// When `url` is not a Redis URL or nothing answers there.
+pub async fn connect(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await
+}
+
 /// Returns a key prefix no other test in this process uses (`t<pid>_<n>_`).
 pub fn unique_prefix() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -45,9 +45,7 @@ async fn rust_receive(layer: &RedisChannelLayer, channel: &str) -> Message {
 }
 
 async fn raw_members(url: &str, key: &str) -> Vec<Vec<u8>> {
-    let client = redis::Client::open(url).unwrap_or_else(|error| panic!("bad url {url}: {error}"));
-    let mut connection = client
-        .get_multiplexed_async_connection()
+    let mut connection = channels_redis::testing::connect(url)
         .await
         .unwrap_or_else(|error| panic!("cannot connect to {url}: {error}"));
     redis::cmd("ZRANGE")

@@ -39,9 +39,7 @@ fn layer(server: &RedisServer) -> RedisPubSubChannelLayer {
 }
 
 async fn raw(url: &str) -> MultiplexedConnection {
-    let client = redis::Client::open(url).unwrap_or_else(|error| panic!("bad url {url}: {error}"));
-    client
-        .get_multiplexed_async_connection()
+    channels_redis::testing::connect(url)
         .await
         .unwrap_or_else(|error| panic!("cannot connect to {url}: {error}"))
 }

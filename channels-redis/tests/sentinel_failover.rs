@@ -32,11 +32,7 @@ struct Cluster {
 }
 
 async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
+    channels_redis::testing::connect(url).await.unwrap()
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, panicking with `what`

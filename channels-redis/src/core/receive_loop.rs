@@ -399,9 +399,7 @@ mod redis_tests {
     #[tokio::test]
     async fn a_batch_pop_moves_the_whole_queue_to_its_backup_and_an_empty_queue_moves_nothing() {
         let server = RedisServer::start().expect("redis-server on PATH");
-        let mut connection = redis::Client::open(server.url())
-            .expect("url")
-            .get_multiplexed_async_connection()
+        let mut connection = crate::testing::connect(&server.url())
             .await
             .expect("connect");
         let add = |member: &'static str, score: f64| {

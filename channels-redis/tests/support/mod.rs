@@ -29,9 +29,7 @@ pub fn layer() -> RedisChannelLayer {
 
 /// A raw connection to `url` for inspecting keys.
 pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .expect("url")
-        .get_multiplexed_async_connection()
+    channels_redis::testing::connect(url)
         .await
         .expect("connect to test redis")
 }
