@@ -178,10 +178,11 @@ impl<T, E> Drop for Flight<'_, T, E> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::Duration;
 
     use tokio::sync::oneshot;
+    use tokio::task::JoinHandle;
 
     use super::*;
 
@@ -198,6 +199,55 @@ mod tests {
         .expect("condition reached in time");
     }
 
+    /// Waits until `users` callers use `key`'s entry.
+    async fn until_users(reads: &Reads, key: &str, users: usize) {
+        until(|| {
+            lock(&reads.keys)
+                .get(key)
+                .is_some_and(|entry| lock(&entry.state).users == users)
+        })
+        .await;
+    }
+
+    /// Spawns a read of `key` returning 1 once `release` fires (never without
+    /// one), and waits until that read is under way.
+    async fn held_read(
+        reads: &Arc<Reads>,
+        key: &'static str,
+        release: Option<oneshot::Receiver<()>>,
+    ) -> JoinHandle<Result<Arc<u64>, String>> {
+        let started = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let reads = reads.clone();
+            let started = started.clone();
+            async move {
+                reads
+                    .read(key, || async move {
+                        started.store(true, Ordering::SeqCst);
+                        match release {
+                            Some(release) => release.await.expect("released"),
+                            None => std::future::pending().await,
+                        }
+                        Ok(1)
+                    })
+                    .await
+            }
+        });
+        until(|| started.load(Ordering::SeqCst)).await;
+        task
+    }
+
+    /// Spawns a read of `key` that returns `result` at once, if it is the one
+    /// issued.
+    fn quick_read(
+        reads: &Arc<Reads>,
+        key: &'static str,
+        result: Result<u64, String>,
+    ) -> JoinHandle<Result<Arc<u64>, String>> {
+        let reads = reads.clone();
+        tokio::spawn(async move { reads.read(key, || async { result }).await })
+    }
+
     #[tokio::test]
     async fn a_lone_read_runs_at_once_and_its_entry_goes() {
         let reads = Reads::new();
@@ -209,24 +259,11 @@ mod tests {
     #[tokio::test]
     async fn callers_during_a_read_share_the_next_one_not_the_one_under_way() {
         let reads = Arc::new(Reads::new());
-        let issued = Arc::new(AtomicU64::new(0));
-        // The first read waits on `release`, so the others arrive while it is
-        // under way.
-        let (release, held) = oneshot::channel::<()>();
-        let first = tokio::spawn({
-            let reads = reads.clone();
-            let issued = issued.clone();
-            async move {
-                reads
-                    .read("g", || async move {
-                        let number = issued.fetch_add(1, Ordering::SeqCst) + 1;
-                        held.await.expect("released");
-                        Ok(number)
-                    })
-                    .await
-            }
-        });
-        until(|| issued.load(Ordering::SeqCst) == 1).await;
+        let (release, held) = oneshot::channel();
+        let first = held_read(&reads, "g", Some(held)).await;
+        // Five callers arrive while the first read is under way; each would
+        // return a new number if its own read were the one issued.
+        let issued = Arc::new(AtomicU64::new(1));
         let later: Vec<_> = (0..5)
             .map(|_| {
                 let reads = reads.clone();
@@ -240,12 +277,7 @@ mod tests {
                 })
             })
             .collect();
-        until(|| {
-            lock(&reads.keys)
-                .get("g")
-                .is_some_and(|e| lock(&e.state).users == 6)
-        })
-        .await;
+        until_users(&reads, "g", 6).await;
         release.send(()).expect("first read waiting");
         assert_eq!(first.await.expect("joined").as_deref(), Ok(&1));
         for caller in later {
@@ -260,40 +292,11 @@ mod tests {
     #[tokio::test]
     async fn a_failed_read_fails_everyone_who_shared_it() {
         let reads = Arc::new(Reads::new());
-        let (release, held) = oneshot::channel::<()>();
-        let started = Arc::new(AtomicU64::new(0));
-        let first = tokio::spawn({
-            let reads = reads.clone();
-            let started = started.clone();
-            async move {
-                reads
-                    .read("g", || async move {
-                        started.store(1, Ordering::SeqCst);
-                        held.await.expect("released");
-                        Ok(1)
-                    })
-                    .await
-            }
-        });
-        until(|| started.load(Ordering::SeqCst) == 1).await;
-        let second = tokio::spawn({
-            let reads = reads.clone();
-            async move { reads.read("g", || async { Err("down".to_owned()) }).await }
-        });
-        let third = tokio::spawn({
-            let reads = reads.clone();
-            async move {
-                reads
-                    .read("g", || async { Err("down too".to_owned()) })
-                    .await
-            }
-        });
-        until(|| {
-            lock(&reads.keys)
-                .get("g")
-                .is_some_and(|e| lock(&e.state).users == 3)
-        })
-        .await;
+        let (release, held) = oneshot::channel();
+        let first = held_read(&reads, "g", Some(held)).await;
+        let second = quick_read(&reads, "g", Err("down".to_owned()));
+        let third = quick_read(&reads, "g", Err("down too".to_owned()));
+        until_users(&reads, "g", 3).await;
         release.send(()).expect("first read waiting");
         assert_eq!(first.await.expect("joined").as_deref(), Ok(&1));
         let second = second.await.expect("joined");
@@ -305,31 +308,9 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_read_hands_over_to_a_waiting_caller() {
         let reads = Arc::new(Reads::new());
-        let started = Arc::new(AtomicU64::new(0));
-        let first = tokio::spawn({
-            let reads = reads.clone();
-            let started = started.clone();
-            async move {
-                reads
-                    .read("g", || async move {
-                        started.store(1, Ordering::SeqCst);
-                        std::future::pending::<()>().await;
-                        Ok(1)
-                    })
-                    .await
-            }
-        });
-        until(|| started.load(Ordering::SeqCst) == 1).await;
-        let second = tokio::spawn({
-            let reads = reads.clone();
-            async move { reads.read("g", || async { Ok(2) }).await }
-        });
-        until(|| {
-            lock(&reads.keys)
-                .get("g")
-                .is_some_and(|e| lock(&e.state).users == 2)
-        })
-        .await;
+        let first = held_read(&reads, "g", None).await;
+        let second = quick_read(&reads, "g", Ok(2));
+        until_users(&reads, "g", 2).await;
         first.abort();
         let second = tokio::time::timeout(Duration::from_secs(5), second)
             .await
@@ -342,21 +323,7 @@ mod tests {
     #[tokio::test]
     async fn different_keys_do_not_wait_for_each_other() {
         let reads = Arc::new(Reads::new());
-        let started = Arc::new(AtomicU64::new(0));
-        let stuck = tokio::spawn({
-            let reads = reads.clone();
-            let started = started.clone();
-            async move {
-                reads
-                    .read("a", || async move {
-                        started.store(1, Ordering::SeqCst);
-                        std::future::pending::<()>().await;
-                        Ok(1)
-                    })
-                    .await
-            }
-        });
-        until(|| started.load(Ordering::SeqCst) == 1).await;
+        let stuck = held_read(&reads, "a", None).await;
         let other =
             tokio::time::timeout(Duration::from_secs(5), reads.read("b", || async { Ok(2) }))
                 .await
