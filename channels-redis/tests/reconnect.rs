@@ -216,34 +216,40 @@ async fn group_send_during_kill_errors_cleanly_and_recovers() {
             }
         })
     };
-    let sender = {
-        let layer = layer.clone();
-        tokio::spawn(async move {
-            let (mut ok, mut failed) = (0, 0);
-            let until = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < until {
-                let result = timeout(
-                    Duration::from_secs(5),
-                    layer.group_send("busy", Message::new("m")),
-                )
-                .await
-                .expect("group_send never hangs");
-                match result {
-                    Ok(()) => ok += 1,
-                    Err(LayerError::Backend(_)) => failed += 1,
-                    Err(other) => panic!("unexpected error {other}"),
+    // Several senders at once, so most sends share a read of the group (one
+    // in flight when Redis dies fails every send waiting on it, none hangs).
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            let layer = layer.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0, 0);
+                let until = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < until {
+                    let result = timeout(
+                        Duration::from_secs(5),
+                        layer.group_send("busy", Message::new("m")),
+                    )
+                    .await
+                    .expect("group_send never hangs");
+                    match result {
+                        Ok(()) => ok += 1,
+                        Err(LayerError::Backend(_)) => failed += 1,
+                        Err(other) => panic!("unexpected error {other}"),
+                    }
                 }
-            }
-            (ok, failed)
+                (ok, failed)
+            })
         })
-    };
+        .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     kill(server.clone()).await;
-    let (ok, failed) = timeout(Duration::from_secs(20), sender)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(ok > 0 && failed > 0, "ok {ok}, failed {failed}");
+    for sender in senders {
+        let (ok, failed) = timeout(Duration::from_secs(20), sender)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(ok > 0 && failed > 0, "ok {ok}, failed {failed}");
+    }
 
     restart(server.clone()).await;
     timeout(Duration::from_secs(10), async {
