@@ -83,6 +83,34 @@ fn ladder_step_with_an_impossible_latency_limit_fails() {
     );
 }
 
+/// A server may register a connection some time after its handshake completes (axum runs the
+/// connection task after the 101 response); the idle probe's one broadcast must wait for every
+/// client to be registered, or the late ones miss it.
+#[test]
+fn idle_probe_waits_until_a_slow_server_has_registered_every_client() {
+    let server = CeilingServer::start(&["--mode", "local", "--join-delay-ms", "500"]);
+    let pid = server.pid().to_string();
+    // One process, then two (each child's clients must be ready before sender 0 sends).
+    for procs in ["1", "2"] {
+        let report = run_loadgen_json(
+            &[
+                "--url",
+                &server.url,
+                "--clients",
+                "50",
+                "--idle",
+                "--pid",
+                &pid,
+                "--procs",
+                procs,
+            ],
+            Duration::from_secs(30),
+        );
+        assert_eq!(field(&report, "received"), 50, "procs {procs}: {report}");
+        assert_eq!(field(&report, "lost"), 0, "procs {procs}: {report}");
+    }
+}
+
 #[test]
 fn idle_probe_reports_rss_and_one_broadcast_to_all() {
     let server = CeilingServer::start(&["--mode", "local"]);

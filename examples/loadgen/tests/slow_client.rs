@@ -22,6 +22,7 @@ async fn a_client_that_does_not_read_is_closed_with_1013() {
         redis_channel: String::new(),
         outbound_queue: 8,
         read_buffer_bytes: 4096,
+        join_delay: std::time::Duration::ZERO,
     };
     let ceiling = Ceiling::start(&config)
         .await

@@ -27,6 +27,7 @@ async fn serve_on(listener: TcpListener) -> Server {
         redis_channel: String::new(),
         outbound_queue: 64,
         read_buffer_bytes: 4096,
+        join_delay: std::time::Duration::ZERO,
     };
     let ceiling = Ceiling::start(&config)
         .await

@@ -50,6 +50,10 @@ struct Args {
     /// 128 KiB default costs about 140 KB of RSS per idle connection.
     #[arg(long, default_value_t = 1024)]
     read_buffer_bytes: usize,
+    /// Milliseconds a new connection waits before joining the fan-out (tests: a server that
+    /// registers its clients late).
+    #[arg(long, default_value_t = 0)]
+    join_delay_ms: u64,
 }
 
 async fn run(args: Args) -> Result<(), LoadError> {
@@ -59,6 +63,7 @@ async fn run(args: Args) -> Result<(), LoadError> {
         redis_channel: args.redis_channel,
         outbound_queue: args.outbound_queue,
         read_buffer_bytes: args.read_buffer_bytes,
+        join_delay: std::time::Duration::from_millis(args.join_delay_ms),
     };
     let ceiling = Ceiling::start(&config).await?;
     let listener = bind(args.bind)?;

@@ -18,6 +18,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Serves one upgraded connection until it closes, the hub drops it, or the server shuts down.
 pub(crate) async fn serve(mut socket: WebSocket, state: State) {
+    if !state.join_delay.is_zero() {
+        tokio::time::sleep(state.join_delay).await;
+    }
     let (tx, mut outbound) = mpsc::channel(state.outbound_queue);
     let id = state.hub.join(tx);
     let mut shutdown = state.shutdown.clone();

@@ -50,6 +50,10 @@ pub struct CeilingConfig {
     /// Bytes of each connection's read buffer (tungstenite allocates it up front; its 128 KiB
     /// default would dominate idle memory per connection).
     pub read_buffer_bytes: usize,
+    /// How long a new connection waits before joining the fan-out (zero normally): stands in
+    /// for a server whose connection task registers a client some time after its handshake,
+    /// so tests can check that the load generator waits for registration.
+    pub join_delay: Duration,
 }
 
 /// What every connection task shares.
@@ -59,6 +63,7 @@ pub(crate) struct State {
     fanout: Fanout,
     outbound_queue: usize,
     read_buffer_bytes: usize,
+    join_delay: Duration,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -101,6 +106,7 @@ impl Ceiling {
                 fanout,
                 outbound_queue: config.outbound_queue,
                 read_buffer_bytes: config.read_buffer_bytes,
+                join_delay: config.join_delay,
                 shutdown,
             },
             shutdown_tx,

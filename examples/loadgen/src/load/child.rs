@@ -27,6 +27,8 @@ pub(crate) enum ChildEvent {
         failures: u64,
         connect_s: f64,
     },
+    /// Idle probe: `clients` of this child answered their readiness echo.
+    Ready { clients: u64 },
     /// Warm-up is over; the measured window starts now.
     Measuring { start_us: u64 },
     /// The measured window is over; `issued` frames went out (warm-up included).
@@ -46,8 +48,11 @@ pub(crate) enum ChildEvent {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "order", rename_all = "snake_case")]
 pub(crate) enum ParentOrder {
-    /// Every child is connected: start sending.
+    /// Every child is connected: start sending (the idle probe: get ready, then wait for
+    /// `Send`).
     Go,
+    /// Idle probe: every child's clients are ready; send the one broadcast.
+    Send,
     /// Every child stopped sending; `issued[i]` is what sender `i` issued.
     Drain { issued: Vec<u64> },
 }
@@ -94,7 +99,16 @@ pub async fn run(config: LoadConfig, senders: Senders) -> Result<(), LoadError> 
             reason: "expected `go` from the parent".to_owned(),
         });
     };
-    if !config.warmup.is_zero() && config.pace != Pace::Once {
+    if config.pace == Pace::Once {
+        // Every process's clients must be registered before sender 0's one broadcast.
+        let clients = session.ready(config.connect_timeout).await;
+        emit(&ChildEvent::Ready { clients })?;
+        let ParentOrder::Send = next_order(&mut orders).await? else {
+            return Err(LoadError::InvalidOption {
+                reason: "expected `send` from the parent".to_owned(),
+            });
+        };
+    } else if !config.warmup.is_zero() {
         session
             .driver
             .drive(true, Instant::now() + config.warmup)

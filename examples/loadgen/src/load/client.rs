@@ -188,6 +188,11 @@ impl Checker<'_> {
             return;
         };
         let own = sender == self.shared.senders.index;
+        if kind == Kind::Echo && self.shared.mode == Mode::Broadcast && own && payload.w {
+            // The answer to `Session::ready`'s echo: the server serves this connection.
+            self.shared.ready.fetch_add(1, Ordering::Release);
+            return;
+        }
         let limit = match (kind, self.shared.mode) {
             // Another process's issued count is not known here until the end (`finish`).
             (Kind::Broadcast, Mode::Broadcast) if !own => u64::MAX,

@@ -79,6 +79,21 @@ impl Driver {
 
     /// Asks every client to flush its latency samples and waits (at most `limit`) until those
     /// that got the request have done so.
+    /// Has every client send one warm-up echo (see [`super::session::Session::ready`]);
+    /// returns how many were asked.
+    pub(crate) async fn ask_ready(&self, deadline: tokio::time::Instant) -> u64 {
+        let mut asked = 0u64;
+        for client in &self.clients {
+            if matches!(
+                tokio::time::timeout_at(deadline, client.send(Command::Echo { warm: true })).await,
+                Ok(Ok(()))
+            ) {
+                asked += 1;
+            }
+        }
+        asked
+    }
+
     pub(crate) async fn flush_clients(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         let before = self.shared.flushed.load(Ordering::Acquire);

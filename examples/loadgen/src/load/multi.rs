@@ -182,6 +182,20 @@ pub(crate) async fn run(config: LoadConfig) -> Result<Report, LoadError> {
     for child in &mut children {
         child.order(&ParentOrder::Go).await?;
     }
+    if config.pace == Pace::Once {
+        each(
+            &mut children,
+            config.connect_timeout + PHASE_SLACK,
+            |e| match e {
+                ChildEvent::Ready { .. } => Some(()),
+                _ => None,
+            },
+        )
+        .await?;
+        for child in &mut children {
+            child.order(&ParentOrder::Send).await?;
+        }
+    }
     let starts = each(&mut children, config.warmup + PHASE_SLACK, |e| match e {
         ChildEvent::Measuring { start_us } => Some(start_us),
         _ => None,

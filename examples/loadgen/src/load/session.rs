@@ -104,6 +104,29 @@ impl Session {
         })
     }
 
+    /// The idle probe's barrier before its one broadcast: every client sends one echo and this
+    /// waits (up to `limit`) until the replies are back, so each server has registered every
+    /// connection (a handshake can complete before the server's connection task joins its
+    /// group, and a broadcast sent then misses that client). Returns how many answered.
+    pub(crate) async fn ready(&self, limit: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + limit;
+        let asked = self.driver.ask_ready(deadline).await;
+        while self.shared.ready.load(Ordering::Acquire) < asked
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(POLL).await;
+        }
+        let ready = self.shared.ready.load(Ordering::Acquire);
+        if ready < self.connected {
+            tracing::warn!(
+                ready,
+                connected = self.connected,
+                "not every client answered before the broadcast"
+            );
+        }
+        ready
+    }
+
     /// Waits until `issued` frames (summed over every sending process, warm-up included) have
     /// all arrived here, or `limit` has passed.
     pub(crate) async fn drain(&self, issued: u64, limit: Duration) {

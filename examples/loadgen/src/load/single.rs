@@ -14,7 +14,10 @@ pub(crate) async fn run(config: LoadConfig) -> Result<Report, LoadError> {
     let rss_before = read_rss(&config.pids)?;
     let mut session = Session::connect(&config, Senders::single()).await?;
     let rss_after = read_rss(&config.pids)?;
-    if !config.warmup.is_zero() && config.pace != Pace::Once {
+    if config.pace == Pace::Once {
+        // After the idle RSS: the readiness echo is each connection's first message.
+        session.ready(config.connect_timeout).await;
+    } else if !config.warmup.is_zero() {
         tracing::info!(secs = config.warmup.as_secs_f64(), "warm-up");
         session
             .driver

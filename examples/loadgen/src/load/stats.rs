@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     pub(crate) connected: AtomicU64,
     /// Clients that have flushed their latency samples on request.
     pub(crate) flushed: AtomicU64,
+    /// Clients whose readiness echo came back ([`super::session::Session::ready`]).
+    pub(crate) ready: AtomicU64,
     /// Final ids issued per sender, known at the end of a multi-process run: keys at or above
     /// them are moved from `received` to `unexpected` when the clients finish.
     pub(crate) final_limits: OnceLock<Vec<u64>>,
@@ -88,6 +90,7 @@ impl Shared {
             connect_finished: AtomicU64::new(0),
             connected: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
+            ready: AtomicU64::new(0),
             final_limits: OnceLock::new(),
             progress: Notify::new(),
             latency,
