@@ -77,40 +77,38 @@ impl Driver {
         self.issued
     }
 
-    /// Asks every client to flush its latency samples and waits (at most `limit`) until those
-    /// that got the request have done so.
     /// Has every client send one warm-up echo (see [`super::session::Session::ready`]);
     /// returns how many were asked.
     pub(crate) async fn ask_ready(&self, deadline: tokio::time::Instant) -> u64 {
-        let mut asked = 0u64;
-        for client in &self.clients {
-            if matches!(
-                tokio::time::timeout_at(deadline, client.send(Command::Echo { warm: true })).await,
-                Ok(Ok(()))
-            ) {
-                asked += 1;
-            }
-        }
-        asked
+        self.tell_each(Command::Echo { warm: true }, deadline).await
     }
 
+    /// Asks every client to flush its latency samples and waits (at most `limit`) until those
+    /// that got the request have done so.
     pub(crate) async fn flush_clients(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         let before = self.shared.flushed.load(Ordering::Acquire);
-        let mut asked = 0u64;
-        for client in &self.clients {
-            if matches!(
-                tokio::time::timeout_at(deadline, client.send(Command::Flush)).await,
-                Ok(Ok(()))
-            ) {
-                asked += 1;
-            }
-        }
+        let asked = self.tell_each(Command::Flush, deadline).await;
         while self.shared.flushed.load(Ordering::Acquire) - before < asked
             && tokio::time::Instant::now() < deadline
         {
             sleep(TICK).await;
         }
+    }
+
+    /// Hands `command` to every client (each queue given until `deadline`); returns how many
+    /// took it.
+    async fn tell_each(&self, command: Command, deadline: tokio::time::Instant) -> u64 {
+        let mut told = 0u64;
+        for client in &self.clients {
+            if matches!(
+                tokio::time::timeout_at(deadline, client.send(command)).await,
+                Ok(Ok(()))
+            ) {
+                told += 1;
+            }
+        }
+        told
     }
 
     async fn drive_rate(&mut self, per_sec: f64, warm: bool, until: Instant) {
