@@ -188,16 +188,16 @@ impl Checker<'_> {
             return;
         };
         let own = sender == self.shared.senders.index;
-        if kind == Kind::Echo && self.shared.mode == Mode::Broadcast && own && payload.w {
-            // The answer to `Session::ready`'s echo: the server serves this connection.
-            self.shared.ready.fetch_add(1, Ordering::Release);
-            return;
-        }
         let limit = match (kind, self.shared.mode) {
             // Another process's issued count is not known here until the end (`finish`).
             (Kind::Broadcast, Mode::Broadcast) if !own => u64::MAX,
             (Kind::Broadcast, Mode::Broadcast) => self.shared.issued_ids.load(Ordering::Acquire),
             (Kind::Echo, Mode::Echo) if own => self.echo_seq,
+            (Kind::Echo, Mode::Broadcast) if own && payload.w => {
+                // The answer to `Session::ready`'s echo: the server serves this connection.
+                self.shared.ready.fetch_add(1, Ordering::Release);
+                return;
+            }
             (Kind::BroadcastResult, Mode::Broadcast) if own => {
                 if !payload.w {
                     self.counters.results.incr(1);
