@@ -17,8 +17,10 @@ use std::time::Duration;
 
 use channels_core::{LayerError, lock};
 use deadpool_redis::{Pool, PoolError, Runtime, TimeoutType};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, ErrorKind, ServerErrorKind};
+use redis::aio::{
+    AsyncPushSender, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::{AsyncConnectionConfig, ErrorKind, ProtocolVersion, ServerErrorKind};
 
 use crate::config::RedisConfig;
 use crate::error::backend;
@@ -183,6 +185,53 @@ impl Shard {
         Ok(slot.get_or_insert(manager).clone())
     }
 
+    /// A new connection of its own that speaks RESP3 and has `CLIENT
+    /// TRACKING ON`: Redis tells it, through `pushes`, of every change to a
+    /// key it has read (server-assisted client-side caching). Not kept here
+    /// and not reconnected: when it drops, `pushes` gets a disconnection
+    /// and the caller opens another. `Ok(None)` when the server refuses
+    /// (older than Redis 6, no `HELLO`, or tracking not allowed), logged.
+    pub(crate) async fn tracking(
+        &self,
+        operation: &'static str,
+        pushes: impl AsyncPushSender,
+    ) -> Result<Option<MultiplexedConnection>, LayerError> {
+        let client = self.client(operation).await?;
+        let info = client.get_connection_info().clone();
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(resp3))
+            .map_err(|e| backend(operation, &self.label, e))?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.command_timeout))
+            .set_push_sender(pushes);
+        let opened = async {
+            let mut connection = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            redis::cmd("CLIENT")
+                .arg("TRACKING")
+                .arg("ON")
+                .exec_async(&mut connection)
+                .await?;
+            Ok(connection)
+        };
+        match opened.await {
+            Ok(connection) => Ok(Some(connection)),
+            Err(e) if tracking_refused(&e) => {
+                tracing::warn!(
+                    "Redis {} refuses client tracking ({e}); group sends read every group from Redis",
+                    self.label
+                );
+                Ok(None)
+            }
+            Err(e) => Err(self.error(operation, e)),
+        }
+    }
+
     /// One PING on the shared command connection: whether the server answers.
     pub(crate) async fn ping(&self, operation: &'static str) -> Result<(), LayerError> {
         let mut connection = self.commands(operation).await?;
@@ -259,6 +308,17 @@ fn master_may_have_moved(error: &redis::RedisError) -> bool {
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || error.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+}
+
+/// Whether `error`, opening a tracking connection, means the server will
+/// not track (no RESP3, an unknown or forbidden command) rather than that it
+/// is unreachable.
+fn tracking_refused(error: &redis::RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::RESP3NotSupported
+            | ErrorKind::Server(ServerErrorKind::ResponseError | ServerErrorKind::NoPerm)
+    )
 }
 
 #[cfg(test)]

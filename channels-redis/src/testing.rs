@@ -58,6 +58,30 @@ pub async fn connect(url: &str) -> redis::RedisResult<redis::aio::MultiplexedCon
         .await
 }
 
+/// The connections to the Redis at `url` that have client tracking on
+/// (`CLIENT LIST` flag `t`), one `CLIENT LIST` line each (`user=…`,
+/// `laddr=…` tell them apart): those of layers caching group members.
+///
+/// # Errors
+/// When nothing answers at `url`.
+pub async fn tracking_clients(url: &str) -> redis::RedisResult<Vec<String>> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut connect(url).await?)
+        .await?;
+    Ok(list
+        .lines()
+        .filter(|line| {
+            line.split(' ').any(|field| {
+                field
+                    .strip_prefix("flags=")
+                    .is_some_and(|flags| flags.contains('t'))
+            })
+        })
+        .map(str::to_owned)
+        .collect())
+}
+
 /// Returns a key prefix no other test in this process uses (`t<pid>_<n>_`).
 pub fn unique_prefix() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -253,6 +277,11 @@ impl RedisServer {
             .tls_port
             .expect("tls_url needs a server made by RedisServer::start_tls");
         format!("rediss://127.0.0.1:{port}")
+    }
+
+    /// The TLS port of a server made by [`RedisServer::start_tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.
