@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use channels_core::{ChannelLayer, LayerError, Message};
-use channels_redis::testing::{RedisServer, TestCertificates, unique_prefix};
+use channels_redis::testing::{RedisServer, TestCertificates, tracking_clients, unique_prefix};
 use channels_redis::{
     BackendError, RedisChannelLayer, RedisConfig, RedisHost, RedisPubSubChannelLayer,
 };
@@ -75,6 +75,17 @@ async fn core_round_trips(layer: &RedisChannelLayer) {
         .unwrap();
     let got = timeout(WAIT, inbox.recv()).await.unwrap().unwrap();
     assert_eq!(got.message_type(), Some("room.message"));
+    // The group was read on a tracking connection over TLS (RESP3 kept the
+    // CA): its member cache is in use.
+    let (_, server) = tls_server();
+    let tls_port = format!("laddr=127.0.0.1:{}", server.tls_port().unwrap());
+    let tracking = tracking_clients(&server.url()).await.unwrap();
+    assert!(
+        tracking
+            .iter()
+            .any(|line| line.split(' ').any(|field| field == tls_port)),
+        "no tracking connection over TLS: {tracking:?}"
+    );
     layer
         .send(inbox.channel(), Message::new("direct"))
         .await

@@ -1,10 +1,12 @@
 //! Group delivery (`group_send`, WIRE.md §2.6) and writing memberships.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use channels_core::{LayerError, Message, non_local_name};
 use futures_util::future::join_all;
 
+use super::group_cache::GroupCache;
 use super::settings::{Settings, Shards, now_secs, prune_before};
 use super::shared_reads::SharedReads;
 use crate::wire::Route;
@@ -29,11 +31,16 @@ struct KeyMembers {
 }
 
 /// Concurrent reads of one group, shared (see [`SharedReads`]).
-pub(crate) type GroupReads = SharedReads<GroupMembers, redis::RedisError>;
+pub(crate) type GroupReads = SharedReads<Arc<GroupMembers>, redis::RedisError>;
+
+/// The members of the groups sent to, kept while Redis vouches for them
+/// (see [`GroupCache`]).
+pub(crate) type GroupMembersCache = GroupCache<GroupMembers>;
 
 /// Sends `message` to every member of `group`: prunes and reads the group on
 /// its shard (a read shared with the other sends to the group that are
-/// waiting for one, never one begun before this send), then adds one member
+/// waiting for one, never one begun before this send; its members come from
+/// the cache when Redis vouches they did not change), then adds one member
 /// per channel key (listing that key's channels, serialized once), one MULTI
 /// per shard, all shards at once. Full keys are skipped, logged and returned
 /// as a count, as channels_redis does (its group_send never raises
@@ -42,13 +49,19 @@ pub(crate) async fn group_send(
     settings: &Settings,
     shards: &Shards,
     reads: &GroupReads,
+    cache: &GroupMembersCache,
     group: &str,
     message: &Message,
 ) -> Result<usize, LayerError> {
-    let shard = shards.get(shards.index_for_group(group));
-    let connection = shard.commands("group_send").await?;
+    let index = shards.index_for_group(group);
+    let shard = shards.get(index);
+    let reader = cache.reader(index, shard, "group_send").await?;
+    let key = settings.group_key(group);
     let members = reads
-        .read(group, || read_members(settings, shards, group, connection))
+        .read(group, || {
+            let prune = prune_before(now_secs(), settings.layer.group_expiry);
+            reader.members(&key, prune, |names| bucket(settings, shards, names))
+        })
         .await
         .map_err(|e| shard.error("group_send", e))?;
     if members.count == 0 {
@@ -93,29 +106,10 @@ pub(crate) async fn group_send(
     Ok(over_capacity)
 }
 
-/// Prunes expired members of `group` and reads the rest, bucketed by the
-/// channel key each lives under (members are bucketed by the part of their
-/// name the key is made of, so one key string is built per bucket).
-async fn read_members(
-    settings: &Settings,
-    shards: &Shards,
-    group: &str,
-    mut connection: redis::aio::ConnectionManager,
-) -> redis::RedisResult<GroupMembers> {
-    let key = settings.group_key(group);
-    let (members,): (Vec<String>,) = redis::pipe()
-        .atomic()
-        .cmd("ZREMRANGEBYSCORE")
-        .arg(&key)
-        .arg(0)
-        .arg(prune_before(now_secs(), settings.layer.group_expiry))
-        .ignore()
-        .cmd("ZRANGE")
-        .arg(&key)
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut connection)
-        .await?;
+/// A group's member names bucketed by the channel key each lives under
+/// (members are bucketed by the part of their name the key is made of, so
+/// one key string is built per bucket), per shard.
+fn bucket(settings: &Settings, shards: &Shards, members: Vec<String>) -> GroupMembers {
     let count = members.len();
     let mut keys: Vec<KeyMembers> = Vec::new();
     let mut index_of: HashMap<String, usize, foldhash::fast::RandomState> = HashMap::default();
@@ -140,7 +134,7 @@ async fn read_members(
             None => per_shard.push((index, vec![key])),
         }
     }
-    Ok(GroupMembers { count, per_shard })
+    GroupMembers { count, per_shard }
 }
 
 /// One channel key's copy of a group message.

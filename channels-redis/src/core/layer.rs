@@ -14,7 +14,7 @@ use channels_core::{
 };
 use futures_util::future::join_all;
 
-use super::groups::{GroupReads, add_membership, group_send};
+use super::groups::{GroupMembersCache, GroupReads, add_membership, group_send};
 use super::history::RedisHistory;
 use super::local::LocalChannels;
 use super::memberships::Memberships;
@@ -71,6 +71,8 @@ pub struct RedisChannelLayer {
     memberships: Arc<Memberships>,
     /// Group reads shared by concurrent `group_send`s to one group.
     group_reads: GroupReads,
+    /// Group members kept between sends while Redis vouches for them.
+    group_cache: GroupMembersCache,
     history: Arc<RedisHistory>,
     /// One receive loop per process-local key (normally exactly one).
     loops: Mutex<HashMap<String, LoopHandle>>,
@@ -140,6 +142,7 @@ impl RedisChannelLayer {
             )),
             memberships: Arc::new(Memberships::new(settings.layer.group_expiry)),
             group_reads: GroupReads::new(),
+            group_cache: GroupMembersCache::new(shards.len()),
             history: Arc::new(RedisHistory::new(
                 settings.clone(),
                 shards.clone(),
@@ -322,6 +325,7 @@ impl ChannelLayer for RedisChannelLayer {
             &self.settings,
             &self.shards,
             &self.group_reads,
+            &self.group_cache,
             group,
             &message,
         )
@@ -361,6 +365,7 @@ impl ChannelLayer for RedisChannelLayer {
         self.local.close();
         self.local.recover();
         self.memberships.set_restored(true);
+        self.group_cache.reset();
         self.shards.reset();
         Ok(())
     }

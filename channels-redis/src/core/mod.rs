@@ -7,9 +7,11 @@
 //! `plain.rs` (named channels, popped on demand), `groups.rs` (group sends
 //! and membership writes), `memberships.rs` (what to write again after an
 //! outage, and the gate holding group sends until then), `shared_reads.rs`
-//! (concurrent group sends share one read of the group), `history.rs` (group
+//! (concurrent group sends share one read of the group), `group_cache.rs`
+//! (group members kept while Redis's client tracking vouches for them), `history.rs` (group
 //! histories: the history channel moved into a numbered log by one script).
 
+mod group_cache;
 mod groups;
 mod history;
 mod layer;

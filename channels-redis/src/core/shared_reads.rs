@@ -42,12 +42,12 @@ struct State<T, E> {
     /// Whether read number `issued` is under way.
     in_flight: bool,
     /// The newest finished read: its number and what it returned.
-    latest: Option<(u64, Result<Arc<T>, E>)>,
+    latest: Option<(u64, Result<T, E>)>,
     /// Callers using this entry; it is removed at zero.
     users: usize,
 }
 
-impl<T, E: Clone> SharedReads<T, E> {
+impl<T: Clone, E: Clone> SharedReads<T, E> {
     pub(crate) fn new() -> Self {
         Self {
             keys: Mutex::new(HashMap::default()),
@@ -57,7 +57,7 @@ impl<T, E: Clone> SharedReads<T, E> {
     /// The result of a read of `key` issued after this call began: `read`
     /// itself when no read of `key` is under way (or when the one this caller
     /// waited for was cancelled), otherwise the next read, shared.
-    pub(crate) async fn read<F, Fut>(&self, key: &str, read: F) -> Result<Arc<T>, E>
+    pub(crate) async fn read<F, Fut>(&self, key: &str, read: F) -> Result<T, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -91,7 +91,7 @@ impl<T, E: Clone> SharedReads<T, E> {
                     number,
                     landed: false,
                 };
-                let result = read().await.map(Arc::new);
+                let result = read().await;
                 flight.land(result.clone());
                 return result;
             }
@@ -157,7 +157,7 @@ struct Flight<'a, T, E> {
 }
 
 impl<T, E> Flight<'_, T, E> {
-    fn land(mut self, result: Result<Arc<T>, E>) {
+    fn land(mut self, result: Result<T, E>) {
         let mut state = lock(&self.entry.state);
         state.latest = Some((self.number, result));
         state.in_flight = false;
@@ -215,7 +215,7 @@ mod tests {
         reads: &Arc<Reads>,
         key: &'static str,
         release: Option<oneshot::Receiver<()>>,
-    ) -> JoinHandle<Result<Arc<u64>, String>> {
+    ) -> JoinHandle<Result<u64, String>> {
         let started = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn({
             let reads = reads.clone();
@@ -243,7 +243,7 @@ mod tests {
         reads: &Arc<Reads>,
         key: &'static str,
         result: Result<u64, String>,
-    ) -> JoinHandle<Result<Arc<u64>, String>> {
+    ) -> JoinHandle<Result<u64, String>> {
         let reads = reads.clone();
         tokio::spawn(async move { reads.read(key, || async { result }).await })
     }
@@ -252,7 +252,7 @@ mod tests {
     async fn a_lone_read_runs_at_once_and_its_entry_goes() {
         let reads = Reads::new();
         let value = reads.read("g", || async { Ok(7) }).await;
-        assert_eq!(value.as_deref(), Ok(&7));
+        assert_eq!(value, Ok(7));
         assert_eq!(reads.len(), 0);
     }
 
@@ -279,11 +279,11 @@ mod tests {
             .collect();
         until_users(&reads, "g", 6).await;
         release.send(()).expect("first read waiting");
-        assert_eq!(first.await.expect("joined").as_deref(), Ok(&1));
+        assert_eq!(first.await.expect("joined"), Ok(1));
         for caller in later {
             // Every later caller got read 2: issued after they were called,
             // and only one for all five.
-            assert_eq!(caller.await.expect("joined").as_deref(), Ok(&2));
+            assert_eq!(caller.await.expect("joined"), Ok(2));
         }
         assert_eq!(issued.load(Ordering::SeqCst), 2);
         assert_eq!(reads.len(), 0);
@@ -298,7 +298,7 @@ mod tests {
         let third = quick_read(&reads, "g", Err("down too".to_owned()));
         until_users(&reads, "g", 3).await;
         release.send(()).expect("first read waiting");
-        assert_eq!(first.await.expect("joined").as_deref(), Ok(&1));
+        assert_eq!(first.await.expect("joined"), Ok(1));
         let second = second.await.expect("joined");
         let third = third.await.expect("joined");
         // One of the two issued the shared read; both got its error.
@@ -316,7 +316,7 @@ mod tests {
             .await
             .expect("the waiting caller was not stranded")
             .expect("joined");
-        assert_eq!(second.as_deref(), Ok(&2));
+        assert_eq!(second, Ok(2));
         assert_eq!(reads.len(), 0);
     }
 
@@ -328,7 +328,7 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(5), reads.read("b", || async { Ok(2) }))
                 .await
                 .expect("another key's read is not held up");
-        assert_eq!(other.as_deref(), Ok(&2));
+        assert_eq!(other, Ok(2));
         stuck.abort();
     }
 }

@@ -1,0 +1,413 @@
+//! [`GroupCache`]: the members of the groups this process sends to, kept
+//! between sends for as long as Redis vouches that they did not change
+//! (Redis's server-assisted client-side caching, `CLIENT TRACKING`).
+//!
+//! Each shard gets one more connection, RESP3 with tracking on; groups are
+//! read on it, so Redis remembers that this connection read each group key
+//! and pushes an invalidation on it when anyone (this process, another one,
+//! Python) changes the key, before its own reply to that change. redis-rs
+//! hands pushes to the sink in the order they arrive, before any later
+//! reply completes, and the sink drops the group from the cache at once.
+//!
+//! So a send is still exact without reading the whole group: it issues the
+//! prune it needs anyway (`ZREMRANGEBYSCORE`, with a `ZCARD`) on that
+//! connection after it was called, and when the reply arrives every change
+//! completed before the send began has had its invalidation applied. The
+//! cached members are used only if they are still cached then, the prune
+//! removed nothing (Redis may tell the tracking connection of its own change
+//! only after the reply: Redis 7.0 tells it before, later versions defer it)
+//! and the group has as many members as cached (a key that expired under
+//! the prune, likewise). Else the
+//! group is read as before and stored, unless an invalidation or a closed
+//! link came in while it was read.
+//!
+//! A link that fails or drops is closed and the cache emptied; the next send
+//! opens another. A server that refuses tracking is read every time on the
+//! command connection, as without this cache. At most [`CACHED_NAMES`]
+//! member names per shard are kept.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use channels_core::{LayerError, lock};
+use foldhash::fast::RandomState;
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::{PushInfo, PushKind, Value};
+
+use crate::connection::Shard;
+
+/// Most member names cached per shard; groups beyond it are evicted.
+pub(crate) const CACHED_NAMES: usize = 200_000;
+
+/// Per shard: the tracking link and the groups it vouches for. `T` is what
+/// a group's member names are turned into for sending.
+#[derive(Debug)]
+pub(crate) struct GroupCache<T> {
+    shards: Box<[Arc<Tracked<T>>]>,
+    /// Held while a shard's link is opened, so concurrent sends open one.
+    opening: Box<[tokio::sync::Mutex<()>]>,
+}
+
+/// One shard's link and cache.
+#[derive(Debug)]
+struct Tracked<T> {
+    state: Mutex<State<T>>,
+}
+
+#[derive(Debug)]
+struct State<T> {
+    link: Link,
+    /// How many links were opened; numbers them, so that a late push from
+    /// a closed link cannot close the next one.
+    opened: u64,
+    /// By group key.
+    groups: HashMap<String, Cached<T>, RandomState>,
+    /// Member names in `groups`.
+    names: usize,
+    /// Bumped by every invalidation and close: a read during which it
+    /// changed is not stored.
+    changes: u64,
+}
+
+#[derive(Debug)]
+enum Link {
+    Closed,
+    Open {
+        connection: MultiplexedConnection,
+        number: u64,
+    },
+    /// The server refuses tracking: read on the command connection.
+    Refused,
+}
+
+#[derive(Debug)]
+struct Cached<T> {
+    members: Arc<T>,
+    names: usize,
+}
+
+/// How one group read goes: through a shard's tracking link, or every
+/// time from Redis on the command connection.
+pub(crate) enum Reader<T> {
+    /// Through the tracking link, using the cache.
+    Tracked(TrackedReader<T>),
+    /// On the command connection, no cache (tracking refused).
+    Plain(ConnectionManager),
+}
+
+/// A shard's link as a send finds it.
+enum Now<T> {
+    Open(TrackedReader<T>),
+    Refused,
+    /// Closed, after this many links were opened (or tried).
+    Closed(u64),
+}
+
+/// A shard's tracking link, lent to one read.
+pub(crate) struct TrackedReader<T> {
+    tracked: Arc<Tracked<T>>,
+    connection: MultiplexedConnection,
+    number: u64,
+}
+
+impl<T: Send + Sync + 'static> GroupCache<T> {
+    /// An empty cache for `shards` shards; links open on first use.
+    pub(crate) fn new(shards: usize) -> Self {
+        Self {
+            shards: (0..shards)
+                .map(|_| {
+                    Arc::new(Tracked {
+                        state: Mutex::new(State {
+                            link: Link::Closed,
+                            opened: 0,
+                            groups: HashMap::default(),
+                            names: 0,
+                            changes: 0,
+                        }),
+                    })
+                })
+                .collect(),
+            opening: (0..shards).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+
+    /// How to read a group on shard `index` (`shard`): its tracking link,
+    /// opened now if closed, or the command connection where the server
+    /// refuses tracking.
+    pub(crate) async fn reader(
+        &self,
+        index: usize,
+        shard: &Shard,
+        operation: &'static str,
+    ) -> Result<Reader<T>, LayerError> {
+        let tracked = &self.shards[index];
+        let plain = async { Ok(Reader::Plain(shard.commands(operation).await?)) };
+        let tried = match tracked.link() {
+            Now::Open(reader) => return Ok(Reader::Tracked(reader)),
+            Now::Refused => return plain.await,
+            Now::Closed(tried) => tried,
+        };
+        let _opening = self.opening[index].lock().await;
+        let number = match tracked.link() {
+            Now::Open(reader) => return Ok(Reader::Tracked(reader)),
+            // Another send failed to open it meanwhile: one wait for a
+            // connect is enough; the command connection has its own.
+            Now::Refused => return plain.await,
+            Now::Closed(now) if now != tried => return plain.await,
+            Now::Closed(now) => now + 1,
+        };
+        let sink = Arc::downgrade(tracked);
+        let pushes = move |push: PushInfo| {
+            if let Some(tracked) = Weak::upgrade(&sink) {
+                tracked.pushed(number, &push);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        };
+        let opened = shard.tracking(operation, pushes).await;
+        let connection = {
+            let mut state = lock(&tracked.state);
+            state.opened = number;
+            match opened {
+                Ok(Some(connection)) => {
+                    state.link = Link::Open {
+                        connection: connection.clone(),
+                        number,
+                    };
+                    Ok(Some(connection))
+                }
+                Ok(None) => {
+                    state.link = Link::Refused;
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match connection? {
+            Some(connection) => Ok(Reader::Tracked(TrackedReader {
+                tracked: tracked.clone(),
+                connection,
+                number,
+            })),
+            None => plain.await,
+        }
+    }
+
+    /// Forgets every group and closes the links (`close()`).
+    pub(crate) fn reset(&self) {
+        for tracked in &self.shards {
+            lock(&tracked.state).close();
+        }
+    }
+}
+
+impl<T> Tracked<T> {
+    /// The link as it stands, with a reader on it if open.
+    fn link(self: &Arc<Self>) -> Now<T> {
+        let state = lock(&self.state);
+        match &state.link {
+            Link::Open { connection, number } => Now::Open(TrackedReader {
+                tracked: self.clone(),
+                connection: connection.clone(),
+                number: *number,
+            }),
+            Link::Refused => Now::Refused,
+            Link::Closed => Now::Closed(state.opened),
+        }
+    }
+
+    /// A push from link `number`: an invalidation drops the groups it names
+    /// (all of them for a flush), a disconnection closes the link.
+    fn pushed(&self, number: u64, push: &PushInfo) {
+        let mut state = lock(&self.state);
+        match push.kind {
+            PushKind::Invalidate => {
+                state.changes += 1;
+                match push.data.first() {
+                    Some(Value::Array(keys)) => {
+                        for key in keys {
+                            match key {
+                                Value::BulkString(key) => {
+                                    if let Ok(key) = std::str::from_utf8(key) {
+                                        state.forget(key);
+                                    }
+                                }
+                                _ => state.clear(),
+                            }
+                        }
+                    }
+                    // `FLUSHALL`, `FLUSHDB`, or a shape not known: everything.
+                    _ => state.clear(),
+                }
+            }
+            PushKind::Disconnection => {
+                if matches!(state.link, Link::Open { number: open, .. } if open == number) {
+                    state.close();
+                } else {
+                    state.changes += 1;
+                    state.clear();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl<T> State<T> {
+    fn forget(&mut self, key: &str) {
+        if let Some(cached) = self.groups.remove(key) {
+            self.names -= cached.names;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.groups.clear();
+        self.names = 0;
+    }
+
+    /// Closes the link (the next read opens another) and forgets everything
+    /// it vouched for.
+    fn close(&mut self) {
+        self.link = Link::Closed;
+        self.changes += 1;
+        self.clear();
+    }
+}
+
+impl<T> TrackedReader<T> {
+    /// Reads `key`'s members (pruning those scored before `prune`): the
+    /// cached ones if Redis still vouches for them, else read now and
+    /// turned into `T` by `shape`. Any error closes the link.
+    pub(crate) async fn members(
+        mut self,
+        key: &str,
+        prune: i64,
+        shape: impl FnOnce(Vec<String>) -> T,
+    ) -> redis::RedisResult<Arc<T>> {
+        let result = self.read(key, prune, shape).await;
+        if result.is_err() {
+            self.close();
+        }
+        result
+    }
+
+    async fn read(
+        &mut self,
+        key: &str,
+        prune: i64,
+        shape: impl FnOnce(Vec<String>) -> T,
+    ) -> redis::RedisResult<Arc<T>> {
+        if let Some((members, names)) = self.cached(key) {
+            // The barrier: its reply comes after every invalidation of a
+            // change completed before this read began.
+            let (pruned, left): (usize, usize) = redis::pipe()
+                .atomic()
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(key)
+                .arg(0)
+                .arg(prune)
+                .cmd("ZCARD")
+                .arg(key)
+                .query_async(&mut self.connection)
+                .await?;
+            if pruned == 0 && left == names && self.still_cached(key, &members) {
+                return Ok(members);
+            }
+        }
+        let changes = lock(&self.tracked.state).changes;
+        let names = prune_and_read(&mut self.connection, key, prune).await?;
+        let count = names.len();
+        let members = Arc::new(shape(names));
+        self.store(key, &members, count, changes);
+        Ok(members)
+    }
+
+    fn cached(&self, key: &str) -> Option<(Arc<T>, usize)> {
+        let state = lock(&self.tracked.state);
+        state
+            .groups
+            .get(key)
+            .map(|cached| (cached.members.clone(), cached.names))
+    }
+
+    fn still_cached(&self, key: &str, members: &Arc<T>) -> bool {
+        let state = lock(&self.tracked.state);
+        state
+            .groups
+            .get(key)
+            .is_some_and(|cached| Arc::ptr_eq(&cached.members, members))
+    }
+
+    /// Caches `members` unless the cache changed since `changes` was read
+    /// (an invalidation may have been for them) or they are too many.
+    fn store(&self, key: &str, members: &Arc<T>, names: usize, changes: u64) {
+        let mut state = lock(&self.tracked.state);
+        if state.changes != changes || names > CACHED_NAMES {
+            return;
+        }
+        state.forget(key);
+        while state.names + names > CACHED_NAMES {
+            let Some(evicted) = state.groups.keys().next().cloned() else {
+                break;
+            };
+            state.forget(&evicted);
+        }
+        state.names += names;
+        state.groups.insert(
+            key.to_owned(),
+            Cached {
+                members: members.clone(),
+                names,
+            },
+        );
+    }
+
+    /// Closes this link after an error on it, unless it was replaced.
+    fn close(&self) {
+        let mut state = lock(&self.tracked.state);
+        if matches!(state.link, Link::Open { number, .. } if number == self.number) {
+            state.close();
+        }
+    }
+}
+
+impl<T> Reader<T> {
+    /// `key`'s members, pruned of those scored before `prune` and turned
+    /// into `T` by `shape`: cached where the link vouches for them.
+    pub(crate) async fn members(
+        self,
+        key: &str,
+        prune: i64,
+        shape: impl FnOnce(Vec<String>) -> T,
+    ) -> redis::RedisResult<Arc<T>> {
+        match self {
+            Self::Tracked(reader) => reader.members(key, prune, shape).await,
+            Self::Plain(mut connection) => {
+                let names = prune_and_read(&mut connection, key, prune).await?;
+                Ok(Arc::new(shape(names)))
+            }
+        }
+    }
+}
+
+/// Prunes members of `key` scored before `prune` and reads the rest, in one
+/// MULTI.
+async fn prune_and_read(
+    connection: &mut impl ConnectionLike,
+    key: &str,
+    prune: i64,
+) -> redis::RedisResult<Vec<String>> {
+    let (members,): (Vec<String>,) = redis::pipe()
+        .atomic()
+        .cmd("ZREMRANGEBYSCORE")
+        .arg(key)
+        .arg(0)
+        .arg(prune)
+        .ignore()
+        .cmd("ZRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query_async(connection)
+        .await?;
+    Ok(members)
+}
