@@ -206,6 +206,123 @@ async fn a_change_just_after_a_read_is_not_cached_over() {
     reaches(&sender, "room", &new_inbox, 1).await;
 }
 
+/// One group read is at most this many names; bigger ones come in pages.
+const PAGE: usize = 10_000;
+
+/// Adds members `numbers` to `group` straight in Redis, channels of a
+/// process that never reads (its key just fills), scored `score`.
+async fn add_bulk_members(
+    url: &str,
+    prefix: &str,
+    group: &str,
+    numbers: std::ops::Range<usize>,
+    score: i64,
+) {
+    let mut connection = raw(url).await;
+    let mut zadd = redis::cmd("ZADD");
+    zadd.arg(format!("{prefix}:group:{group}"));
+    for n in numbers {
+        zadd.arg(score).arg(format!("specific.bulk!{n:06}"));
+    }
+    zadd.exec_async(&mut connection).await.unwrap();
+}
+
+/// Redis's clock, whole seconds.
+async fn redis_now(url: &str) -> i64 {
+    redis_seconds(&mut raw(url).await).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_several_pages_reaches_its_first_and_last_members_and_those_between() {
+    let url = support::shared_server().url();
+    let shared = config();
+    let prefix = shared.prefix_str().to_owned();
+    let sender = RedisChannelLayer::new(shared.clone()).unwrap();
+    let members = RedisChannelLayer::new(shared).unwrap();
+    // The group in score order: the first member, a page less one of
+    // others, one at the start of the second page, half a page of others,
+    // the last member.
+    let now = redis_now(&url).await;
+    let key = format!("{prefix}:group:room");
+    let mut connection = raw(&url).await;
+    let mut real = Vec::new();
+    for (score, bulk) in [(now - 120, 0..PAGE - 1), (now - 90, PAGE..PAGE * 3 / 2)] {
+        let channel = members.new_channel("specific").await.unwrap();
+        real.push(members.open(&channel).await.unwrap());
+        redis::cmd("ZADD")
+            .arg(&key)
+            .arg(score)
+            .arg(&channel)
+            .exec_async(&mut connection)
+            .await
+            .unwrap();
+        add_bulk_members(&url, &prefix, "room", bulk, score + 1).await;
+    }
+    let last = members.new_channel("specific").await.unwrap();
+    let last_inbox = members.open(&last).await.unwrap();
+    members.group_add("room", &last).await.unwrap();
+    real.push(last_inbox);
+    for marker in 0..2 {
+        // The second send uses what the first read, kept.
+        sender
+            .group_send("room", Message::new("marker").with("n", marker))
+            .await
+            .unwrap();
+        for (i, inbox) in real.iter().enumerate() {
+            let message = next(inbox, &format!("member {i} of 3, marker {marker}")).await;
+            assert_eq!(message.get("n"), Some(&Value::from(marker)));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_moved_between_two_pages_is_not_skipped() {
+    // Exactly one page of members sorts before the watched one, so it is the
+    // first of the second page; one of those leaves between the pages (the
+    // sender's replies are held back by a proxy; MONITOR shows when the
+    // first page was read), which moves the watched member into the first
+    // page, already read. Only a read that notices the change gets it.
+    let server = support::shared_server();
+    let url = server.url();
+    let proxy = slow_replies(server.port(), Duration::from_millis(100)).await;
+    let prefix = unique_prefix();
+    let slow = RedisConfig::new()
+        .host(format!("redis://127.0.0.1:{proxy}"))
+        .prefix(&prefix);
+    let sender = Arc::new(RedisChannelLayer::new(slow).unwrap());
+    let members =
+        RedisChannelLayer::new(RedisConfig::new().host(url.clone()).prefix(&prefix)).unwrap();
+    add_bulk_members(&url, &prefix, "room", 0..PAGE, redis_now(&url).await - 60).await;
+    let watched = members.new_channel("specific").await.unwrap();
+    let inbox = members.open(&watched).await.unwrap();
+    members.group_add("room", &watched).await.unwrap();
+
+    let mut monitor = Monitor::start(server.port()).await;
+    let send = tokio::spawn({
+        let sender = sender.clone();
+        async move {
+            sender
+                .group_send("room", Message::new("marker").with("n", 1))
+                .await
+        }
+    });
+    monitor
+        .until(&format!(
+            "\"ZRANGE\" \"{prefix}:group:room\" \"0\" \"{}\"",
+            PAGE - 1
+        ))
+        .await;
+    redis::cmd("ZREM")
+        .arg(format!("{prefix}:group:room"))
+        .arg("specific.bulk!000000")
+        .exec_async(&mut raw(&url).await)
+        .await
+        .unwrap();
+    send.await.unwrap().unwrap();
+    let message = next(&inbox, "the watched member").await;
+    assert_eq!(message.get("n"), Some(&Value::from(1)));
+}
+
 /// A `MONITOR` connection: every command Redis runs, as it runs it.
 struct Monitor {
     lines: tokio::io::Lines<BufReader<TcpStream>>,

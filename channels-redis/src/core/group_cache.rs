@@ -39,6 +39,22 @@ use crate::connection::Shard;
 /// Most member names cached per shard; groups beyond it are evicted.
 pub(crate) const CACHED_NAMES: usize = 200_000;
 
+/// Most member names a tracking link reads in one reply: a bigger group is
+/// read a page at a time, so neither a reply nor the read buffer the
+/// connection keeps after it holds a whole big group.
+const PAGE: usize = 10_000;
+
+/// Turns a group's member names, read a page at a time, into what a send
+/// uses (and the cache keeps): `T`.
+pub(crate) trait Collect<T> {
+    /// Takes the next names, in the group's order.
+    fn add(&mut self, names: Vec<String>);
+    /// How many names were added.
+    fn count(&self) -> usize;
+    /// What the names make.
+    fn finish(self) -> T;
+}
+
 /// Per shard: the tracking link and the groups it vouches for. `T` is what
 /// a group's member names are turned into for sending.
 #[derive(Debug)]
@@ -275,26 +291,26 @@ impl<T> State<T> {
 
 impl<T> TrackedReader<T> {
     /// Reads `key`'s members (pruning those scored before `prune`): the
-    /// cached ones if Redis still vouches for them, else read now and
-    /// turned into `T` by `shape`. Any error closes the link.
-    pub(crate) async fn members(
+    /// cached ones if Redis still vouches for them, else read now into a
+    /// collector from `collect`. Any error closes the link.
+    pub(crate) async fn members<C: Collect<T>>(
         mut self,
         key: &str,
         prune: i64,
-        shape: impl FnOnce(Vec<String>) -> T,
+        collect: impl Fn() -> C,
     ) -> redis::RedisResult<Arc<T>> {
-        let result = self.read(key, prune, shape).await;
+        let result = self.read(key, prune, collect).await;
         if result.is_err() {
             self.close();
         }
         result
     }
 
-    async fn read(
+    async fn read<C: Collect<T>>(
         &mut self,
         key: &str,
         prune: i64,
-        shape: impl FnOnce(Vec<String>) -> T,
+        collect: impl Fn() -> C,
     ) -> redis::RedisResult<Arc<T>> {
         if let Some((members, names)) = self.cached(key) {
             // The barrier: its reply comes after every invalidation of a
@@ -314,9 +330,29 @@ impl<T> TrackedReader<T> {
             }
         }
         let changes = lock(&self.tracked.state).changes;
-        let names = prune_and_read(&mut self.connection, key, prune).await?;
-        let count = names.len();
-        let members = Arc::new(shape(names));
+        let mut collected = collect();
+        let mut page = prune_and_read(&mut self.connection, key, prune, PAGE).await?;
+        let paged = page.len() == PAGE;
+        while page.len() == PAGE {
+            collected.add(page);
+            let start = collected.count();
+            page = redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(start)
+                .arg(start + PAGE - 1)
+                .query_async(&mut self.connection)
+                .await?;
+        }
+        collected.add(page);
+        if paged && lock(&self.tracked.state).changes != changes {
+            // Something changed between the pages (the group, or another
+            // on this shard): they may not agree. Read it whole instead.
+            let mut whole = collect();
+            whole.add(prune_and_read(&mut self.connection, key, prune, 0).await?);
+            return Ok(Arc::new(whole.finish()));
+        }
+        let count = collected.count();
+        let members = Arc::new(collected.finish());
         self.store(key, &members, count, changes);
         Ok(members)
     }
@@ -371,31 +407,36 @@ impl<T> TrackedReader<T> {
 }
 
 impl<T> Reader<T> {
-    /// `key`'s members, pruned of those scored before `prune` and turned
-    /// into `T` by `shape`: cached where the link vouches for them.
-    pub(crate) async fn members(
+    /// `key`'s members, pruned of those scored before `prune` and collected
+    /// by a collector from `collect`: cached where the link vouches for them.
+    pub(crate) async fn members<C: Collect<T>>(
         self,
         key: &str,
         prune: i64,
-        shape: impl FnOnce(Vec<String>) -> T,
+        collect: impl Fn() -> C,
     ) -> redis::RedisResult<Arc<T>> {
         match self {
-            Self::Tracked(reader) => reader.members(key, prune, shape).await,
+            Self::Tracked(reader) => reader.members(key, prune, collect).await,
             Self::Plain(mut connection) => {
-                let names = prune_and_read(&mut connection, key, prune).await?;
-                Ok(Arc::new(shape(names)))
+                // Without tracking nothing would tell of a change between
+                // pages: the group is read whole, in one MULTI.
+                let mut collected = collect();
+                collected.add(prune_and_read(&mut connection, key, prune, 0).await?);
+                Ok(Arc::new(collected.finish()))
             }
         }
     }
 }
 
-/// Prunes members of `key` scored before `prune` and reads the rest, in one
-/// MULTI.
+/// Prunes members of `key` scored before `prune` and reads the first
+/// `limit` of the rest (all of them for 0), in one MULTI.
 async fn prune_and_read(
     connection: &mut impl ConnectionLike,
     key: &str,
     prune: i64,
+    limit: usize,
 ) -> redis::RedisResult<Vec<String>> {
+    let last = i64::try_from(limit).map_or(-1, |limit| limit - 1);
     let (members,): (Vec<String>,) = redis::pipe()
         .atomic()
         .cmd("ZREMRANGEBYSCORE")
@@ -406,7 +447,7 @@ async fn prune_and_read(
         .cmd("ZRANGE")
         .arg(key)
         .arg(0)
-        .arg(-1)
+        .arg(last)
         .query_async(connection)
         .await?;
     Ok(members)

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use channels_core::{LayerError, Message, non_local_name};
 use futures_util::future::join_all;
 
-use super::group_cache::GroupCache;
+use super::group_cache::{Collect, GroupCache};
 use super::settings::{Settings, Shards, now_secs, prune_before};
 use super::shared_reads::SharedReads;
 use crate::wire::Route;
 
 /// A group's members as `group_send` uses them, read once and shared by the
-/// sends under way at the time ([`GroupReads`]).
+/// sends under way at the time ([`GroupReads`]), and kept for later sends
+/// while Redis vouches for them ([`GroupMembersCache`]).
 #[derive(Debug)]
 pub(crate) struct GroupMembers {
     /// How many channels the group has.
@@ -22,12 +23,41 @@ pub(crate) struct GroupMembers {
 }
 
 /// The members of a group that live under one channel key: one copy of a
-/// group message goes to the key, listing them (WIRE §2.6).
+/// group message goes to the key, listing them (WIRE §2.6). Their names are
+/// kept end to end in one string (a group may be kept between sends, and a
+/// string per name costs about half as much again as the name).
 #[derive(Debug)]
 struct KeyMembers {
     key: String,
-    channels: Vec<String>,
+    /// The channel names, end to end.
+    names: String,
+    /// Where each name in `names` ends.
+    ends: Vec<usize>,
     capacity: usize,
+}
+
+impl KeyMembers {
+    fn new(key: String, capacity: usize) -> Self {
+        Self {
+            key,
+            names: String::new(),
+            ends: Vec::new(),
+            capacity,
+        }
+    }
+
+    fn push(&mut self, channel: &str) {
+        self.names.push_str(channel);
+        self.ends.push(self.names.len());
+    }
+
+    /// The channel names, in the order they were read.
+    fn channels(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(start, end)| &self.names[start..end])
+    }
 }
 
 /// Concurrent reads of one group, shared (see [`SharedReads`]).
@@ -60,7 +90,7 @@ pub(crate) async fn group_send(
     let members = reads
         .read(group, || {
             let prune = prune_before(now_secs(), settings.layer.group_expiry);
-            reader.members(&key, prune, |names| bucket(settings, shards, names))
+            reader.members(&key, prune, || Bucketing::new(settings, shards))
         })
         .await
         .map_err(|e| shard.error("group_send", e))?;
@@ -76,7 +106,7 @@ pub(crate) async fn group_send(
             let shard = shards.get(*shard_index);
             let mut sends = Vec::with_capacity(keys.len());
             for key in keys {
-                let channels: Vec<&str> = key.channels.iter().map(String::as_str).collect();
+                let channels: Vec<&str> = key.channels().collect();
                 let member = settings
                     .serializer
                     .serialize(message, Route::Channels(&channels))?;
@@ -106,35 +136,70 @@ pub(crate) async fn group_send(
     Ok(over_capacity)
 }
 
-/// A group's member names bucketed by the channel key each lives under
-/// (members are bucketed by the part of their name the key is made of, so
-/// one key string is built per bucket), per shard.
-fn bucket(settings: &Settings, shards: &Shards, members: Vec<String>) -> GroupMembers {
-    let count = members.len();
-    let mut keys: Vec<KeyMembers> = Vec::new();
-    let mut index_of: HashMap<String, usize, foldhash::fast::RandomState> = HashMap::default();
-    for member in members {
-        let shared = non_local_name(&member);
-        if let Some(&i) = index_of.get(shared) {
-            keys[i].channels.push(member);
-            continue;
-        }
-        index_of.insert(shared.to_owned(), keys.len());
-        keys.push(KeyMembers {
-            key: settings.channel_key(&member),
-            capacity: settings.layer.capacities.capacity_for(&member),
-            channels: vec![member],
-        });
-    }
-    let mut per_shard: Vec<(usize, Vec<KeyMembers>)> = Vec::new();
-    for key in keys {
-        let index = shards.index_for_local(&key.channels[0]);
-        match per_shard.iter_mut().find(|(i, _)| *i == index) {
-            Some((_, keys)) => keys.push(key),
-            None => per_shard.push((index, vec![key])),
+/// Buckets a group's member names by the channel key each lives under
+/// (by the part of their name the key is made of, so one key string is built
+/// per bucket), per shard: [`GroupMembers`].
+struct Bucketing<'a> {
+    settings: &'a Settings,
+    shards: &'a Shards,
+    count: usize,
+    /// Each key's shard and members.
+    keys: Vec<(usize, KeyMembers)>,
+    index_of: HashMap<String, usize, foldhash::fast::RandomState>,
+}
+
+impl<'a> Bucketing<'a> {
+    fn new(settings: &'a Settings, shards: &'a Shards) -> Self {
+        Self {
+            settings,
+            shards,
+            count: 0,
+            keys: Vec::new(),
+            index_of: HashMap::default(),
         }
     }
-    GroupMembers { count, per_shard }
+}
+
+impl Collect<GroupMembers> for Bucketing<'_> {
+    fn add(&mut self, names: Vec<String>) {
+        self.count += names.len();
+        for member in names {
+            let shared = non_local_name(&member);
+            let i = match self.index_of.get(shared) {
+                Some(&i) => i,
+                None => {
+                    self.index_of.insert(shared.to_owned(), self.keys.len());
+                    let key = KeyMembers::new(
+                        self.settings.channel_key(&member),
+                        self.settings.layer.capacities.capacity_for(&member),
+                    );
+                    self.keys.push((self.shards.index_for_local(&member), key));
+                    self.keys.len() - 1
+                }
+            };
+            self.keys[i].1.push(&member);
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.count
+    }
+
+    fn finish(self) -> GroupMembers {
+        let mut per_shard: Vec<(usize, Vec<KeyMembers>)> = Vec::new();
+        for (index, mut key) in self.keys {
+            key.names.shrink_to_fit();
+            key.ends.shrink_to_fit();
+            match per_shard.iter_mut().find(|(i, _)| *i == index) {
+                Some((_, keys)) => keys.push(key),
+                None => per_shard.push((index, vec![key])),
+            }
+        }
+        GroupMembers {
+            count: self.count,
+            per_shard,
+        }
+    }
 }
 
 /// One channel key's copy of a group message.
