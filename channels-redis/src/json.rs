@@ -30,6 +30,10 @@ pub(crate) fn dump(message: &Message, route: Route<'_>) -> Result<Vec<u8>, Layer
         Route::None => Vec::new(),
         Route::Channel(channel) => vec![Value::from(channel)],
         Route::Channels(channels) => channels.iter().map(|c| Value::from(*c)).collect(),
+        Route::Prefixed { prefix, locals } => locals
+            .iter()
+            .map(|local| Value::from(format!("{prefix}{local}")))
+            .collect(),
     };
     if !matches!(route, Route::None) {
         if !first {

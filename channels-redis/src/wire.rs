@@ -20,6 +20,16 @@ pub enum Route<'a> {
     Channel(&'a str),
     /// The channels sharing one key, written as a list (core `group_send`).
     Channels(&'a [&'a str]),
+    /// The same list, each channel given as `prefix` followed by one of
+    /// `locals` (the process-local channels of one instance share the part
+    /// up to `!`): written byte for byte as [`Route::Channels`] of the
+    /// joined names, without joining them first.
+    Prefixed {
+        /// What every channel starts with.
+        prefix: &'a str,
+        /// The rest of each channel.
+        locals: &'a [&'a str],
+    },
 }
 
 /// A decoded message and the routing key it carried, if any.
@@ -62,6 +72,17 @@ pub fn pack(message: &Message, route: Route<'_>) -> Result<Vec<u8>, LayerError> 
             encode::write_array_len(&mut out, len).map_err(write_error)?;
             for channel in channels {
                 encode::write_str(&mut out, channel).map_err(write_error)?;
+            }
+        }
+        Route::Prefixed { prefix, locals } => {
+            encode::write_str(&mut out, RESERVED_CHANNEL_KEY).map_err(write_error)?;
+            let len = u32::try_from(locals.len()).map_err(write_error)?;
+            encode::write_array_len(&mut out, len).map_err(write_error)?;
+            for local in locals {
+                let len = u32::try_from(prefix.len() + local.len()).map_err(write_error)?;
+                encode::write_str_len(&mut out, len).map_err(write_error)?;
+                out.extend_from_slice(prefix.as_bytes());
+                out.extend_from_slice(local.as_bytes());
             }
         }
     }
@@ -282,6 +303,35 @@ mod tests {
         let unpacked = unpack(&packed).unwrap();
         assert_eq!(unpacked.message, wire_message());
         assert_eq!(unpacked.route, Some(vec!["specific.abc!def".to_owned()]));
+    }
+
+    #[test]
+    fn a_prefixed_route_packs_as_the_list_of_joined_names() {
+        // Short, 31/32 bytes (fixstr/str8 boundary) and long names.
+        let prefix = "specific.0123456789abcdef0123456789abcdef!";
+        let locals = ["", "a", "bcdefghijklmnopqrstuvwxyz", &"x".repeat(300)];
+        let joined: Vec<String> = locals.iter().map(|l| format!("{prefix}{l}")).collect();
+        let joined: Vec<&str> = joined.iter().map(String::as_str).collect();
+        let short = (
+            "specific.ab!",
+            ["0123456789abcdefghi", "0123456789abcdefghij"],
+        );
+        let short_joined = short.1.map(|l| format!("{}{l}", short.0));
+        let short_joined: Vec<&str> = short_joined.iter().map(String::as_str).collect();
+        for (prefix, locals, joined) in [
+            (prefix, &locals[..], &joined[..]),
+            (short.0, &short.1[..], &short_joined[..]),
+        ] {
+            assert_eq!(
+                pack(&wire_message(), Route::Prefixed { prefix, locals }).unwrap(),
+                pack(&wire_message(), Route::Channels(joined)).unwrap()
+            );
+            let text = Message::new("chat.message").with("text", "hi");
+            assert_eq!(
+                crate::json::dump(&text, Route::Prefixed { prefix, locals }).unwrap(),
+                crate::json::dump(&text, Route::Channels(joined)).unwrap()
+            );
+        }
     }
 
     #[test]

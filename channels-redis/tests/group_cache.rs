@@ -207,7 +207,7 @@ async fn a_change_just_after_a_read_is_not_cached_over() {
 }
 
 /// One group read is at most this many names; bigger ones come in pages.
-const PAGE: usize = 10_000;
+const PAGE: usize = 2_000;
 
 /// Adds members `numbers` to `group` straight in Redis, channels of a
 /// process that never reads (its key just fills), scored `score`.

@@ -17,14 +17,15 @@
 //! removed nothing (Redis may tell the tracking connection of its own change
 //! only after the reply: Redis 7.0 tells it before, later versions defer it)
 //! and the group has as many members as cached (a key that expired under
-//! the prune, likewise). Else the
-//! group is read as before and stored, unless an invalidation or a closed
-//! link came in while it was read.
+//! the prune, likewise). Else the group is read as before, [`PAGE`] names a
+//! reply (a change between pages, told by an invalidation, has it read
+//! whole instead), and kept unless an invalidation or a closed link came in
+//! while it was read.
 //!
 //! A link that fails or drops is closed and the cache emptied; the next send
 //! opens another. A server that refuses tracking is read every time on the
-//! command connection, as without this cache. At most [`CACHED_NAMES`]
-//! member names per shard are kept.
+//! command connection, whole, as without this cache. At most
+//! [`CACHED_NAMES`] member names per shard are kept.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -37,12 +38,12 @@ use redis::{PushInfo, PushKind, Value};
 use crate::connection::Shard;
 
 /// Most member names cached per shard; groups beyond it are evicted.
-pub(crate) const CACHED_NAMES: usize = 200_000;
+const CACHED_NAMES: usize = 200_000;
 
 /// Most member names a tracking link reads in one reply: a bigger group is
 /// read a page at a time, so neither a reply nor the read buffer the
 /// connection keeps after it holds a whole big group.
-const PAGE: usize = 10_000;
+const PAGE: usize = 2_000;
 
 /// Turns a group's member names, read a page at a time, into what a send
 /// uses (and the cache keeps): `T`.

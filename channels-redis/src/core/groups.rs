@@ -23,40 +23,50 @@ pub(crate) struct GroupMembers {
 }
 
 /// The members of a group that live under one channel key: one copy of a
-/// group message goes to the key, listing them (WIRE §2.6). Their names are
-/// kept end to end in one string (a group may be kept between sends, and a
-/// string per name costs about half as much again as the name).
+/// group message goes to the key, listing them (WIRE §2.6). They share the
+/// part of their names the key is made of (`specific.<instance>!`), kept
+/// once; the rest of each name is kept end to end in one string (a group
+/// may be kept between sends: a string per name would cost three times as
+/// much).
 #[derive(Debug)]
 struct KeyMembers {
     key: String,
-    /// The channel names, end to end.
-    names: String,
-    /// Where each name in `names` ends.
-    ends: Vec<usize>,
+    /// What every member's name starts with.
+    prefix: String,
+    /// The rest of each name, end to end.
+    locals: String,
+    /// Where each name's rest ends in `locals`.
+    ends: Vec<u32>,
     capacity: usize,
 }
 
 impl KeyMembers {
-    fn new(key: String, capacity: usize) -> Self {
+    fn new(key: String, prefix: &str, capacity: usize) -> Self {
         Self {
             key,
-            names: String::new(),
+            prefix: prefix.to_owned(),
+            locals: String::new(),
             ends: Vec::new(),
             capacity,
         }
     }
 
+    /// Adds `channel`, which starts with this key's prefix.
     fn push(&mut self, channel: &str) {
-        self.names.push_str(channel);
-        self.ends.push(self.names.len());
+        let local = channel.get(self.prefix.len()..).unwrap_or_default();
+        self.locals.push_str(local);
+        // A group read is bounded by what one reply can hold (far below 4 GiB).
+        self.ends
+            .push(u32::try_from(self.locals.len()).unwrap_or(u32::MAX));
     }
 
-    /// The channel names, in the order they were read.
-    fn channels(&self) -> impl Iterator<Item = &str> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(self.ends.iter().copied())
-            .map(|(start, end)| &self.names[start..end])
+    /// The rest of each member's name after the prefix, in the order read.
+    fn locals(&self) -> impl Iterator<Item = &str> {
+        let ends = self.ends.iter().map(|&end| end as usize);
+        std::iter::once(0)
+            .chain(ends.clone())
+            .zip(ends)
+            .map(|(start, end)| &self.locals[start..end])
     }
 }
 
@@ -86,11 +96,12 @@ pub(crate) async fn group_send(
     let index = shards.index_for_group(group);
     let shard = shards.get(index);
     let reader = cache.reader(index, shard, "group_send").await?;
-    let key = settings.group_key(group);
     let members = reads
-        .read(group, || {
+        .read(group, || async move {
+            let key = settings.group_key(group);
             let prune = prune_before(now_secs(), settings.layer.group_expiry);
-            reader.members(&key, prune, || Bucketing::new(settings, shards))
+            let collect = || Bucketing::new(settings, shards);
+            reader.members(&key, prune, collect).await
         })
         .await
         .map_err(|e| shard.error("group_send", e))?;
@@ -106,10 +117,12 @@ pub(crate) async fn group_send(
             let shard = shards.get(*shard_index);
             let mut sends = Vec::with_capacity(keys.len());
             for key in keys {
-                let channels: Vec<&str> = key.channels().collect();
-                let member = settings
-                    .serializer
-                    .serialize(message, Route::Channels(&channels))?;
+                let locals: Vec<&str> = key.locals().collect();
+                let route = Route::Prefixed {
+                    prefix: &key.prefix,
+                    locals: &locals,
+                };
+                let member = settings.serializer.serialize(message, route)?;
                 sends.push(KeySend {
                     key: &key.key,
                     member,
@@ -171,6 +184,7 @@ impl Collect<GroupMembers> for Bucketing<'_> {
                     self.index_of.insert(shared.to_owned(), self.keys.len());
                     let key = KeyMembers::new(
                         self.settings.channel_key(&member),
+                        shared,
                         self.settings.layer.capacities.capacity_for(&member),
                     );
                     self.keys.push((self.shards.index_for_local(&member), key));
@@ -188,7 +202,7 @@ impl Collect<GroupMembers> for Bucketing<'_> {
     fn finish(self) -> GroupMembers {
         let mut per_shard: Vec<(usize, Vec<KeyMembers>)> = Vec::new();
         for (index, mut key) in self.keys {
-            key.names.shrink_to_fit();
+            key.locals.shrink_to_fit();
             key.ends.shrink_to_fit();
             match per_shard.iter_mut().find(|(i, _)| *i == index) {
                 Some((_, keys)) => keys.push(key),
