@@ -98,6 +98,22 @@ async fn swap_members(
     }
 }
 
+/// Two layers on the shared server with one prefix: a sender whose replies
+/// (and pushes) a [`slow_replies`] proxy holds back 100 ms, and a members'
+/// layer connected directly. Also the prefix.
+async fn slow_sender_and_members() -> (Arc<RedisChannelLayer>, RedisChannelLayer, String) {
+    let server = support::shared_server();
+    let proxy = slow_replies(server.port(), Duration::from_millis(100)).await;
+    let prefix = unique_prefix();
+    let slow = RedisConfig::new()
+        .host(format!("redis://127.0.0.1:{proxy}"))
+        .prefix(&prefix);
+    let sender = Arc::new(RedisChannelLayer::new(slow).unwrap());
+    let members =
+        RedisChannelLayer::new(RedisConfig::new().host(server.url()).prefix(&prefix)).unwrap();
+    (sender, members, prefix)
+}
+
 /// A TCP proxy to `upstream` on a free port that holds every byte coming
 /// back from Redis for `delay` (bytes going to Redis pass at once): a
 /// tracking connection through it gets its invalidations late. What came
@@ -160,15 +176,7 @@ async fn a_change_is_seen_while_its_invalidation_is_still_on_the_wire() {
     // completed while its invalidation to the sender is still held: only
     // the send's own round trip, behind it on the same connection, is sure
     // to bring it first.
-    let server = support::shared_server();
-    let proxy = slow_replies(server.port(), Duration::from_millis(100)).await;
-    let prefix = unique_prefix();
-    let slow = RedisConfig::new()
-        .host(format!("redis://127.0.0.1:{proxy}"))
-        .prefix(&prefix);
-    let sender = RedisChannelLayer::new(slow).unwrap();
-    let members =
-        RedisChannelLayer::new(RedisConfig::new().host(server.url()).prefix(&prefix)).unwrap();
+    let (sender, members, _) = slow_sender_and_members().await;
     swap_members(&sender, &members, &mut None, 4).await;
 }
 
@@ -178,14 +186,7 @@ async fn a_change_just_after_a_read_is_not_cached_over() {
     // change's invalidation reaches the sender together with the read's
     // reply (the proxy holds both): what was read must not be kept.
     let server = support::shared_server();
-    let proxy = slow_replies(server.port(), Duration::from_millis(100)).await;
-    let prefix = unique_prefix();
-    let slow = RedisConfig::new()
-        .host(format!("redis://127.0.0.1:{proxy}"))
-        .prefix(&prefix);
-    let sender = Arc::new(RedisChannelLayer::new(slow).unwrap());
-    let members =
-        RedisChannelLayer::new(RedisConfig::new().host(server.url()).prefix(&prefix)).unwrap();
+    let (sender, members, prefix) = slow_sender_and_members().await;
     let old = members.new_channel("specific").await.unwrap();
     members.group_add("room", &old).await.unwrap();
 
@@ -284,14 +285,7 @@ async fn a_member_moved_between_two_pages_is_not_skipped() {
     // page, already read. Only a read that notices the change gets it.
     let server = support::shared_server();
     let url = server.url();
-    let proxy = slow_replies(server.port(), Duration::from_millis(100)).await;
-    let prefix = unique_prefix();
-    let slow = RedisConfig::new()
-        .host(format!("redis://127.0.0.1:{proxy}"))
-        .prefix(&prefix);
-    let sender = Arc::new(RedisChannelLayer::new(slow).unwrap());
-    let members =
-        RedisChannelLayer::new(RedisConfig::new().host(url.clone()).prefix(&prefix)).unwrap();
+    let (sender, members, prefix) = slow_sender_and_members().await;
     add_bulk_members(&url, &prefix, "room", 0..PAGE, redis_now(&url).await - 60).await;
     let watched = members.new_channel("specific").await.unwrap();
     let inbox = members.open(&watched).await.unwrap();
