@@ -37,7 +37,8 @@ use redis::{PushInfo, PushKind, Value};
 
 use crate::connection::Shard;
 
-/// Most member names cached per shard; groups beyond it are evicted.
+/// Most member names cached per shard (each group also counts one);
+/// groups beyond it are evicted.
 const CACHED_NAMES: usize = 200_000;
 
 /// Most member names a tracking link reads in one reply: a bigger group is
@@ -79,8 +80,9 @@ struct State<T> {
     opened: u64,
     /// By group key.
     groups: HashMap<String, Cached<T>, RandomState>,
-    /// Member names in `groups`.
-    names: usize,
+    /// What `groups` holds, in member names plus one per group (so that
+    /// many empty groups are bounded too): at most [`CACHED_NAMES`].
+    kept: usize,
     /// Bumped by every invalidation and close: a read during which it
     /// changed is not stored.
     changes: u64,
@@ -134,13 +136,7 @@ impl<T: Send + Sync + 'static> GroupCache<T> {
             shards: (0..shards)
                 .map(|_| {
                     Arc::new(Tracked {
-                        state: Mutex::new(State {
-                            link: Link::Closed,
-                            opened: 0,
-                            groups: HashMap::default(),
-                            names: 0,
-                            changes: 0,
-                        }),
+                        state: Mutex::new(State::new()),
                     })
                 })
                 .collect(),
@@ -270,15 +266,44 @@ impl<T> Tracked<T> {
 }
 
 impl<T> State<T> {
+    fn new() -> Self {
+        Self {
+            link: Link::Closed,
+            opened: 0,
+            groups: HashMap::default(),
+            kept: 0,
+            changes: 0,
+        }
+    }
+
+    /// Keeps `members` (`names` of them) for `key`, forgetting other groups
+    /// to make room; a group bigger than the whole cache is not kept.
+    fn keep(&mut self, key: &str, members: Arc<T>, names: usize) {
+        let weight = names + 1;
+        if weight > CACHED_NAMES {
+            return;
+        }
+        self.forget(key);
+        while self.kept + weight > CACHED_NAMES {
+            let Some(evicted) = self.groups.keys().next().cloned() else {
+                break;
+            };
+            self.forget(&evicted);
+        }
+        self.kept += weight;
+        self.groups
+            .insert(key.to_owned(), Cached { members, names });
+    }
+
     fn forget(&mut self, key: &str) {
         if let Some(cached) = self.groups.remove(key) {
-            self.names -= cached.names;
+            self.kept -= cached.names + 1;
         }
     }
 
     fn clear(&mut self) {
         self.groups.clear();
-        self.names = 0;
+        self.kept = 0;
     }
 
     /// Closes the link (the next read opens another) and forgets everything
@@ -375,27 +400,12 @@ impl<T> TrackedReader<T> {
     }
 
     /// Caches `members` unless the cache changed since `changes` was read
-    /// (an invalidation may have been for them) or they are too many.
+    /// (an invalidation may have been for them).
     fn store(&self, key: &str, members: &Arc<T>, names: usize, changes: u64) {
         let mut state = lock(&self.tracked.state);
-        if state.changes != changes || names > CACHED_NAMES {
-            return;
+        if state.changes == changes {
+            state.keep(key, members.clone(), names);
         }
-        state.forget(key);
-        while state.names + names > CACHED_NAMES {
-            let Some(evicted) = state.groups.keys().next().cloned() else {
-                break;
-            };
-            state.forget(&evicted);
-        }
-        state.names += names;
-        state.groups.insert(
-            key.to_owned(),
-            Cached {
-                members: members.clone(),
-                names,
-            },
-        );
     }
 
     /// Closes this link after an error on it, unless it was replaced.
@@ -452,4 +462,43 @@ async fn prune_and_read(
         .query_async(connection)
         .await?;
     Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_empty_groups_are_bounded_too() {
+        let mut state = State::<()>::new();
+        for n in 0..CACHED_NAMES + 10 {
+            state.keep(&format!("g{n}"), Arc::new(()), 0);
+        }
+        assert_eq!(state.groups.len(), CACHED_NAMES);
+        assert_eq!(state.kept, CACHED_NAMES);
+    }
+
+    #[test]
+    fn a_big_group_evicts_others_and_one_bigger_than_the_cache_is_not_kept() {
+        let mut state = State::<()>::new();
+        state.keep("a", Arc::new(()), CACHED_NAMES / 2);
+        state.keep("b", Arc::new(()), CACHED_NAMES / 4);
+        // Room for c and either of a or b, not both.
+        state.keep("c", Arc::new(()), CACHED_NAMES / 2 - 10);
+        assert!(state.groups.contains_key("c"));
+        assert_eq!(state.groups.len(), 2, "one of a and b made room");
+        assert!(state.kept <= CACHED_NAMES);
+        state.keep("c", Arc::new(()), CACHED_NAMES / 4);
+        assert_eq!(
+            state.groups["c"].names,
+            CACHED_NAMES / 4,
+            "kept again, replacing"
+        );
+        state.keep("huge", Arc::new(()), CACHED_NAMES);
+        assert!(!state.groups.contains_key("huge"));
+        state.forget("c");
+        state.forget("a");
+        state.forget("b");
+        assert_eq!(state.kept, 0);
+    }
 }
