@@ -1,14 +1,15 @@
 //! [`SharedReads`]: concurrent reads of one key share one round trip, without
 //! ever handing a caller a read that began before it was called.
 //!
-//! `group_send` reads the whole group each time (a ZRANGE of every member,
-//! which redis-rs parses name by name: ~190 ns a name, so ~190 µs a send at
-//! 1,000 members). When many sends to one group are under way at once (a busy
-//! room), a send that finds a read of its group in flight waits for it to
-//! end, and then shares the *next* read with every send that arrived
-//! meanwhile. That read is issued after all of them were called, so each
-//! still sees every membership written before it was called (by this process
-//! or by any other, Python included): nothing is cached. A send that finds no
+//! `group_send` reads the group each time: at least one round trip (a prune
+//! that vouches for the members kept in `group_cache`), or the whole group (a
+//! ZRANGE of every member, which redis-rs parses name by name: ~190 ns a
+//! name). When many sends to one group are under way at once (a busy room),
+//! a send that finds a read of its group in flight waits for it to end, and
+//! then shares the *next* read with every send that arrived meanwhile. That
+//! read is issued after all of them were called, so each still sees every
+//! membership written before it was called (by this process or by any other,
+//! Python included): no read begun earlier is reused. A send that finds no
 //! read in flight reads at once, as before, so a lone send pays nothing.
 
 use std::collections::HashMap;
