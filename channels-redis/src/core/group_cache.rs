@@ -75,8 +75,8 @@ struct Tracked<T> {
 #[derive(Debug)]
 struct State<T> {
     link: Link,
-    /// How many links were opened; numbers them, so that a late push from
-    /// a closed link cannot close the next one.
+    /// How many links were opened (or tried): the open link is number
+    /// `opened`, so that a late push from a closed one cannot close it.
     opened: u64,
     /// By group key.
     groups: HashMap<String, Cached<T>, RandomState>,
@@ -91,10 +91,8 @@ struct State<T> {
 #[derive(Debug)]
 enum Link {
     Closed,
-    Open {
-        connection: MultiplexedConnection,
-        number: u64,
-    },
+    /// Link number `opened`.
+    Open(MultiplexedConnection),
     /// The server refuses tracking: read on the command connection.
     Refused,
 }
@@ -182,10 +180,7 @@ impl<T: Send + Sync + 'static> GroupCache<T> {
             state.opened = number;
             match opened {
                 Ok(Some(connection)) => {
-                    state.link = Link::Open {
-                        connection: connection.clone(),
-                        number,
-                    };
+                    state.link = Link::Open(connection.clone());
                     Ok(Some(connection))
                 }
                 Ok(None) => {
@@ -218,10 +213,10 @@ impl<T> Tracked<T> {
     fn link(self: &Arc<Self>) -> Now<T> {
         let state = lock(&self.state);
         match &state.link {
-            Link::Open { connection, number } => Now::Open(TrackedReader {
+            Link::Open(connection) => Now::Open(TrackedReader {
                 tracked: self.clone(),
                 connection: connection.clone(),
-                number: *number,
+                number: state.opened,
             }),
             Link::Refused => Now::Refused,
             Link::Closed => Now::Closed(state.opened),
@@ -253,7 +248,7 @@ impl<T> Tracked<T> {
                 }
             }
             PushKind::Disconnection => {
-                if matches!(state.link, Link::Open { number: open, .. } if open == number) {
+                if state.is_open(number) {
                     state.close();
                 } else {
                     state.changes += 1;
@@ -293,6 +288,11 @@ impl<T> State<T> {
         self.kept += weight;
         self.groups
             .insert(key.to_owned(), Cached { members, names });
+    }
+
+    /// Whether link `number` is the open one.
+    fn is_open(&self, number: u64) -> bool {
+        matches!(self.link, Link::Open(_)) && self.opened == number
     }
 
     fn forget(&mut self, key: &str) {
@@ -411,7 +411,7 @@ impl<T> TrackedReader<T> {
     /// Closes this link after an error on it, unless it was replaced.
     fn close(&self) {
         let mut state = lock(&self.tracked.state);
-        if matches!(state.link, Link::Open { number, .. } if number == self.number) {
+        if state.is_open(self.number) {
             state.close();
         }
     }
