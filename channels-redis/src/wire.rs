@@ -66,27 +66,25 @@ pub fn pack(message: &Message, route: Route<'_>) -> Result<Vec<u8>, LayerError> 
             encode::write_str(&mut out, RESERVED_CHANNEL_KEY).map_err(write_error)?;
             encode::write_str(&mut out, channel).map_err(write_error)?;
         }
-        Route::Channels(channels) => {
-            encode::write_str(&mut out, RESERVED_CHANNEL_KEY).map_err(write_error)?;
-            let len = u32::try_from(channels.len()).map_err(write_error)?;
-            encode::write_array_len(&mut out, len).map_err(write_error)?;
-            for channel in channels {
-                encode::write_str(&mut out, channel).map_err(write_error)?;
-            }
-        }
-        Route::Prefixed { prefix, locals } => {
-            encode::write_str(&mut out, RESERVED_CHANNEL_KEY).map_err(write_error)?;
-            let len = u32::try_from(locals.len()).map_err(write_error)?;
-            encode::write_array_len(&mut out, len).map_err(write_error)?;
-            for local in locals {
-                let len = u32::try_from(prefix.len() + local.len()).map_err(write_error)?;
-                encode::write_str_len(&mut out, len).map_err(write_error)?;
-                out.extend_from_slice(prefix.as_bytes());
-                out.extend_from_slice(local.as_bytes());
-            }
-        }
+        Route::Channels(channels) => write_channel_list(&mut out, "", channels)?,
+        Route::Prefixed { prefix, locals } => write_channel_list(&mut out, prefix, locals)?,
     }
     Ok(out)
+}
+
+/// Writes the routing key and its list of channels, each `prefix` followed
+/// by one of `rests`, as strings in their smallest form (as Python does).
+fn write_channel_list(out: &mut Vec<u8>, prefix: &str, rests: &[&str]) -> Result<(), LayerError> {
+    encode::write_str(out, RESERVED_CHANNEL_KEY).map_err(write_error)?;
+    let len = u32::try_from(rests.len()).map_err(write_error)?;
+    encode::write_array_len(out, len).map_err(write_error)?;
+    for rest in rests {
+        let len = u32::try_from(prefix.len() + rest.len()).map_err(write_error)?;
+        encode::write_str_len(out, len).map_err(write_error)?;
+        out.extend_from_slice(prefix.as_bytes());
+        out.extend_from_slice(rest.as_bytes());
+    }
+    Ok(())
 }
 
 /// Encodes one value with Python's choices of forms.
