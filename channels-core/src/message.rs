@@ -50,7 +50,13 @@ pub struct Message {
 
 /// A message's storage: its fields, plus the frame built from it once and
 /// shared by every member of a broadcast ([`Message::shared_frame`]).
+///
+/// Aligned to its own cache lines, apart from the `Arc`'s counts: a broadcast
+/// clones and drops a message on every core at once, and the members read
+/// its type and frame meanwhile, which must not share a line with counts
+/// being written.
 #[derive(Default)]
+#[repr(align(128))]
 struct Fields {
     entries: Vec<(String, Value)>,
     frame: OnceLock<(&'static str, Frame)>,
