@@ -246,11 +246,16 @@ impl Mailbox {
 
     /// Queues `message`, evicting (and counting) the oldest one when the
     /// mailbox is full. Returns whether a message was evicted.
-    pub fn push_evicting(&self, message: Message, expires_at: Instant) -> bool {
+    ///
+    /// # Errors
+    /// The message itself when the mailbox is closed (also one a layer
+    /// retired with [`Mailbox::close_if_unused`]): whoever still held it
+    /// must find the channel's current mailbox.
+    pub fn push_evicting(&self, message: Message, expires_at: Instant) -> Result<bool, Message> {
         let (evicted, wake) = {
             let mut state = self.lock();
             if matches!(state.stop, Some(Stop::Closed)) {
-                return false;
+                return Err(message);
             }
             if state.queue.len() >= self.capacity {
                 self.purge_expired(&mut state, Instant::now());
@@ -265,7 +270,7 @@ impl Mailbox {
             self.drops.count_full(1);
         }
         self.wake(wake);
-        evicted
+        Ok(evicted)
     }
 
     /// Pushes and says whether a parked receiver must be woken: only when the
@@ -484,6 +489,20 @@ impl Mailbox {
         self.ready.notify_waiters();
     }
 
+    /// Closes the mailbox if nothing needs it ([`Mailbox::is_unused`]), in
+    /// one step under its lock, and says whether it did. A layer that
+    /// forgets an unused mailbox retires it this way, so a push through a
+    /// reference kept elsewhere is refused instead of landing where nobody
+    /// will look.
+    pub fn close_if_unused(&self) -> bool {
+        let mut state = self.lock();
+        let unused = state.queue.is_empty() && state.holders == 0 && state.parked == 0;
+        if unused {
+            state.stop = Some(Stop::Closed);
+        }
+        unused
+    }
+
     /// Whether [`Mailbox::close`] was called.
     pub fn is_closed(&self) -> bool {
         matches!(self.lock().stop, Some(Stop::Closed))
@@ -604,11 +623,26 @@ mod tests {
     async fn push_evicting_keeps_the_newest() {
         let (mailbox, drops) = mailbox(100);
         for n in 0..10_000 {
-            mailbox.push_evicting(numbered(n), later());
+            mailbox.push_evicting(numbered(n), later()).unwrap();
         }
         assert_eq!(mailbox.len(), 100);
         assert_eq!(drops.full(), 9_900);
         assert_eq!(number(&mailbox.recv().await.unwrap()), 9_900);
+    }
+
+    #[tokio::test]
+    async fn only_an_unused_mailbox_retires_and_then_refuses_pushes() {
+        let (mailbox, _) = mailbox(10);
+        mailbox.push_evicting(numbered(1), later()).unwrap();
+        assert!(!mailbox.close_if_unused(), "a queued message keeps it");
+        mailbox.add_holder();
+        assert_eq!(number(&mailbox.try_recv().unwrap().unwrap()), 1);
+        assert!(!mailbox.close_if_unused(), "a holder keeps it");
+        assert!(mailbox.remove_holder());
+        assert!(mailbox.close_if_unused());
+        let refused = mailbox.push_evicting(numbered(2), later());
+        assert_eq!(refused.map_err(|message| number(&message)), Err(2));
+        assert!(mailbox.is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -36,6 +36,22 @@ pub(crate) struct LocalChannels {
     outage: Mutex<Option<Arc<str>>>,
 }
 
+/// The receive loop's memory of where the last message it routed went (see
+/// [`LocalChannels::route`]); it keeps those mailboxes alive until the next
+/// message or [`Routes::clear`].
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    mailboxes: Vec<Arc<Mailbox>>,
+}
+
+impl Routes {
+    /// Lets go of the kept mailboxes (the loop does it on its sweep, so a
+    /// forgotten one is not kept alive by this for long).
+    pub(crate) fn clear(&mut self) {
+        self.mailboxes = Vec::new();
+    }
+}
+
 impl LocalChannels {
     pub(crate) fn new(
         capacities: ChannelCapacities,
@@ -105,8 +121,15 @@ impl LocalChannels {
     /// Queues a message popped from Redis (sent at `score`, Unix seconds) for
     /// each channel it names, sharing one copy; a full buffer drops its
     /// oldest message (channels_redis keeps the newest), counted.
+    ///
+    /// `routes` holds the mailboxes the previous message went to: a group's
+    /// messages name the same channels in the same order, so a name found
+    /// at its place there is pushed to without a lookup. A mailbox forgotten
+    /// since was closed when it was ([`Mailbox::close_if_unused`]) and
+    /// refuses the push; the name is then looked up again.
     pub(crate) fn route<'a>(
         &self,
+        routes: &mut Routes,
         message: &Message,
         channels: impl IntoIterator<Item = &'a str>,
         score: f64,
@@ -119,14 +142,31 @@ impl LocalChannels {
             return;
         }
         let expires_at = Instant::now() + Duration::from_secs_f64(left);
+        let kept = &mut routes.mailboxes;
+        let mut count = 0;
         for channel in channels {
-            let mut shard = self.shard(channel);
-            // One lookup for a channel that has its mailbox (nearly always).
-            match shard.get(channel) {
-                Some(mailbox) => push_routed(mailbox, message, expires_at),
-                None => push_routed(self.entry(&mut shard, channel), message, expires_at),
+            let missed = match kept.get(count) {
+                Some(mailbox) if mailbox.channel() == channel => {
+                    push_routed(mailbox, message.clone(), expires_at).err()
+                }
+                _ => Some(message.clone()),
+            };
+            if let Some(message) = missed {
+                let mut shard = self.shard(channel);
+                let mailbox = self.entry(&mut shard, channel).clone();
+                let pushed = push_routed(&mailbox, message, expires_at);
+                // A mailbox in the map is never closed: it is closed only
+                // as it leaves the map, under this same lock.
+                debug_assert!(pushed.is_ok(), "a mailbox in the map was closed");
+                drop(shard);
+                match kept.get_mut(count) {
+                    Some(slot) => *slot = mailbox,
+                    None => kept.push(mailbox),
+                }
             }
+            count += 1;
         }
+        kept.truncate(count);
     }
 
     /// The receive loop lost Redis: receives of empty mailboxes fail with
@@ -163,7 +203,7 @@ impl LocalChannels {
         for shard in self.shards.iter() {
             lock(shard).retain(|_, mailbox| {
                 mailbox.purge();
-                !mailbox.is_unused()
+                !mailbox.close_if_unused()
             });
         }
     }
@@ -173,7 +213,7 @@ impl LocalChannels {
         for shard in self.shards.iter() {
             lock(shard).retain(|_, mailbox| {
                 mailbox.clear();
-                !mailbox.is_unused()
+                !mailbox.close_if_unused()
             });
         }
     }
@@ -198,9 +238,10 @@ impl LocalChannels {
 
     fn forget_if_unused(shard: &mut Shard, mailbox: &Arc<Mailbox>) {
         let channel = mailbox.channel();
+        // Closed as it leaves the map, so a push through `Routes` can tell.
         if shard
             .get(channel)
-            .is_some_and(|found| Arc::ptr_eq(found, mailbox) && mailbox.is_unused())
+            .is_some_and(|found| Arc::ptr_eq(found, mailbox) && mailbox.close_if_unused())
         {
             shard.remove(channel);
         }
@@ -236,15 +277,16 @@ impl Drop for Receiving<'_> {
 }
 
 /// Queues a routed message, evicting the oldest one when the mailbox is full
-/// (counted by the mailbox).
-fn push_routed(mailbox: &Mailbox, message: &Message, expires_at: Instant) {
-    if mailbox.push_evicting(message.clone(), expires_at) {
+/// (counted by the mailbox). Hands the message back if the mailbox is closed.
+fn push_routed(mailbox: &Mailbox, message: Message, expires_at: Instant) -> Result<(), Message> {
+    if mailbox.push_evicting(message, expires_at)? {
         tracing::debug!(
             channel = mailbox.channel(),
             capacity = mailbox.capacity(),
             "channel buffer full; dropped its oldest message"
         );
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -268,7 +310,13 @@ mod tests {
         let local = local(100);
         let receiver = local.open("c!x");
         for i in 0..10_000 {
-            local.route(&Message::new("m").with("i", i), ["c!x"], now(), now());
+            local.route(
+                &mut Routes::default(),
+                &Message::new("m").with("i", i),
+                ["c!x"],
+                now(),
+                now(),
+            );
         }
         assert_eq!(local.drops.full(), 9_900);
         let first = receiver.try_recv().unwrap().unwrap();
@@ -279,7 +327,13 @@ mod tests {
     async fn expired_messages_are_counted_not_queued() {
         let local = local(10);
         let receiver = local.open("c!x");
-        local.route(&Message::new("old"), ["c!x"], now() - 120.0, now());
+        local.route(
+            &mut Routes::default(),
+            &Message::new("old"),
+            ["c!x"],
+            now() - 120.0,
+            now(),
+        );
         assert!(receiver.try_recv().unwrap().is_none());
         assert_eq!(local.drops.expired(), 1);
     }
@@ -301,12 +355,94 @@ mod tests {
     async fn release_forgets_and_messages_for_unheld_names_wait() {
         let local = local(10);
         let handle = local.open("c!a");
-        local.route(&Message::new("x"), ["c!a", "c!b"], now(), now());
+        local.route(
+            &mut Routes::default(),
+            &Message::new("x"),
+            ["c!a", "c!b"],
+            now(),
+            now(),
+        );
         assert_eq!(local.len(), 2);
         drop(handle);
         assert_eq!(local.len(), 1, "the released channel is forgotten");
         let message = local.receive("c!b").await.unwrap();
         assert_eq!(message.message_type(), Some("x"));
         assert_eq!(local.len(), 0);
+    }
+
+    fn kind(n: u64) -> Message {
+        Message::new("m").with("n", n)
+    }
+
+    fn number(message: &Message) -> Option<u64> {
+        message.get("n").and_then(|v| v.as_u64())
+    }
+
+    #[tokio::test]
+    async fn kept_routes_follow_a_changed_list_and_never_push_to_a_forgotten_mailbox() {
+        let local = local(10);
+        let mut routes = Routes::default();
+        let a = local.open("c!a");
+        let b = local.open("c!b");
+        local.route(&mut routes, &kind(1), ["c!a", "c!b"], now(), now());
+        assert_eq!(number(&b.try_recv().unwrap().unwrap()), Some(1));
+        // b's handle goes: its mailbox leaves the map while `routes` holds it.
+        drop(b);
+        local.route(&mut routes, &kind(2), ["c!a", "c!b"], now(), now());
+        let b = local.open("c!b");
+        assert_eq!(
+            b.try_recv().unwrap().as_ref().and_then(number),
+            Some(2),
+            "the message for the released name waits in its new mailbox"
+        );
+        // Reopened: the kept (old) mailbox is not the one in the map.
+        local.route(&mut routes, &kind(3), ["c!a", "c!b"], now(), now());
+        assert_eq!(b.try_recv().unwrap().as_ref().and_then(number), Some(3));
+        // Another list at the same places: c gets it, b does not.
+        let c = local.open("c!c");
+        local.route(&mut routes, &kind(4), ["c!a", "c!c"], now(), now());
+        assert_eq!(c.try_recv().unwrap().as_ref().and_then(number), Some(4));
+        assert!(b.try_recv().unwrap().is_none());
+        let got: Vec<_> = std::iter::from_fn(|| a.try_recv().unwrap())
+            .map(|m| number(&m))
+            .collect();
+        assert_eq!(got, [Some(1), Some(2), Some(3), Some(4)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn kept_routes_survive_a_sweep_a_flush_and_a_close() {
+        let local = local(10);
+        let mut routes = Routes::default();
+        // Nobody holds c!x: its message waits, then a receive by name takes
+        // it and the mailbox is forgotten.
+        local.route(&mut routes, &kind(1), ["c!x"], now(), now());
+        assert_eq!(number(&local.receive("c!x").await.unwrap()), Some(1));
+        assert_eq!(local.len(), 0);
+        local.route(&mut routes, &kind(2), ["c!x"], now(), now());
+        assert_eq!(number(&receive_soon(&local, "c!x").await), Some(2));
+        // A flush forgets the waiting message and its mailbox.
+        local.route(&mut routes, &kind(3), ["c!x"], now(), now());
+        local.clear();
+        local.route(&mut routes, &kind(4), ["c!x"], now(), now());
+        assert_eq!(number(&receive_soon(&local, "c!x").await), Some(4));
+        // A sweep drops a message that expired unread and forgets its mailbox.
+        local.route(&mut routes, &kind(5), ["c!x"], now() - 59.0, now());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        local.sweep();
+        assert_eq!((local.len(), local.drops.expired()), (0, 1));
+        local.route(&mut routes, &kind(6), ["c!x"], now(), now());
+        assert_eq!(number(&receive_soon(&local, "c!x").await), Some(6));
+        // close() closes every mailbox; later messages start afresh.
+        local.route(&mut routes, &kind(7), ["c!x"], now(), now());
+        local.close();
+        local.route(&mut routes, &kind(8), ["c!x"], now(), now());
+        assert_eq!(number(&receive_soon(&local, "c!x").await), Some(8));
+    }
+
+    async fn receive_soon(local: &LocalChannels, channel: &str) -> Message {
+        tokio::time::timeout(Duration::from_secs(5), local.receive(channel))
+            .await
+            .expect("the routed message reached the channel's mailbox")
+            .unwrap()
     }
 }

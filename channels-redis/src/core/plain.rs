@@ -279,7 +279,10 @@ async fn pop_once(plain: &PlainChannels, mailbox: &Mailbox) -> Result<(), LayerE
             connection.release();
             return Ok(());
         }
-        deliver(plain, mailbox, &member, &score);
+        if !deliver(plain, mailbox, &member, &score) {
+            // Closed under this pop: the next receive's RESTORE brings it back.
+            return Ok(());
+        }
         redis::cmd("ZREM")
             .arg(&inflight)
             .arg(&member)
@@ -292,8 +295,9 @@ async fn pop_once(plain: &PlainChannels, mailbox: &Mailbox) -> Result<(), LayerE
 }
 
 /// Decodes a popped member into the mailbox (expiring at its send time plus
-/// the layer's expiry).
-fn deliver(plain: &PlainChannels, mailbox: &Mailbox, member: &[u8], score: &[u8]) {
+/// the layer's expiry). False when the mailbox was closed meanwhile (the
+/// layer closed while this pop ran): the member must stay in `$inflight`.
+fn deliver(plain: &PlainChannels, mailbox: &Mailbox, member: &[u8], score: &[u8]) -> bool {
     let score = std::str::from_utf8(score)
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
@@ -303,10 +307,10 @@ fn deliver(plain: &PlainChannels, mailbox: &Mailbox, member: &[u8], score: &[u8]
             let left = score + plain.settings.layer.expiry.as_secs_f64() - now_secs().floor();
             if left <= 0.0 {
                 plain.drops.count_expired(1);
-                return;
+                return true;
             }
             let expires_at = Instant::now() + Duration::from_secs_f64(left);
-            mailbox.push_evicting(unpacked.message, expires_at);
+            mailbox.push_evicting(unpacked.message, expires_at).is_ok()
         }
         Err(e) => {
             plain.drops.count_undecodable();
@@ -314,6 +318,7 @@ fn deliver(plain: &PlainChannels, mailbox: &Mailbox, member: &[u8], score: &[u8]
                 "dropping an undecodable message on {}: {e}",
                 mailbox.channel()
             );
+            true
         }
     }
 }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, info, warn};
 
 use super::groups::{restore_memberships, under_key};
-use super::local::LocalChannels;
+use super::local::{LocalChannels, Routes};
 use super::memberships::Memberships;
 use super::settings::{Settings, Shards, now_secs};
 use crate::connection::{Dedicated, LONGEST_BLOCK, Shard};
@@ -93,6 +93,7 @@ pub(crate) fn spawn(parts: LoopParts, key: String, shard: usize) -> LoopHandle {
         shard,
         parts,
         pending_ack: false,
+        routes: Routes::default(),
     };
     let task = tokio::spawn(state.run(token.clone()).instrument(span));
     LoopHandle { token, task }
@@ -107,6 +108,8 @@ struct LoopState {
     /// still there. Only this loop writes that key (the client prefix is
     /// unique), so acknowledging is one DEL, pipelined with the next pop.
     pending_ack: bool,
+    /// Where the last routed message went, for the next one.
+    routes: Routes,
 }
 
 impl LoopState {
@@ -228,6 +231,7 @@ impl LoopState {
             }
             if last_sweep.elapsed() > SWEEP_INTERVAL {
                 self.parts.local.sweep();
+                self.routes.clear();
                 last_sweep = tokio::time::Instant::now();
             }
             let (batch, more) = self.pop_batch(connection, poll, blocking).await?;
@@ -295,6 +299,7 @@ impl LoopState {
     /// Decodes each member and queues it for every channel it names.
     fn route(&mut self, batch: Vec<(Vec<u8>, f64)>) {
         let parts = &self.parts;
+        let routes = &mut self.routes;
         let now = now_secs();
         for (member, score) in batch {
             let routed = parts
@@ -304,7 +309,7 @@ impl LoopState {
                     Some(channels) => {
                         parts
                             .local
-                            .route(&message, channels.iter().copied(), score, now);
+                            .route(routes, &message, channels.iter().copied(), score, now);
                         true
                     }
                     None => false,

@@ -389,7 +389,11 @@ impl Registry {
     /// Queues `message`, evicting the oldest when the mailbox is full (it was
     /// published already; channels_redis keeps the newest too).
     fn push(&self, mailbox: &Mailbox, message: &Message) {
-        if mailbox.push_evicting(message.clone(), self.no_expiry) {
+        // A closed mailbox (its channel deleted) takes nothing, as intended.
+        if matches!(
+            mailbox.push_evicting(message.clone(), self.no_expiry),
+            Ok(true)
+        ) {
             let dropped = self.drops.full();
             // Log the first drop and then every 1,000th, not a line per message.
             if dropped == 1 || dropped.is_multiple_of(1_000) {
