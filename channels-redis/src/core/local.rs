@@ -131,18 +131,21 @@ impl LocalChannels {
         &self,
         routes: &mut Routes,
         message: &Message,
-        channels: impl IntoIterator<Item = &'a str>,
+        channels: impl IntoIterator<Item = &'a str, IntoIter: ExactSizeIterator>,
         score: f64,
         now_secs: f64,
     ) {
+        let channels = channels.into_iter();
         let left = score + self.expiry.as_secs_f64() - now_secs.floor();
         if left <= 0.0 {
-            let count = channels.into_iter().count() as u64;
-            self.drops.count_expired(count);
+            self.drops.count_expired(channels.len() as u64);
             return;
         }
         let expires_at = Instant::now() + Duration::from_secs_f64(left);
         let kept = &mut routes.mailboxes;
+        // Room for exactly this list: a group of 20,000 keeps 160 KB, not
+        // up to twice that.
+        kept.reserve_exact(channels.len().saturating_sub(kept.len()));
         let mut count = 0;
         for channel in channels {
             let missed = match kept.get(count) {
