@@ -418,34 +418,32 @@ mod tests {
         let mut routes = Routes::default();
         // Nobody holds c!x: its message waits, then a receive by name takes
         // it and the mailbox is forgotten.
-        local.route(&mut routes, &kind(1), ["c!x"], now(), now());
-        assert_eq!(number(&local.receive("c!x").await.unwrap()), Some(1));
+        route_and_receive(&local, &mut routes, 1).await;
         assert_eq!(local.len(), 0);
-        local.route(&mut routes, &kind(2), ["c!x"], now(), now());
-        assert_eq!(number(&receive_soon(&local, "c!x").await), Some(2));
+        route_and_receive(&local, &mut routes, 2).await;
         // A flush forgets the waiting message and its mailbox.
         local.route(&mut routes, &kind(3), ["c!x"], now(), now());
         local.clear();
-        local.route(&mut routes, &kind(4), ["c!x"], now(), now());
-        assert_eq!(number(&receive_soon(&local, "c!x").await), Some(4));
+        route_and_receive(&local, &mut routes, 4).await;
         // A sweep drops a message that expired unread and forgets its mailbox.
         local.route(&mut routes, &kind(5), ["c!x"], now() - 59.0, now());
         tokio::time::advance(Duration::from_secs(3)).await;
         local.sweep();
         assert_eq!((local.len(), local.drops.expired()), (0, 1));
-        local.route(&mut routes, &kind(6), ["c!x"], now(), now());
-        assert_eq!(number(&receive_soon(&local, "c!x").await), Some(6));
+        route_and_receive(&local, &mut routes, 6).await;
         // close() closes every mailbox; later messages start afresh.
         local.route(&mut routes, &kind(7), ["c!x"], now(), now());
         local.close();
-        local.route(&mut routes, &kind(8), ["c!x"], now(), now());
-        assert_eq!(number(&receive_soon(&local, "c!x").await), Some(8));
+        route_and_receive(&local, &mut routes, 8).await;
     }
 
-    async fn receive_soon(local: &LocalChannels, channel: &str) -> Message {
-        tokio::time::timeout(Duration::from_secs(5), local.receive(channel))
+    /// Routes message `n` to c!x through `routes` and receives it by name.
+    async fn route_and_receive(local: &LocalChannels, routes: &mut Routes, n: u64) {
+        local.route(routes, &kind(n), ["c!x"], now(), now());
+        let received = tokio::time::timeout(Duration::from_secs(5), local.receive("c!x"))
             .await
             .expect("the routed message reached the channel's mailbox")
-            .unwrap()
+            .unwrap();
+        assert_eq!(number(&received), Some(n));
     }
 }
