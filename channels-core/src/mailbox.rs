@@ -100,6 +100,13 @@ struct State {
     stop: Option<Stop>,
 }
 
+impl State {
+    /// No message, no holder, no receive waiting.
+    fn is_unused(&self) -> bool {
+        self.queue.is_empty() && self.holders == 0 && self.parked == 0
+    }
+}
+
 /// The receive side failed for a while; found inside [`LayerError::Backend`].
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("the channel layer cannot receive right now: {reason}")]
@@ -426,8 +433,7 @@ impl Mailbox {
     /// Whether nothing needs this mailbox: no message, no handle, no receive
     /// waiting, nobody holding it. A layer may then forget it.
     pub fn is_unused(&self) -> bool {
-        let state = self.lock();
-        state.queue.is_empty() && state.holders == 0 && state.parked == 0
+        self.lock().is_unused()
     }
 
     /// How many receives wait on the empty queue right now.
@@ -496,7 +502,7 @@ impl Mailbox {
     /// will look.
     pub fn close_if_unused(&self) -> bool {
         let mut state = self.lock();
-        let unused = state.queue.is_empty() && state.holders == 0 && state.parked == 0;
+        let unused = state.is_unused();
         if unused {
             state.stop = Some(Stop::Closed);
         }
