@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior, Sleep};
+use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 use super::context::{ConsumerContext, Decision, WakeRequest};
@@ -568,10 +568,11 @@ async fn leave(
 
 /// The connection's event loop; returns the close code it ended with.
 ///
-/// Every future it waits on lives across iterations (receive, shutdown) or
-/// holds no state (inbound, the ticker), so an iteration after a layer
-/// message costs no registration with the mailbox, the shutdown token or a
-/// timer. The order is biased: shutdown, then the client's own frames, then
+/// Every future it waits on lives across iterations (receive, shutdown, the
+/// housekeeping timer) or holds no state (inbound), so an iteration after a
+/// layer message costs no registration with the mailbox, the shutdown token
+/// or a timer. Its state is what every live connection keeps, so each
+/// `.await` is placed to keep it small (see `a_running_connection_keeps_little_state`). The order is biased: shutdown, then the client's own frames, then
 /// layer messages (at most [`DISPATCH_BATCH`] per turn), so a hot group
 /// cannot starve the client.
 #[allow(clippy::manual_async_fn)] // an async fn would store its arguments twice
@@ -585,7 +586,6 @@ fn serve_events<'a>(
 ) -> impl Future<Output = u16> + Send + 'a {
     // An async block, not an async fn: arguments are stored once.
     async move {
-        let stats = &*settings.stats;
         // One receive future for the whole connection, replaced only after it
         // completes: a pending receive stays registered with the mailbox.
         let mut receive = std::pin::pin!(receiver.recv());
@@ -593,10 +593,7 @@ fn serve_events<'a>(
         let mut shutting_down = std::pin::pin!(shutdown.watch());
         let mut shutdown_seen = false;
         // Only made when receiving fails: an idle connection carries no backoff.
-        let mut backoff: Option<Box<Backoff>> = None;
-        // When the last receive error happened: errors closer together than
-        // `OUTAGE_GAP` belong to one outage, which the consumer hears about once.
-        let mut last_error: Option<Instant> = None;
+        let mut outage: Option<Box<Outage>> = None;
         // Boxed and only while paused: an idle connection should not carry a
         // timer it does not use.
         let mut pause: Option<Pin<Box<Sleep>>> = None;
@@ -605,17 +602,9 @@ fn serve_events<'a>(
         let mut wake: Option<Pin<Box<Sleep>>> = None;
         let mut dispatched: u32 = 0;
 
-        let tick_period = match (settings.ping_interval, settings.idle_timeout) {
-            (Some(ping), Some(idle)) => Some(ping.min(idle)),
-            (ping, idle) => ping.or(idle),
-        };
-        // The tick also gives drained buffers back, so it runs without a
-        // ping or idle timeout too.
-        let period = tick_period
-            .unwrap_or(TIDY_PERIOD)
-            .max(Duration::from_millis(10));
-        let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Boxed, as an `Interval` would box it, but without keeping the
+        // period: it is read from the settings at each tick.
+        let mut tidy = Box::pin(tokio::time::sleep(tidy_period(settings)));
         let mut last_seen = Instant::now();
         let mut limiter = settings
             .inbound_rate
@@ -644,102 +633,122 @@ fn serve_events<'a>(
             // the server is behind, so take no layer messages until the writer
             // catches up (they wait in the layer channel, bounded there).
             let held_back = ctx.outbox_mut().is_over();
-            tokio::select! {
+            // Each branch only says what happened; the handling (which may
+            // wait) runs after the `select!`, so no branch's output sits in
+            // the connection's state while a handler waits.
+            let event = tokio::select! {
                 biased;
-                () = &mut shutting_down, if !shutdown_seen => {
+                () = &mut shutting_down, if !shutdown_seen => Event::Shutdown,
+                event = next_inbound(inbound) => Event::Inbound(event),
+                () = ctx.outbox_mut().space(), if held_back => Event::Space,
+                result = &mut receive, if pause.is_none() && !held_back => {
+                    receive.set(receiver.recv());
+                    Event::Received(result)
+                }
+                () = wait_pause(&mut pause), if pause.is_some() => Event::Resume,
+                () = wait_pause(&mut wake), if wake.is_some() => Event::Wake,
+                () = &mut tidy => Event::Tick,
+            };
+            match event {
+                Event::Shutdown => {
                     shutdown_seen = true;
                     ctx.close(settings.shutdown_close_code, "server shutting down");
                 }
-                event = next_inbound(inbound) => match event {
-                    None => return close_code::ABNORMAL,
-                    Some(Inbound::Frame(frame)) => {
-                        last_seen = Instant::now();
-                        ConsumerStats::incr(&stats.frames_in);
-                        if !rate_limit(&mut limiter, last_seen, ctx, stats) {
-                            continue;
-                        }
-                        let result = consumer.receive(ctx, frame).await;
-                        stats.handle_latency.observe(last_seen.elapsed());
-                        handle_result(ctx, stats, "receive", result);
+                Event::Inbound(None) => return close_code::ABNORMAL,
+                Event::Inbound(Some(Inbound::Frame(frame))) => {
+                    last_seen = Instant::now();
+                    ConsumerStats::incr(&settings.stats.frames_in);
+                    if !rate_limit(&mut limiter, last_seen, ctx, &settings.stats) {
+                        continue;
                     }
-                    Some(Inbound::Ping(_)) => {
-                        // Pings count against the same rate limit as frames: the
-                        // transport answers each with a pong, so a client that
-                        // pings without reading would keep the connection busy
-                        // (and alive) for ever.
-                        last_seen = Instant::now();
-                        rate_limit(&mut limiter, last_seen, ctx, stats);
-                    }
-                    Some(Inbound::Pong(_)) => last_seen = Instant::now(),
-                    Some(Inbound::Close(frame)) => {
-                        return frame.map_or(close_code::NO_STATUS, |f| f.code);
-                    }
-                    Some(Inbound::Invalid(frame)) => {
-                        tracing::debug!(code = frame.code, reason = %frame.reason, "client broke a transport rule");
-                        ctx.close(frame.code, frame.reason);
-                    }
-                },
-                () = ctx.outbox_mut().space(), if held_back => {}
-                result = &mut receive, if pause.is_none() && !held_back => {
-                    receive.set(receiver.recv());
-                    match result {
-                        Ok(message) => {
-                            backoff = None;
-                            last_error = None;
-                            let mut handled = 1;
-                            // One clock read for the drain's expiry checks: a
-                            // message that expires during the drain (at most
-                            // DISPATCH_BATCH dispatches) is still delivered.
-                            let now = Instant::now();
-                            dispatch(consumer, ctx, stats, message, &mut dispatched).await;
-                            // Drain what else is queued now, in one wake-up.
-                            while handled < DISPATCH_BATCH
-                                && !ctx.is_closing()
-                                && !ctx.outbox_mut().is_over()
-                            {
-                                match receiver.try_recv_at(now) {
-                                    Ok(Some(message)) => {
-                                        handled += 1;
-                                        dispatch(consumer, ctx, stats, message, &mut dispatched).await;
-                                    }
-                                    // An error shows up again on the next receive.
-                                    Ok(None) | Err(_) => break,
-                                }
-                            }
-                            stats.messages_in.fetch_add(handled as u64, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        Err(LayerError::Closed) => {
-                            ConsumerStats::incr(&stats.layer_errors);
-                            ctx.close(close_code::GOING_AWAY, "channel layer closed");
-                        }
-                        Err(error) => {
-                            ConsumerStats::incr(&stats.layer_errors);
-                            let now = Instant::now();
-                            let backoff =
-                                backoff.get_or_insert_with(|| Box::new(Backoff::new(BACKOFF_MIN, BACKOFF_MAX)));
-                            if last_error.is_none_or(|at| now - at > OUTAGE_GAP) {
-                                // A new outage: start the backoff over and tell
-                                // the consumer, once.
-                                backoff.reset();
-                                static LIMIT: crate::LogLimiter = crate::LogLimiter::per_second();
-                                if let Some(held_back) = LIMIT.allow() {
-                                    tracing::warn!(held_back, %error, "layer receive failed; retrying with backoff");
-                                }
-                                let result = consumer.layer_error(ctx, &error).await;
-                                handle_result(ctx, stats, "layer_error", result);
-                            }
-                            last_error = Some(now);
-                            pause = Some(Box::pin(tokio::time::sleep(backoff.next_delay())));
-                        }
-                    }
+                    let result = consumer.receive(ctx, frame).await;
+                    settings.stats.handle_latency.observe(last_seen.elapsed());
+                    handle_result(ctx, &settings.stats, "receive", result);
                 }
-                () = wait_pause(&mut pause), if pause.is_some() => pause = None,
-                () = wait_pause(&mut wake), if wake.is_some() => {
+                Event::Inbound(Some(Inbound::Ping(_))) => {
+                    // Pings count against the same rate limit as frames: the
+                    // transport answers each with a pong, so a client that
+                    // pings without reading would keep the connection busy
+                    // (and alive) for ever.
+                    last_seen = Instant::now();
+                    rate_limit(&mut limiter, last_seen, ctx, &settings.stats);
+                }
+                Event::Inbound(Some(Inbound::Pong(_))) => last_seen = Instant::now(),
+                Event::Inbound(Some(Inbound::Close(frame))) => {
+                    return frame.map_or(close_code::NO_STATUS, |f| f.code);
+                }
+                Event::Inbound(Some(Inbound::Invalid(frame))) => {
+                    tracing::debug!(code = frame.code, reason = %frame.reason, "client broke a transport rule");
+                    ctx.close(frame.code, frame.reason);
+                }
+                Event::Space => {}
+                Event::Received(Ok(message)) => {
+                    outage = None;
+                    // One clock read for the drain's expiry checks: a
+                    // message that expires during the drain (at most
+                    // DISPATCH_BATCH dispatches) is still delivered.
+                    let now = Instant::now();
+                    let mut handled = 0;
+                    let mut next = Some(message);
+                    // Drain what else is queued now, in one wake-up. One
+                    // `.await` for all: what the drain keeps then shares no
+                    // room with the rest of the connection's state.
+                    while let Some(message) = next {
+                        handled += 1;
+                        dispatch(consumer, ctx, &settings.stats, message, &mut dispatched).await;
+                        next = if handled < DISPATCH_BATCH
+                            && !ctx.is_closing()
+                            && !ctx.outbox_mut().is_over()
+                        {
+                            // An error shows up again on the next receive.
+                            receiver.try_recv_at(now).ok().flatten()
+                        } else {
+                            None
+                        };
+                    }
+                    settings
+                        .stats
+                        .messages_in
+                        .fetch_add(handled as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                Event::Received(Err(LayerError::Closed)) => {
+                    ConsumerStats::incr(&settings.stats.layer_errors);
+                    ctx.close(close_code::GOING_AWAY, "channel layer closed");
+                }
+                Event::Received(Err(error)) => {
+                    ConsumerStats::incr(&settings.stats.layer_errors);
+                    let now = Instant::now();
+                    let is_new = outage
+                        .as_ref()
+                        .is_none_or(|outage| now - outage.last_error > OUTAGE_GAP);
+                    let outage = outage.get_or_insert_with(|| {
+                        Box::new(Outage {
+                            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
+                            last_error: now,
+                        })
+                    });
+                    if is_new {
+                        // A new outage: start the backoff over and tell
+                        // the consumer, once.
+                        outage.backoff.reset();
+                        static LIMIT: crate::LogLimiter = crate::LogLimiter::per_second();
+                        if let Some(held_back) = LIMIT.allow() {
+                            tracing::warn!(held_back, %error, "layer receive failed; retrying with backoff");
+                        }
+                        let result = consumer.layer_error(ctx, &error).await;
+                        handle_result(ctx, &settings.stats, "layer_error", result);
+                    }
+                    outage.last_error = now;
+                    pause = Some(Box::pin(tokio::time::sleep(outage.backoff.next_delay())));
+                }
+                Event::Resume => pause = None,
+                Event::Wake => {
                     wake = None;
                     let result = consumer.wake(ctx).await;
-                    handle_result(ctx, stats, "wake", result);
+                    handle_result(ctx, &settings.stats, "wake", result);
                 }
-                _ = ticker.tick() => {
+                Event::Tick => {
+                    tidy.as_mut().reset(Instant::now() + tidy_period(settings));
                     // Idle memory: drained queues give their buffers back.
                     receiver.shrink_if_empty();
                     ctx.outbox_mut().shrink_if_empty();
@@ -756,16 +765,48 @@ fn serve_events<'a>(
     }
 }
 
+/// How often a connection does its housekeeping: pings, the idle timeout,
+/// and giving drained buffers back (so it runs without a ping or idle
+/// timeout too).
+fn tidy_period(settings: &ConnectionSettings) -> Duration {
+    let period = match (settings.ping_interval, settings.idle_timeout) {
+        (Some(ping), Some(idle)) => ping.min(idle),
+        (ping, idle) => ping.or(idle).unwrap_or(TIDY_PERIOD),
+    };
+    period.max(Duration::from_millis(10))
+}
+
+/// A failing receive's state, made only while receives fail.
+struct Outage {
+    backoff: Backoff,
+    /// When the last receive error happened: errors closer together than
+    /// `OUTAGE_GAP` belong to one outage, which the consumer hears about once.
+    last_error: Instant,
+}
+
+/// What woke [`serve_events`]'s loop.
+enum Event {
+    Shutdown,
+    Inbound(Option<Inbound>),
+    /// The outbound queue is back under its bounds.
+    Space,
+    Received(Result<Message, LayerError>),
+    /// The pause after a failed receive is over.
+    Resume,
+    /// The consumer's own timer fired.
+    Wake,
+    Tick,
+}
+
 /// A token bucket over a client's frames: `rate` per second, bursts of
-/// `2 * rate`.
+/// `2 * rate`. Kept small: it sits in every connection's state.
 #[derive(Debug)]
 struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    refilled: Instant,
+    rate: u32,
     /// Frames dropped since the last one admitted.
     dropped: u32,
+    tokens: f64,
+    refilled: Instant,
 }
 
 /// What [`RateLimiter::admit`] decided.
@@ -779,19 +820,23 @@ enum Admit {
 
 impl RateLimiter {
     fn new(rate: u32, now: Instant) -> Self {
-        let rate = f64::from(rate.max(1));
+        let rate = rate.max(1);
         Self {
             rate,
-            burst: rate * 2.0,
-            tokens: rate * 2.0,
-            refilled: now,
             dropped: 0,
+            tokens: Self::burst_of(rate),
+            refilled: now,
         }
     }
 
+    fn burst_of(rate: u32) -> f64 {
+        f64::from(rate) * 2.0
+    }
+
     fn admit(&mut self, now: Instant) -> Admit {
+        let burst = Self::burst_of(self.rate);
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.tokens = (self.tokens + elapsed * f64::from(self.rate)).min(burst);
         self.refilled = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -799,7 +844,7 @@ impl RateLimiter {
             return Admit::Yes;
         }
         self.dropped = self.dropped.saturating_add(1);
-        if f64::from(self.dropped) > self.burst {
+        if f64::from(self.dropped) > burst {
             Admit::Close
         } else {
             Admit::Drop
