@@ -108,8 +108,6 @@ pub(crate) fn serve(
     // An async block, not an async fn: an async fn would store its arguments
     // twice in the connection's state.
     async move {
-        // Holds a slot of the connection limit until the connection is over.
-        let _permit = permit;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(error) => {
@@ -159,6 +157,9 @@ pub(crate) fn serve(
             Box::pin(await_close_reply(&mut inbound, &hard_stop)).await;
         }
         tracing::debug!(code, "websocket finished");
+        // A slot of the connection limit, held until here. (Moved into a
+        // local instead, it would take room twice in the connection's state.)
+        drop(permit);
     }
 }
 
