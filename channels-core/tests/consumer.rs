@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use channels_core::consumer::{
-    Accept, CloseFrame, Communicator, CommunicatorError, Connect, Connection, ConnectionSettings,
-    ConsumerContext, ConsumerError, ConsumerRouter, ConsumerStats, Frame, Handshake, Identity,
-    Inbound, InvalidJson, Json, JsonConsumer, MAX_DEFER, Outbound, Scope, ShutdownSignal,
-    WebsocketConsumer, Worker, WorkerContext, run_worker,
+    Accept, Accepted, CloseFrame, Communicator, CommunicatorError, Connect, Connection,
+    ConnectionSettings, ConsumerContext, ConsumerError, ConsumerRouter, ConsumerStats, Frame,
+    Handshake, Identity, Inbound, InvalidJson, Json, JsonConsumer, MAX_DEFER, Outbound, Scope,
+    ShutdownSignal, WebsocketConsumer, Worker, WorkerContext, run_worker,
 };
 use channels_core::{LayerError, Message, SharedLayer, async_trait};
 use channels_memory::InMemoryChannelLayer;
@@ -663,22 +663,28 @@ async fn consumer_can_send_to_another_connection_channel() {
     assert_eq!(target.receive_text().await.unwrap(), "direct");
 }
 
-#[tokio::test]
-async fn a_connection_dropped_before_it_runs_still_leaves_its_groups() {
-    let layer = memory_layer();
-    let log = Log::default();
+/// Opens a connection for `consumer` on `layer`, which must accept it.
+async fn accepted(layer: &SharedLayer, consumer: impl WebsocketConsumer) -> Box<Accepted> {
     let handshake = Connection::open(
         layer.clone(),
         Scope::new("/ws"),
-        Box::new(room("dropped", &log)),
+        Box::new(consumer),
         Arc::new(ConnectionSettings::default()),
         &ShutdownSignal::new(),
     )
     .await
     .unwrap();
     let Handshake::Accepted(accepted) = handshake else {
-        panic!("room accepts")
+        panic!("the consumer accepts")
     };
+    accepted
+}
+
+#[tokio::test]
+async fn a_connection_dropped_before_it_runs_still_leaves_its_groups() {
+    let layer = memory_layer();
+    let log = Log::default();
+    let accepted = accepted(&layer, room("dropped", &log)).await;
     let channel = accepted.connection.channel_name().to_owned();
     drop(accepted);
     // The discard runs in the background; wait until the group is empty.
@@ -714,18 +720,7 @@ async fn a_connection_dropped_before_it_runs_still_leaves_its_groups() {
 /// knowingly.
 #[tokio::test]
 async fn a_running_connection_keeps_little_state() {
-    let handshake = Connection::open(
-        memory_layer(),
-        Scope::new("/ws"),
-        Box::new(ScopeReporter),
-        Arc::new(ConnectionSettings::default()),
-        &ShutdownSignal::new(),
-    )
-    .await
-    .unwrap();
-    let Handshake::Accepted(accepted) = handshake else {
-        panic!("the consumer accepts")
-    };
+    let accepted = accepted(&memory_layer(), ScopeReporter).await;
     // The server's transport is a reference too.
     let (_tx, mut rx) = tokio::sync::mpsc::channel::<Inbound>(1);
     let running = accepted.connection.run(&mut rx, ShutdownSignal::new());
