@@ -40,8 +40,9 @@ struct State {
     queue: VecDeque<Outbound>,
     /// Payload bytes of the queued frames.
     bytes: usize,
-    /// A close that jumps the queue (slow client).
-    urgent: Option<CloseFrame>,
+    /// A close (1013, slow client) jumps the queue. A flag, not the frame:
+    /// every connection's queue carries it, and the frame is always the same.
+    urgent: bool,
     /// The sending side is gone: after the queue, nothing more comes.
     sender_gone: bool,
     /// The receiving side is gone: nobody reads any more.
@@ -92,10 +93,7 @@ impl Shared {
     /// Queues the urgent 1013 (the caller holds the lock), counts it and
     /// wakes both sides.
     fn close_slow(&self, state: &mut State) {
-        state.urgent = Some(CloseFrame::new(
-            close_code::TRY_AGAIN_LATER,
-            "outbound queue full: client too slow",
-        ));
+        state.urgent = true;
         self.slow.store(true, Ordering::Release);
         self.ready.wake();
         self.space.wake();
@@ -206,7 +204,7 @@ impl Outbox {
         };
         let shared = &*self.shared;
         let mut state = shared.lock();
-        if state.receiver_gone || state.urgent.is_some() {
+        if state.receiver_gone || state.urgent {
             drop(state);
             self.closed = true;
             return Err(ConsumerError::Closed);
@@ -313,7 +311,7 @@ impl SocketState {
         shared.backed_up.store(backed_up, Ordering::Release);
         if backed_up && shared.over.load(Ordering::Acquire) {
             let mut state = shared.lock();
-            if state.urgent.is_none() && shared.is_full(&state, 0, 1) {
+            if !state.urgent && shared.is_full(&state, 0, 1) {
                 shared.close_slow(&mut state);
             }
         }
@@ -360,11 +358,14 @@ impl OutboxReceiver {
             return Some(None);
         }
         let mut state = self.shared.lock();
-        if let Some(frame) = state.urgent.take() {
+        if std::mem::take(&mut state.urgent) {
             state.queue = VecDeque::new();
             state.bytes = 0;
             self.done = true;
-            return Some(Some(Outbound::Close(frame)));
+            return Some(Some(Outbound::Close(CloseFrame::new(
+                close_code::TRY_AGAIN_LATER,
+                "outbound queue full: client too slow",
+            ))));
         }
         if let Some(item) = state.queue.pop_front() {
             if let Outbound::Frame(frame) = &item {
