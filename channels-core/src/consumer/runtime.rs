@@ -571,10 +571,13 @@ async fn leave(
 /// Every future it waits on lives across iterations (receive, shutdown, the
 /// housekeeping timer) or holds no state (inbound), so an iteration after a
 /// layer message costs no registration with the mailbox, the shutdown token
-/// or a timer. Its state is what every live connection keeps, so each
-/// `.await` is placed to keep it small (see `a_running_connection_keeps_little_state`). The order is biased: shutdown, then the client's own frames, then
-/// layer messages (at most [`DISPATCH_BATCH`] per turn), so a hot group
+/// or a timer. The order is biased: shutdown, then the client's own frames,
+/// then layer messages (at most [`DISPATCH_BATCH`] per turn), so a hot group
 /// cannot starve the client.
+///
+/// Its state is what every live connection keeps, so each `.await` is placed
+/// to keep it small: a local kept across two of them takes room in every
+/// state (a test, `a_running_connection_keeps_little_state`, bounds it).
 #[allow(clippy::manual_async_fn)] // an async fn would store its arguments twice
 fn serve_events<'a>(
     consumer: &'a mut dyn WebsocketConsumer,
@@ -633,9 +636,10 @@ fn serve_events<'a>(
             // the server is behind, so take no layer messages until the writer
             // catches up (they wait in the layer channel, bounded there).
             let held_back = ctx.outbox_mut().is_over();
-            // Each branch only says what happened; the handling (which may
-            // wait) runs after the `select!`, so no branch's output sits in
-            // the connection's state while a handler waits.
+            // Each branch only says what happened; the handling, which may
+            // wait, comes after the `select!`. Handled inside it, what woke
+            // the loop was kept in the connection's state two or three times
+            // over (the select's output, the branch's binding, a scrutinee).
             let event = tokio::select! {
                 biased;
                 () = &mut shutting_down, if !shutdown_seen => Event::Shutdown,
