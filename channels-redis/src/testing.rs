@@ -82,6 +82,28 @@ pub async fn tracking_clients(url: &str) -> redis::RedisResult<Vec<String>> {
         .collect())
 }
 
+/// How many connections to the Redis at `url` wait in a blocking command
+/// (`INFO clients`' `blocked_clients`), e.g. a receive loop in its BZPOPMIN.
+///
+/// # Errors
+/// When nothing answers at `url`, or the reply lacks the field.
+pub async fn blocked_clients(url: &str) -> redis::RedisResult<u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query_async(&mut connect(url).await?)
+        .await?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("blocked_clients:"))
+        .and_then(|count| count.trim().parse().ok())
+        .ok_or_else(|| {
+            let missing = (
+                redis::ErrorKind::UnexpectedReturnType,
+                "INFO clients has no blocked_clients count",
+            );
+            missing.into()
+        })
+}
+
 /// Returns a key prefix no other test in this process uses (`t<pid>_<n>_`).
 pub fn unique_prefix() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use channels_core::{ChannelLayer, LayerError, Message};
-use channels_redis::testing::{RedisServer, unique_prefix};
+use channels_redis::testing::{RedisServer, blocked_clients, unique_prefix};
 use channels_redis::{RedisChannelLayer, RedisConfig};
 use tokio::time::timeout;
 
@@ -91,7 +91,8 @@ async fn receive_loop_survives_redis_restart_and_restores_memberships() {
     let url = server.lock().unwrap().url();
     let prefix = unique_prefix();
     let layer = Arc::new(
-        RedisChannelLayer::new(RedisConfig::new().host(url).prefix(prefix.clone())).unwrap(),
+        RedisChannelLayer::new(RedisConfig::new().host(url.clone()).prefix(prefix.clone()))
+            .unwrap(),
     );
     let channel = layer.new_channel("specific").await.unwrap();
     layer.group_add("room", &channel).await.unwrap();
@@ -105,7 +106,14 @@ async fn receive_loop_survives_redis_restart_and_restores_memberships() {
         let channel = channel.clone();
         tokio::spawn(async move { layer.receive(&channel).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Killed only once the loop waits in its BZPOPMIN.
+    timeout(Duration::from_secs(10), async {
+        while blocked_clients(&url).await.unwrap() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the receive loop never blocked in BZPOPMIN");
     kill(server.clone()).await;
     let told = timeout(Duration::from_secs(5), blocked)
         .await
