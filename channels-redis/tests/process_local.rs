@@ -100,10 +100,20 @@ async fn k2_inflight_backup_is_restored_first_for_process_local_channels() {
         .unwrap()
         .unwrap();
     assert_eq!(second.message_type(), Some("newer"));
-    // Everything delivered is acknowledged: no backup left behind.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let left: i64 = redis.zcard(format!("{key}$inflight")).await.unwrap();
-    assert_eq!(left, 0);
+    // Everything delivered is acknowledged (with the loop's next pop): no
+    // backup left behind.
+    timeout(Duration::from_secs(5), async {
+        while redis
+            .zcard::<_, i64>(format!("{key}$inflight"))
+            .await
+            .unwrap()
+            > 0
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the restored backup was never acknowledged");
 }
 
 #[tokio::test]
