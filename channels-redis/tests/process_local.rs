@@ -11,7 +11,7 @@ use channels_core::{ChannelLayer, LayerError, Message, NameProblem};
 use channels_redis::RedisChannelLayer;
 use channels_redis::testing::unique_prefix;
 use redis::AsyncCommands;
-use support::{WAIT, config, layer, raw, shared_server};
+use support::{WAIT, config, layer, raw, shared_server, wait_until};
 use tokio::time::timeout;
 
 fn now() -> f64 {
@@ -102,18 +102,17 @@ async fn k2_inflight_backup_is_restored_first_for_process_local_channels() {
     assert_eq!(second.message_type(), Some("newer"));
     // Everything delivered is acknowledged (with the loop's next pop): no
     // backup left behind.
-    timeout(Duration::from_secs(5), async {
-        while redis
-            .zcard::<_, i64>(format!("{key}$inflight"))
-            .await
-            .unwrap()
-            > 0
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the restored backup was never acknowledged");
+    let inflight = format!("{key}$inflight");
+    wait_until(
+        "the restored backup's acknowledgement",
+        Duration::from_secs(5),
+        || {
+            let mut redis = redis.clone();
+            let inflight = inflight.clone();
+            async move { redis.zcard::<_, i64>(inflight).await.unwrap() == 0 }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use channels_redis::testing::RedisServer;
 use channels_redis::{Crypter, RedisConfig, RedisPubSubChannelLayer, consistent_hash, wire};
 use futures::StreamExt as _;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use support::{hex, wire_message, wire_packed};
+use support::{hex, wait_until, wire_message, wire_packed};
 use tokio::time::{sleep, timeout};
 
 /// Generous bound for things that must happen.
@@ -651,26 +651,6 @@ async fn close_wakes_receivers_and_releases_connections() {
     layer.close().await.unwrap();
 }
 
-/// Polls `check` every 10 ms until it holds, failing after [`WAIT`].
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    loop {
-        tick.tick().await;
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} did not happen within {WAIT:?}"
-        );
-    }
-}
-
 /// `PUBSUB NUMSUB` of `topics`: how many connections subscribe each.
 async fn subscriber_counts(url: &str, topics: &[&str]) -> Vec<i64> {
     let counts: std::collections::HashMap<String, i64> =
@@ -727,8 +707,9 @@ async fn dropping_the_last_handle_unsubscribes_its_channel_and_emptied_groups() 
     assert_eq!(layer.stats().channels, 2, "a second handle still holds it");
     drop(second);
     assert_eq!(layer.stats().channels, 1, "released at once, in Drop");
-    eventually(
+    wait_until(
         "UNSUBSCRIBE of the dropped channel and its emptied group",
+        WAIT,
         || async { subscriber_counts(&url, &topics).await == [0, 0, 1, 1] },
     )
     .await;
@@ -812,7 +793,7 @@ async fn a_thousand_handles_opened_at_once_subscribe_in_few_round_trips() {
     );
     drop(handles);
     assert_eq!(layer.stats().channels, 0);
-    eventually("UNSUBSCRIBE of 1,001 topics", || async {
+    wait_until("UNSUBSCRIBE of 1,001 topics", WAIT, || async {
         subscribed_topics(&url).await.is_empty()
     })
     .await;
@@ -828,8 +809,9 @@ async fn handles_are_resubscribed_after_a_restart() {
     layer.group_add("again", member.channel()).await.unwrap();
     server.restart().unwrap();
     let topics = [member.channel(), direct.channel(), "asgi__group__again"];
-    eventually(
+    wait_until(
         "resubscribing every handle on the restarted server",
+        WAIT,
         || async { layer.is_subscribed() && subscriber_counts(&url, &topics).await == [1, 1, 1] },
     )
     .await;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use channels_core::{ChannelLayer, LayerError, Message};
 use channels_redis::testing::{RedisServer, blocked_clients, unique_prefix};
 use channels_redis::{RedisChannelLayer, RedisConfig};
+use support::wait_until;
 use tokio::time::timeout;
 
 #[derive(Clone, Default)]
@@ -107,13 +108,15 @@ async fn receive_loop_survives_redis_restart_and_restores_memberships() {
         tokio::spawn(async move { layer.receive(&channel).await })
     };
     // Killed only once the loop waits in its BZPOPMIN.
-    timeout(Duration::from_secs(10), async {
-        while blocked_clients(&url).await.unwrap() == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the receive loop never blocked in BZPOPMIN");
+    wait_until(
+        "the receive loop's BZPOPMIN",
+        Duration::from_secs(10),
+        || {
+            let url = url.clone();
+            async move { blocked_clients(&url).await.unwrap() > 0 }
+        },
+    )
+    .await;
     kill(server.clone()).await;
     let told = timeout(Duration::from_secs(5), blocked)
         .await

@@ -37,6 +37,27 @@ pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
 /// One second: the usual bound on a wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(1);
 
+/// Polls `check` every 10 ms until it holds, failing (naming `what`) once
+/// `within` has passed: the way these tests wait on a condition.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        tick.tick().await;
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {within:?}"
+        );
+    }
+}
+
 /// WIRE.md §8 message M.
 pub fn wire_message() -> Message {
     Message::new("chat.message")
